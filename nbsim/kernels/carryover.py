@@ -1,0 +1,108 @@
+"""c-parity phi=0 carryover (REFERENCE.md section 4).
+
+nanoBragg.c keeps the phi-rotated cell (ap, bp, cp) across its whole loop nest; a phi step
+with phi == 0.0 skips the rotation and reuses it.  Every sub-path that executes runs all
+phi steps, so after the first executed sub-path of the run the vectors entering any later
+sub-path are always those of the last nonzero phi step.  What enters a pixel therefore
+depends only on whether any sub-path has executed before it in raster order: one index
+(the first executing pixel) says it all.  The plan builds two cell tables (the run's first
+sub-path, and every other); the kernel picks per sub-path.
+
+Sub-paths are skipped by the ROI, the mask and the ``dmin`` cut.  Without ``dmin`` the
+first executing pixel is the first unmasked ROI pixel; with it, a pre-pass computes one
+byte per pixel ("executes any sub-path") and the first set byte is the answer.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .cpu import FASTMATH
+
+
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def executed_flags(pixel_index, fpixels, mask, has_mask, geom, subpixel_size, oversample,
+                   thicksteps, curved, src_dir, src_lambda, out):
+    """out[n] = 1 when pixel pixel_index[n] executes at least one phi step (dmin cut)."""
+    p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
+    fx = geom[3]; fy = geom[4]; fz = geom[5]
+    sx = geom[6]; sy = geom[7]; sz = geom[8]
+    ox = geom[9]; oy = geom[10]; oz = geom[11]
+    bx = geom[12]; by = geom[13]; bz = geom[14]
+    distance = geom[18]
+    thickstep = geom[21]
+    dmin = geom[24]
+    nsrc = src_lambda.shape[0]
+    for n in numba.prange(pixel_index.shape[0]):
+        idx = pixel_index[n]
+        out[n] = 0
+        if has_mask and mask[idx] == 0:
+            continue
+        fpixel = idx % fpixels
+        spixel = idx // fpixels
+        found = False
+        for t in range(thicksteps):
+            if found:
+                break
+            Odet = t * thickstep
+            for subS in range(oversample):
+                if found:
+                    break
+                for subF in range(oversample):
+                    if found:
+                        break
+                    Fdet = subpixel_size * (fpixel * oversample + subF) + subpixel_size / 2.0
+                    Sdet = subpixel_size * (spixel * oversample + subS) + subpixel_size / 2.0
+                    posx = Fdet * fx + Sdet * sx + Odet * ox + p0x
+                    posy = Fdet * fy + Sdet * sy + Odet * oy + p0y
+                    posz = Fdet * fz + Sdet * sz + Odet * oz + p0z
+                    if curved:
+                        vx = distance * bx; vy = distance * by; vz = distance * bz
+                        ang = posy / distance
+                        cs = math.cos(ang); sn = math.sin(ang)
+                        dt = (sx * vx + sy * vy + sz * vz) * (1.0 - cs)
+                        nx = sx * dt + vx * cs + (-sz * vy + sy * vz) * sn
+                        ny = sy * dt + vy * cs + (sz * vx - sx * vz) * sn
+                        nz = sz * dt + vz * cs + (-sy * vx + sx * vy) * sn
+                        ang = posz / distance
+                        cs = math.cos(ang); sn = math.sin(ang)
+                        dt = (fx * nx + fy * ny + fz * nz) * (1.0 - cs)
+                        posx = fx * dt + nx * cs + (-fz * ny + fy * nz) * sn
+                        posy = fy * dt + ny * cs + (fz * nx - fx * nz) * sn
+                        posz = fz * dt + nz * cs + (-fy * nx + fx * ny) * sn
+                    airpath = math.sqrt(posx * posx + posy * posy + posz * posz)
+                    dx = posx / airpath; dy = posy / airpath; dz = posz / airpath
+                    for src in range(nsrc):
+                        lam = src_lambda[src]
+                        qx = (dx + src_dir[src, 0]) / lam
+                        qy = (dy + src_dir[src, 1]) / lam
+                        qz = (dz + src_dir[src, 2]) / lam
+                        stol = 0.5 * math.sqrt(qx * qx + qy * qy + qz * qz)
+                        if stol > 0.0 and dmin > 0.5 / stol:
+                            continue
+                        found = True
+                        break
+        if found:
+            out[n] = 1
+
+
+def first_executing_pixel(plan) -> int:
+    """Raster index of the first pixel that executes a phi step (-1 if none)."""
+    idx = plan.pixel_index
+    if plan.options.has_mask:
+        keep = plan.mask[idx] != 0
+        idx_rendered = idx[keep]
+    else:
+        idx_rendered = idx
+    if idx_rendered.size == 0:
+        return -1
+    if not plan.options.use_dmin:
+        return int(idx_rendered[0])
+    flags = np.zeros(idx.shape[0], dtype=np.uint8)
+    executed_flags(idx, plan.detector.fpixels, plan.mask, plan.options.has_mask, plan.geom,
+                   plan.subpixel_size, plan.oversample, plan.detector.thicksteps,
+                   plan.options.curved, plan.src_dir, plan.src_lambda, flags)
+    nz = np.flatnonzero(flags)
+    return int(idx[nz[0]]) if nz.size else -1

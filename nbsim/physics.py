@@ -1,0 +1,196 @@
+"""Scalar physics of nanoBragg, written once for every target.
+
+Each function is a ``register_jitable``: plain Python when called from Python,
+inlined into ``@njit`` CPU kernels and ``@cuda.jit`` device code alike.  No
+arrays are allocated and no NaN is produced here (Numba's fast-math flags assume
+no NaN).  Units: lengths in metres, wavelengths in metres, angles in radians.
+"""
+from __future__ import annotations
+
+import math
+
+from numba.extending import register_jitable
+
+SHAPE_SQUARE, SHAPE_ROUND, SHAPE_GAUSS, SHAPE_TOPHAT = 0, 1, 2, 3
+SHAPE_CODES = {"SQUARE": SHAPE_SQUARE, "ROUND": SHAPE_ROUND, "GAUSS": SHAPE_GAUSS,
+               "TOPHAT": SHAPE_TOPHAT}
+ROUND_NORM = 0.723601254558268   # sqrt of the cube/sphere volume ratio used by C
+
+
+@register_jitable
+def sincg(x, N):
+    """Lattice transform of N cells along one axis: sin(N x)/sin(x), N at x == 0 (C's form)."""
+    if x == 0.0:
+        return N
+    return math.sin(x * N) / math.sin(x)
+
+
+@register_jitable
+def sincg_delta(h, N):
+    """sin(N pi h)/sin(pi h) evaluated on the fractional part d = h - rint(h).
+
+    sin(N pi (h0 + d)) / sin(pi (h0 + d)) = (-1)^((N-1) h0) sin(N pi d)/sin(pi d) for
+    integer N, so the arguments stay small and float32 keeps its relative accuracy."""
+    h0 = math.floor(h + 0.5)
+    d = h - h0
+    if d == 0.0:
+        val = N
+    else:
+        val = math.sin(N * math.pi * d) / math.sin(math.pi * d)
+    # parity of (N-1)*h0 decides the sign (integer N only)
+    n1 = N - 1.0
+    p = n1 * h0
+    if math.fmod(p, 2.0) != 0.0:
+        val = -val
+    return val
+
+
+@register_jitable
+def sinc3(x):
+    """Transform of a sphere: 3 (sin x / x - cos x) / x^2, 1 at x == 0."""
+    if x == 0.0:
+        return 1.0
+    return 3.0 * (math.sin(x) / x - math.cos(x)) / (x * x)
+
+
+@register_jitable
+def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
+    """Kahn polarization factor for incident (i) and diffracted (d) unit vectors and the
+    E-vector axis (a): 0.5 (1 + cos^2 2th - kahn cos(2 psi) sin^2 2th)."""
+    cos2theta = ix * dx + iy * dy + iz * dz
+    cos2theta_sqr = cos2theta * cos2theta
+    sin2theta_sqr = 1.0 - cos2theta_sqr
+    psi = 0.0
+    if kahn != 0.0:
+        # B_in = axis x incident, E_in = incident x B_in
+        bx = ay * iz - az * iy
+        by = az * ix - ax * iz
+        bz = ax * iy - ay * ix
+        bm = math.sqrt(bx * bx + by * by + bz * bz)
+        if bm != 0.0:
+            bx /= bm
+            by /= bm
+            bz /= bm
+        ex = iy * bz - iz * by
+        ey = iz * bx - ix * bz
+        ez = ix * by - iy * bx
+        em = math.sqrt(ex * ex + ey * ey + ez * ez)
+        if em != 0.0:
+            ex /= em
+            ey /= em
+            ez /= em
+        e_out = dx * ex + dy * ey + dz * ez
+        b_out = dx * bx + dy * by + dz * bz
+        psi = -math.atan2(b_out, e_out)
+    return 0.5 * (1.0 + cos2theta_sqr - kahn * math.cos(2.0 * psi) * sin2theta_sqr)
+
+
+@register_jitable
+def capture_fraction(layer, thickstep, mu, parallax):
+    """Fraction of photons absorbed in sensor layer ``layer`` (Beer-Lambert, oblique path)."""
+    return (math.exp(-layer * thickstep * mu / parallax)
+            - math.exp(-(layer + 1) * thickstep * mu / parallax))
+
+
+@register_jitable
+def solid_angle(pixel_size, airpath, close_distance, point_pixel):
+    """Solid angle of a pixel seen from the sample: (pix/R)^2 * close/R, or 1/R^2 for a point."""
+    if point_pixel:
+        return 1.0 / airpath / airpath
+    return pixel_size * pixel_size / airpath / airpath * close_distance / airpath
+
+
+@register_jitable
+def lattice_factor(shape, h, k, l, Na, Nb, Nc, fudge, ast):
+    """F_latt for the crystal shape code; ``ast`` holds a*, b*, c* (1/A) as 9 values."""
+    if shape == 0:
+        f = 1.0
+        if Na > 1.0:
+            f *= sincg(math.pi * h, Na)
+        if Nb > 1.0:
+            f *= sincg(math.pi * k, Nb)
+        if Nc > 1.0:
+            f *= sincg(math.pi * l, Nc)
+        return f
+    h0 = math.ceil(h - 0.5)
+    k0 = math.ceil(k - 0.5)
+    l0 = math.ceil(l - 0.5)
+    dh = h - h0
+    dk = k - k0
+    dl = l - l0
+    if shape == 1:
+        hrad_sqr = dh * dh * Na * Na + dk * dk * Nb * Nb + dl * dl * Nc * Nc
+        return Na * Nb * Nc * ROUND_NORM * sinc3(math.pi * math.sqrt(hrad_sqr * fudge))
+    dx = dh * ast[0] + dk * ast[3] + dl * ast[6]
+    dy = dh * ast[1] + dk * ast[4] + dl * ast[7]
+    dz = dh * ast[2] + dk * ast[5] + dl * ast[8]
+    rad_star_sqr = (dx * dx + dy * dy + dz * dz) * Na * Na * Nb * Nb * Nc * Nc
+    if shape == 2:
+        return Na * Nb * Nc * math.exp(-(rad_star_sqr / 0.63 * fudge))
+    if rad_star_sqr * fudge < 0.3969:
+        return Na * Nb * Nc
+    return 0.0
+
+
+@register_jitable
+def polint4(x0, x1, x2, x3, y0, y1, y2, y3, x):
+    """Cubic Lagrange polynomial through four points, C's polint term order."""
+    t0 = (x - x1) * (x - x2) * (x - x3) * y0 / ((x0 - x1) * (x0 - x2) * (x0 - x3))
+    t1 = (x - x0) * (x - x2) * (x - x3) * y1 / ((x1 - x0) * (x1 - x2) * (x1 - x3))
+    t2 = (x - x0) * (x - x1) * (x - x3) * y2 / ((x2 - x0) * (x2 - x1) * (x2 - x3))
+    t3 = (x - x0) * (x - x1) * (x - x2) * y3 / ((x3 - x0) * (x3 - x1) * (x3 - x2))
+    return t0 + t1 + t2 + t3
+
+
+@register_jitable
+def tricubic(grid, ih, ik, il, h, k, l):
+    """C's polin3 on the 4x4x4 block whose first corner is grid[ih, ik, il]; grid index
+    i corresponds to Miller index (i - ih) + floor(h) - 1 along each axis."""
+    hf = math.floor(h)
+    kf = math.floor(k)
+    lf = math.floor(l)
+    ym0 = 0.0
+    ym1 = 0.0
+    ym2 = 0.0
+    ym3 = 0.0
+    for i1 in range(4):
+        # polin2 over (k, l) for this h plane: interpolate along l, then along k
+        r0 = polint4(lf - 1.0, lf, lf + 1.0, lf + 2.0,
+                     grid[ih + i1, ik, il], grid[ih + i1, ik, il + 1],
+                     grid[ih + i1, ik, il + 2], grid[ih + i1, ik, il + 3], l)
+        r1 = polint4(lf - 1.0, lf, lf + 1.0, lf + 2.0,
+                     grid[ih + i1, ik + 1, il], grid[ih + i1, ik + 1, il + 1],
+                     grid[ih + i1, ik + 1, il + 2], grid[ih + i1, ik + 1, il + 3], l)
+        r2 = polint4(lf - 1.0, lf, lf + 1.0, lf + 2.0,
+                     grid[ih + i1, ik + 2, il], grid[ih + i1, ik + 2, il + 1],
+                     grid[ih + i1, ik + 2, il + 2], grid[ih + i1, ik + 2, il + 3], l)
+        r3 = polint4(lf - 1.0, lf, lf + 1.0, lf + 2.0,
+                     grid[ih + i1, ik + 3, il], grid[ih + i1, ik + 3, il + 1],
+                     grid[ih + i1, ik + 3, il + 2], grid[ih + i1, ik + 3, il + 3], l)
+        v = polint4(kf - 1.0, kf, kf + 1.0, kf + 2.0, r0, r1, r2, r3, k)
+        if i1 == 0:
+            ym0 = v
+        elif i1 == 1:
+            ym1 = v
+        elif i1 == 2:
+            ym2 = v
+        else:
+            ym3 = v
+    return polint4(hf - 1.0, hf, hf + 1.0, hf + 2.0, ym0, ym1, ym2, ym3, h)
+
+
+@register_jitable
+def interp_in_range(h, k, l, h_min, k_min, l_min, h_range, k_range, l_range):
+    """C's test that the 4-point stencil around (h, k, l) lies inside the grid."""
+    return not ((h - h_min + 3) > h_range or (h - 2) < h_min
+                or (k - k_min + 3) > k_range or (k - 2) < k_min
+                or (l - l_min + 3) > l_range or (l - 2) < l_min)
+
+
+@register_jitable
+def nearest_F(grid, hkls, h0, k0, l0, h_min, k_min, l_min, h_max, k_max, l_max, default_F):
+    """Nearest-neighbour structure factor, default_F off the grid (or with no grid)."""
+    if (hkls != 0 and h0 <= h_max and h0 >= h_min and k0 <= k_max and k0 >= k_min
+            and l0 <= l_max and l0 >= l_min):
+        return grid[h0 - h_min, k0 - k_min, l0 - l_min]
+    return default_F

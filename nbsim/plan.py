@@ -1,0 +1,183 @@
+"""Config -> Plan: everything the kernel needs as flat contiguous arrays, plus the static
+options it is specialised on.  Rotations (phi x domain) are built here, once."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+from . import physics as ph
+from .config import Config
+from .geometry.crystal import CrystalGeometry, resolve_crystal, rotated_cells
+from .geometry.detector import DetectorGeometry, resolve_detector
+from .geometry.sources import SourceSet, resolve_sources
+from .kernels.options import KernelOptions
+from .units import AVOGADRO, R_E_SQR
+
+WATER_F = 2.57
+WATER_MW = 18.0
+
+
+@dataclass
+class Plan:
+    config: Config
+    detector: DetectorGeometry
+    crystal: CrystalGeometry
+    sources: SourceSet
+    fluence: float
+    oversample: int
+    recommended_oversample: int
+    steps: int
+    interpolate: bool
+    I_bg: float
+    pixel_index: np.ndarray       # raster indices of the ROI pixels (int64)
+    mask: np.ndarray              # flat uint8 (1 = render), length 1 if no mask
+    geom: np.ndarray
+    subpixel_size: float
+    src_dir: np.ndarray
+    src_lambda: np.ndarray
+    cells: np.ndarray             # (2, nphi*ndom, 9)
+    ast: np.ndarray               # a*, b*, c* (1/A)
+    Fgrid: np.ndarray
+    fgrid_meta: np.ndarray
+    default_F: float
+    hkls: int
+    lattice: np.ndarray
+    scalars: np.ndarray
+    options: KernelOptions
+    carry_needed: bool            # c-parity and some phi step is exactly 0 with a rotation elsewhere
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def shape(self):
+        return (self.detector.spixels, self.detector.fpixels)
+
+
+def fluence_of(cfg: Config) -> float:
+    b = cfg.beam
+    fluence = float(b.fluence)
+    if b.flux != 0.0 and b.exposure > 0.0 and b.beamsize >= 0:
+        fluence = b.flux * b.exposure / b.beamsize / b.beamsize
+    return fluence
+
+
+def make_plan(cfg: Config) -> Plan:
+    cfg.validate()
+    det = resolve_detector(cfg)
+    cryst = resolve_crystal(cfg, cfg.beam.wavelength, cfg.beam.beamsize)
+    srcs = resolve_sources(cfg, det.beam, det.polar)
+    notes = list(det.notes) + list(cryst.notes)
+    if srcs.count == 0:
+        from .errors import ConfigError
+        raise ConfigError("beam.sources", 0, "no X-ray sources")
+    fluence = fluence_of(cfg)
+    s = cfg.sampling
+    st = cfg.structure
+    c = cfg.crystal
+
+    # C decides interpolation from the N given on the command line, before crystal
+    # size sets N (l.1779)
+    interpolate = st.interpolate
+    if interpolate is None:
+        interpolate = c.Na <= 2 or c.Nb <= 2 or c.Nc <= 2
+    if st.hkls == 0:
+        interpolate = False
+
+    reciprocal_pixel_size = cfg.beam.wavelength * det.distance / det.pixel_size
+    recommended = int(math.ceil(3.0 * cryst.xtalsize_max / reciprocal_pixel_size))
+    if recommended <= 0:
+        recommended = 1
+    oversample = s.oversample if (s.oversample is not None and s.oversample > 0) else recommended
+    if oversample <= 0:
+        oversample = 1
+    steps = srcs.count * cryst.mosaic_domains * cryst.phisteps * oversample * oversample
+
+    I_bg = (WATER_F * WATER_F * R_E_SQR * fluence * s.water_size ** 3 * 1e6 * AVOGADRO / WATER_MW)
+
+    fp, sp = det.fpixels, det.spixels
+    xmin, xmax, ymin, ymax = det.roi
+    xs = np.arange(max(xmin, 0), min(xmax, fp - 1) + 1, dtype=np.int64)
+    ys = np.arange(max(ymin, 0), min(ymax, sp - 1) + 1, dtype=np.int64)
+    pixel_index = (ys[:, None] * fp + xs[None, :]).ravel()
+    mask_cfg = cfg.detector.mask
+    if mask_cfg is not None:
+        m = np.asarray(mask_cfg)
+        if m.size != fp * sp:
+            from .errors import ConfigError
+            raise ConfigError("detector.mask", m.shape, f"must have {sp}x{fp} pixels")
+        mask = (m.reshape(-1) != 0).astype(np.uint8)
+    else:
+        mask = np.ones(1, dtype=np.uint8)
+
+    geom = np.zeros(25)
+    geom[0:3] = det.pix0
+    geom[3:6] = det.fdet
+    geom[6:9] = det.sdet
+    geom[9:12] = det.odet
+    geom[12:15] = det.beam
+    geom[15:18] = det.polar
+    geom[18] = det.distance
+    geom[19] = det.close_distance
+    geom[20] = det.pixel_size
+    geom[21] = det.thickstep
+    geom[22] = det.mu
+    geom[23] = cfg.beam.polarization
+    geom[24] = s.dmin
+
+    phis = cryst.phi_values()
+    spec_cells = rotated_cells(cryst, det.spindle, phis, None)
+    carry_needed = False
+    if cfg.mode == "c-parity" and np.any(phis == 0.0) and np.any(phis != 0.0):
+        carry_needed = True
+        ref = [cryst.a0, cryst.b0, cryst.c0]
+        first = rotated_cells(cryst, det.spindle, phis, entering=ref)
+        last_nz = phis[np.nonzero(phis != 0.0)[0][-1]]
+        from .geometry.rotations import rotate_axis
+        after = [rotate_axis(v, det.spindle, last_nz) for v in ref]
+        rest = rotated_cells(cryst, det.spindle, phis, entering=after)
+        cells = np.stack([first.reshape(-1, 9), rest.reshape(-1, 9)])
+    else:
+        flat = spec_cells.reshape(-1, 9)
+        cells = np.stack([flat, flat])
+    cells = np.ascontiguousarray(cells)
+
+    ast = np.concatenate([cryst.a_star, cryst.b_star, cryst.c_star]).astype(np.float64)
+    if st.grid is not None and st.hkls:
+        Fgrid = np.ascontiguousarray(st.grid, dtype=np.float64)
+        h_range, k_range, l_range = st.h_range, st.k_range, st.l_range
+        meta = np.array([st.h_min, st.k_min, st.l_min, st.h_min + h_range - 1,
+                         st.k_min + k_range - 1, st.l_min + l_range - 1,
+                         h_range, k_range, l_range], dtype=np.int64)
+        hkls = int(st.hkls)
+    else:
+        Fgrid = np.zeros((1, 1, 1))
+        meta = np.zeros(9, dtype=np.int64)
+        hkls = 0
+
+    lattice = np.array([cryst.Na, cryst.Nb, cryst.Nc, c.fudge], dtype=np.float64)
+    scalars = np.array([I_bg, R_E_SQR * fluence / steps, float(steps)])
+
+    interp_code = 0
+    if interpolate:
+        interp_code = 1
+    opts = KernelOptions(
+        shape=ph.SHAPE_CODES[c.shape], interp=interp_code,
+        os_thick=bool(s.oversample_thick), os_polar=bool(s.oversample_polar),
+        os_omega=bool(s.oversample_omega),
+        os_running=(cfg.mode == "c-parity") and bool(
+            s.oversample_thick or s.oversample_polar or s.oversample_omega),
+        curved=det.curved, point_pixel=det.point_pixel, nopolar=bool(cfg.beam.nopolar),
+        has_mask=mask_cfg is not None, use_dmin=s.dmin > 0.0, carry=carry_needed,
+        has_water=s.water_size != 0.0, kahn=cfg.beam.polarization != 0.0,
+        thick=det.thick != 0.0, fast_sincg=cfg.dtype == "float32")
+    return Plan(config=cfg, detector=det, crystal=cryst, sources=srcs, fluence=fluence,
+                oversample=oversample, recommended_oversample=recommended, steps=steps,
+                interpolate=interpolate, I_bg=I_bg, pixel_index=pixel_index, mask=mask,
+                geom=geom, subpixel_size=det.pixel_size / oversample,
+                src_dir=np.ascontiguousarray(srcs.directions),
+                src_lambda=np.ascontiguousarray(srcs.wavelengths), cells=cells, ast=ast,
+                Fgrid=Fgrid, fgrid_meta=meta, default_F=float(st.default_F), hkls=hkls,
+                lattice=lattice, scalars=scalars, options=opts, carry_needed=carry_needed,
+                notes=notes)

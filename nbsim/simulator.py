@@ -1,0 +1,139 @@
+"""The public API: build a :class:`Simulator` from a :class:`Config` (or nanoBragg flags),
+render, and read back the image, statistics and per-pixel traces."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numba
+import numpy as np
+
+from .config import Config
+from .plan import Plan, make_plan
+
+_NO_SWITCH = np.iinfo(np.int64).max
+
+
+@dataclass
+class PixelTrace:
+    """The scaling chain of one pixel, as nanoBragg's -printout_pixel shows it."""
+    fpixel: int
+    spixel: int
+    I: float                 # sum over sub-paths before scaling (photons/sr/electron^2 units)
+    I_over_steps: float
+    polar: float
+    omega: float
+    capture_fraction: float
+    pixel: float             # final value (photons)
+    F_cell: float            # of the last sub-path
+    F_latt: float
+    hkl: tuple
+    position: tuple          # lab position of the last sub-pixel (m)
+    rotated_cell: np.ndarray  # (3, 3) rows a, b, c in Angstrom, last sub-path
+
+
+class Simulator:
+    """Render nanoBragg images.
+
+    >>> sim = Simulator.from_args(["-cell", "100", "100", "100", "90", "90", "90",
+    ...                            "-default_F", "100", "-N", "5", "-detpixels", "64"])
+    >>> image = sim.run()           # (spixels, fpixels) float64, photons per pixel
+    """
+
+    def __init__(self, config: Config, threads: Optional[int] = None):
+        self.config = config
+        self.threads = threads
+        self.plan: Plan = make_plan(config)
+        self._carry_pixel = -1
+        self._switch_pixel = _NO_SWITCH
+        self.image: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_args(cls, args: Sequence[str], mode: Optional[str] = None, **kw) -> "Simulator":
+        """Build from nanoBragg command-line flags (e.g. ``["-cell", "100", ...]``)."""
+        from .args import parse_args
+        parsed = parse_args(list(args))
+        cfg = parsed.config
+        if mode is not None:
+            cfg.mode = mode
+        return cls(cfg, threads=kw.get("threads", parsed.threads))
+
+    # --------------------------------------------------------------- rendering
+    def _launch(self, opts, pixel_index, image, carry_pixel, switch_pixel, oor, trace):
+        from .kernels.cpu import get_kernel
+        p = self.plan
+        kern = get_kernel(opts)
+        kern(image, pixel_index, p.detector.fpixels, p.mask, p.geom, p.subpixel_size,
+             p.oversample, p.detector.thicksteps, p.src_dir, p.src_lambda, p.cells,
+             p.crystal.phisteps, p.crystal.mosaic_domains, p.ast, p.Fgrid, p.fgrid_meta,
+             p.default_F, p.hkls, p.lattice, p.scalars, carry_pixel, switch_pixel, oor, trace)
+
+    def run(self) -> np.ndarray:
+        """Render the image: (spixels, fpixels) float64 in photons per pixel."""
+        device = self.config.device
+        if device in ("cuda", "auto"):
+            from .kernels import cuda as kcuda
+            if device == "cuda" or kcuda.available():
+                return kcuda.run(self)
+        prev = numba.get_num_threads()
+        if self.threads:
+            numba.set_num_threads(min(int(self.threads), numba.config.NUMBA_NUM_THREADS))
+        try:
+            return self._run_cpu()
+        finally:
+            numba.set_num_threads(prev)
+
+    def _prepare_carry(self):
+        from .kernels.carryover import first_executing_pixel
+        p = self.plan
+        self._carry_pixel = first_executing_pixel(p) if p.carry_needed else -1
+
+    def _run_cpu(self) -> np.ndarray:
+        p = self.plan
+        npix = p.detector.fpixels * p.detector.spixels
+        image = np.zeros(npix, dtype=np.float64)
+        self._prepare_carry()
+        dummy_trace = np.zeros((1, 32))
+        opts = p.options
+        c_switch = self.config.mode == "c-parity" and opts.interp == 1
+        oor = np.zeros(npix if c_switch else 1, dtype=np.uint8)
+        self._launch(opts._replace(record_oor=c_switch), p.pixel_index, image,
+                     self._carry_pixel, _NO_SWITCH, oor, dummy_trace)
+        self._switch_pixel = _NO_SWITCH
+        if c_switch:
+            flagged = oor[p.pixel_index]
+            nz = np.flatnonzero(flagged)
+            if nz.size:
+                # C switches interpolation off for good at the first out-of-range
+                # evaluation (raster order): re-render from that pixel on
+                first = int(nz[0])
+                self._switch_pixel = int(p.pixel_index[first])
+                self._launch(opts._replace(interp=2), p.pixel_index[first:], image,
+                             self._carry_pixel, self._switch_pixel, oor, dummy_trace)
+        self.image = image.reshape(p.detector.spixels, p.detector.fpixels)
+        return self.image
+
+    def trace_pixel(self, fpixel: int, spixel: int) -> PixelTrace:
+        """The scaling chain of one pixel (renders the image first if needed)."""
+        p = self.plan
+        if self.image is None:
+            self.run()
+        idx = int(spixel) * p.detector.fpixels + int(fpixel)
+        opts = p.options._replace(trace=True, record_oor=False)
+        if opts.interp == 1 and self.config.mode == "c-parity":
+            opts = opts._replace(interp=2)
+        image = np.zeros(p.detector.fpixels * p.detector.spixels)
+        trace = np.zeros((1, 32))
+        self._launch(opts, np.array([idx], dtype=np.int64), image, self._carry_pixel,
+                     self._switch_pixel, np.zeros(1, dtype=np.uint8), trace)
+        t = trace[0]
+        return PixelTrace(fpixel=int(fpixel), spixel=int(spixel), I=t[0], I_over_steps=t[1],
+                          polar=t[2], omega=t[3], capture_fraction=t[4], pixel=t[5],
+                          F_cell=t[6], F_latt=t[7], hkl=(t[8], t[9], t[10]),
+                          position=(t[11], t[12], t[13]),
+                          rotated_cell=t[16:25].reshape(3, 3) * 1e10)
+
+
+def simulate(config: Config, threads: Optional[int] = None) -> np.ndarray:
+    """Render ``config`` and return the (spixels, fpixels) float64 image."""
+    return Simulator(config, threads=threads).run()
