@@ -28,6 +28,7 @@ import numpy as np
 
 from . import rng
 from .io._roi import as_image2d, roi_tuple
+from .io.cformat import c_g
 
 __all__ = ["NoiseResult", "noise_image", "noise_image_into"]
 
@@ -103,5 +104,5 @@ def noise_image(float_image, seed=None, adc_offset: float = 40.0, roi=None, *,
     out = np.zeros(img.shape, dtype=np.uint16)
     r = roi_tuple(roi, img.shape[1], img.shape[0])
     total, overloads = noise_image_into(img, float(adc_offset), r, state, out)
-    msg = "%.0f photons on noise image (%d overloads)" % (total, overloads)
+    msg = "%s photons on noise image (%d overloads)" % (c_g(total, ".0f"), overloads)
     return NoiseResult(out, int(overloads), float(total), msg)

@@ -25,22 +25,49 @@ def sincg(x, N):
     return math.sin(x * N) / math.sin(x)
 
 
+# Taylor coefficients of sin(y)/y in y^2, enough terms for |y| <= pi/2 to ~1e-16
+_S1 = -1.0 / 6.0
+_S2 = 1.0 / 120.0
+_S3 = -1.0 / 5040.0
+_S4 = 1.0 / 362880.0
+_S5 = -1.0 / 39916800.0
+_S6 = 1.0 / 6227020800.0
+_S7 = -1.0 / 1307674368000.0
+_S8 = 1.0 / 355687428096000.0
+_S9 = -1.0 / 121645100408832000.0
+
+
+@register_jitable
+def sin_pi_small(x):
+    """sin(pi x) for |x| <= 1/2 by a branch-free polynomial (relative error ~1e-16)."""
+    y = math.pi * x
+    z = y * y
+    return y * (1.0 + z * (_S1 + z * (_S2 + z * (_S3 + z * (_S4 + z * (_S5 + z * (
+        _S6 + z * (_S7 + z * (_S8 + z * _S9)))))))))
+
+
 @register_jitable
 def sincg_delta(h, N):
-    """sin(N pi h)/sin(pi h) evaluated on the fractional part d = h - rint(h).
+    """sin(N pi h) / sin(pi h) for integer N, reduced to the fractional part of h.
 
-    sin(N pi (h0 + d)) / sin(pi (h0 + d)) = (-1)^((N-1) h0) sin(N pi d)/sin(pi d) for
-    integer N, so the arguments stay small and float32 keeps its relative accuracy."""
+    With h = h0 + d (h0 the nearest integer) the ratio is (-1)^((N-1) h0) sin(N pi d)/sin(pi d),
+    and sin(N pi d) is reduced again to N d - m; both sines are then evaluated on
+    [-pi/2, pi/2] by a polynomial.  No large arguments reach a sine, so the result keeps
+    its relative accuracy near Bragg peaks (also in float32), and it costs no libm call.
+    Equals C's ``sincg(M_PI*h, N)`` to rounding; N at h == 0 as C.
+    """
     h0 = math.floor(h + 0.5)
     d = h - h0
     if d == 0.0:
+        # C returns N only at h == 0; at other integers its value is +-N up to rounding
         val = N
     else:
-        val = math.sin(N * math.pi * d) / math.sin(math.pi * d)
-    # parity of (N-1)*h0 decides the sign (integer N only)
-    n1 = N - 1.0
-    p = n1 * h0
-    if math.fmod(p, 2.0) != 0.0:
+        nd = N * d
+        m = math.floor(nd + 0.5)
+        val = sin_pi_small(nd - m) / sin_pi_small(d)
+        if int(m) & 1:
+            val = -val
+    if (int(N) - 1) * int(h0) & 1:
         val = -val
     return val
 
@@ -106,11 +133,11 @@ def lattice_factor(shape, h, k, l, Na, Nb, Nc, fudge, ast):
     if shape == 0:
         f = 1.0
         if Na > 1.0:
-            f *= sincg(math.pi * h, Na)
+            f *= sincg_delta(h, Na)
         if Nb > 1.0:
-            f *= sincg(math.pi * k, Nb)
+            f *= sincg_delta(k, Nb)
         if Nc > 1.0:
-            f *= sincg(math.pi * l, Nc)
+            f *= sincg_delta(l, Nc)
         return f
     h0 = math.ceil(h - 0.5)
     k0 = math.ceil(k - 0.5)

@@ -86,7 +86,7 @@ def new_state(idum: int) -> np.ndarray:
 
 
 def idum_from_seed_flag(value) -> int:
-    """The idum C stores for ``-seed VALUE`` / ``-mosaic_seed`` / ``-misset_seed``: ``-atoi(VALUE)``.
+    """The idum C stores for ``-seed V`` / ``-mosaic_seed V`` / ``-misset_seed V``: ``-atoi(V)``.
 
     ``atoi`` reads an optional sign and leading digits (``"12abc"`` -> 12, ``"x"`` -> 0) and
     the result is a C ``int``, so it wraps to 32 bits like glibc's ``(int) strtol``.
@@ -247,7 +247,7 @@ def poidev(xm, state):
             em = np.float32(np.float32(sq * y) + xm)
             if not (em < 0.0):
                 break
-        em = np.float32(math.floor(np.float64(em)))
+        em = np.float32(np.floor(np.float64(em)))
         e = np.float32(np.float32(em * alxm) - gammln(np.float32(np.float64(em) + 1.0)))
         e = np.float32(e - g)
         t = np.float32(0.9 * (1.0 + np.float64(np.float32(y * y))) * math.exp(np.float64(e)))

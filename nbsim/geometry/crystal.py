@@ -139,8 +139,11 @@ def resolve_crystal(cfg: Config, wavelength: float, beamsize: float) -> CrystalG
             gamma = math.pi / 2
         aavg = (alpha + beta + gamma) / 2
         skew = math.sin(aavg) * math.sin(aavg - alpha) * math.sin(aavg - beta) * math.sin(aavg - gamma)
-        if skew < 0.0:
-            skew = -skew
+        if skew <= 0.0:
+            # C takes |skew| and carries on with a cell that cannot exist
+            raise ConfigError("crystal.cell", tuple(c.cell),
+                              "impossible cell angles (each must be less than the sum of "
+                              "the other two, and their sum less than 360 deg)")
         V_cell = 2.0 * a[0] * b[0] * cc[0] * math.sqrt(skew)
         if V_cell <= 0.0:
             raise ConfigError("crystal.cell", c.cell, "impossible unit cell (zero volume)")

@@ -23,7 +23,7 @@ _C_SPACE = b" \t\n\v\f\r"
 
 
 def c_g(x: float, spec: str = "g") -> str:
-    """``printf("%g", x)`` as glibc prints it (also ``%lg``)."""
+    """``printf("%g", x)`` as glibc prints it (also ``%lg``); ``spec`` e.g. ``".0f"``."""
     x = float(x)
     if math.isnan(x):
         return "-nan" if math.copysign(1.0, x) < 0 else "nan"

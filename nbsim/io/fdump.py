@@ -1,6 +1,6 @@
 """``Fdump.bin``: nanoBragg's cache of the structure-factor grid.
 
-Writer (C ll. 2216-2231), after reading an ``-hkl`` file::
+Writer (C ll. 2226-2240), after reading an ``-hkl`` file::
 
     fprintf("%d %d %d %d %d %d\\n\\f", h_min, h_max, k_min, k_max, l_min, l_max)
     for h0 in 0..h_range (inclusive), k0 in 0..k_range (inclusive):

@@ -1,4 +1,4 @@
-"""Structure-factor text files (``-hkl``), read the way nanoBragg.c does (ll. 2135-2215).
+"""Structure-factor text files (``-hkl``), read the way nanoBragg.c does (ll. 2103-2224).
 
 C reads the file twice with ``fscanf``, ignoring line structure:
 

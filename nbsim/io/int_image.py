@@ -13,8 +13,6 @@ buffer is calloc'ed).  The scale rule (default 55000/max_I) is in :mod:`nbsim.st
 """
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
@@ -45,7 +43,7 @@ def _int_image(img, scale, adc, roi, out):
             if test < 0.0:
                 test = 0.0
             r = np.float32(test + 0.5)
-            out[s, f] = _c_to_u16(np.float64(math.floor(r)))
+            out[s, f] = _c_to_u16(np.floor(np.float64(r)))
 
 
 def int_image(float_image, intfile_scale: float, adc_offset: float = 40.0, roi=None,
