@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba.extending import register_jitable
 
 SHAPE_SQUARE, SHAPE_ROUND, SHAPE_GAUSS, SHAPE_TOPHAT = 0, 1, 2, 3
@@ -37,7 +38,7 @@ _S8 = 1.0 / 355687428096000.0
 _S9 = -1.0 / 121645100408832000.0
 
 
-@register_jitable
+@register_jitable(inline="always")
 def sin_pi_small(x):
     """sin(pi x) for |x| <= 1/2 by a branch-free polynomial (relative error ~1e-16)."""
     y = math.pi * x
@@ -46,30 +47,32 @@ def sin_pi_small(x):
         _S6 + z * (_S7 + z * (_S8 + z * _S9)))))))))
 
 
-@register_jitable
+@register_jitable(inline="always")
 def sincg_delta(h, N):
     """sin(N pi h) / sin(pi h) for integer N, reduced to the fractional part of h.
 
     With h = h0 + d (h0 the nearest integer) the ratio is (-1)^((N-1) h0) sin(N pi d)/sin(pi d),
     and sin(N pi d) is reduced again to N d - m; both sines are then evaluated on
     [-pi/2, pi/2] by a polynomial.  No large arguments reach a sine, so the result keeps
-    its relative accuracy near Bragg peaks (also in float32), and it costs no libm call.
-    Equals C's ``sincg(M_PI*h, N)`` to rounding; N at h == 0 as C.
+    its relative accuracy near Bragg peaks (also in float32).  Branch-free and call-free,
+    so loops over it vectorise.  Equals C's ``sincg(M_PI*h, N)`` to rounding (C's own
+    value loses digits near integer h); N*(-1)^((N-1)h0) at integer h.
     """
-    h0 = math.floor(h + 0.5)
+    h0 = np.floor(h + 0.5)
     d = h - h0
-    if d == 0.0:
-        # C returns N only at h == 0; at other integers its value is +-N up to rounding
-        val = N
-    else:
-        nd = N * d
-        m = math.floor(nd + 0.5)
-        val = sin_pi_small(nd - m) / sin_pi_small(d)
-        if int(m) & 1:
-            val = -val
-    if (int(N) - 1) * int(h0) & 1:
-        val = -val
-    return val
+    nd = N * d
+    m = np.floor(nd + 0.5)
+    num = sin_pi_small(nd - m)
+    den = sin_pi_small(d)
+    # at an integer h (d == 0, so m == 0 and num == 0) the ratio is N; written as
+    # arithmetic rather than a branch so the caller's loop still vectorises
+    at_node = 1.0 * (d == 0.0)
+    num = num + at_node * N
+    den = den + at_node * (1.0 - den)
+    # sign (-1)^(m + (N-1) h0), from the parity of a whole number held in a float
+    p = m + (N - 1.0) * h0
+    sgn = 1.0 - 2.0 * (p - 2.0 * np.floor(0.5 * p))
+    return sgn * num / den
 
 
 @register_jitable
@@ -127,7 +130,7 @@ def solid_angle(pixel_size, airpath, close_distance, point_pixel):
     return pixel_size * pixel_size / airpath / airpath * close_distance / airpath
 
 
-@register_jitable
+@register_jitable(inline="always")
 def lattice_factor(shape, h, k, l, Na, Nb, Nc, fudge, ast):
     """F_latt for the crystal shape code; ``ast`` holds a*, b*, c* (1/A) as 9 values."""
     if shape == 0:
@@ -139,9 +142,9 @@ def lattice_factor(shape, h, k, l, Na, Nb, Nc, fudge, ast):
         if Nc > 1.0:
             f *= sincg_delta(l, Nc)
         return f
-    h0 = math.ceil(h - 0.5)
-    k0 = math.ceil(k - 0.5)
-    l0 = math.ceil(l - 0.5)
+    h0 = np.ceil(h - 0.5)
+    k0 = np.ceil(k - 0.5)
+    l0 = np.ceil(l - 0.5)
     dh = h - h0
     dk = k - k0
     dl = l - l0
@@ -154,9 +157,7 @@ def lattice_factor(shape, h, k, l, Na, Nb, Nc, fudge, ast):
     rad_star_sqr = (dx * dx + dy * dy + dz * dz) * Na * Na * Nb * Nb * Nc * Nc
     if shape == 2:
         return Na * Nb * Nc * math.exp(-(rad_star_sqr / 0.63 * fudge))
-    if rad_star_sqr * fudge < 0.3969:
-        return Na * Nb * Nc
-    return 0.0
+    return Na * Nb * Nc * (1.0 * (rad_star_sqr * fudge < 0.3969))
 
 
 @register_jitable
