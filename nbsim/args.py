@@ -1,44 +1,71 @@
 """nanoBragg's command-line flags -> :class:`Config` (+ output requests).
 
-One declarative table holds every flag nanoBragg.c main parses (l.405-1111), with its
-synonyms, arity, units, default and help.  Flags are matched exactly (C's ``strstr``
-substring matching is not reproduced); unknown flags are refused.  Values are converted
-to SI units here, with C's arithmetic (e.g. degrees / RTD), and nowhere else.
+One declarative table (:data:`FLAGS`) holds every flag nanoBragg.c main parses
+(nanoBragg.c l.405-1111), with its synonyms, arity, units, default and help, plus
+nbsim's own flags.  Values are converted to SI units here, with C's arithmetic
+(e.g. degrees / RTD), and nowhere else.
+
+Differences from C's parser, on purpose:
+
+* flags are matched exactly (C's ``strstr`` substring matching, which makes ``-seed``
+  fire on ``-mosaic_seed`` or ``-twotheta`` on ``-twotheta_axis``, is not reproduced);
+  the synonyms C's substrings were written for are listed explicitly;
+* unknown flags, missing values and values that are not numbers are errors
+  (:class:`ArgError`, whose message names the flag), where C would read ``atof`` garbage
+  as 0;
+* ``-nonoise`` wins over ``-noisefile`` whatever their order;
+* flags C reads without any effect on the image (``-stol``, ``-4stol``, ``-Q``,
+  ``-stolout``, ``-coherent``, ``-density``, ``-MW``) are accepted with a note.
+
+What C does and nbsim keeps: the ``-mask`` then ``-img`` headers are read before every
+other flag (the last ``-img``/``-mask`` given wins; ``-mask`` flips BEAM_CENTER_Y), later
+flags override earlier ones, vector flags select the CUSTOM convention, the convention
+decides the pivot after parsing (only CUSTOM honours ``-pivot``, ``-distance``,
+``-close_distance``, ``-Xbeam``... requests), ``-pix0_vector_mm`` is read as metres in
+c-parity mode (C's substring match) and as millimetres in the default mode.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .config import Config
-from .errors import ConfigError
 from .units import RTD
+
+__all__ = ["ArgError", "Outputs", "ParsedArgs", "Flag", "FLAGS", "FLAG_INDEX", "HELP_FLAGS",
+           "tokenize", "parse_args", "usage", "flag_for_param"]
 
 
 class ArgError(ValueError):
     """A command-line problem; the message names the flag (or file) and what is wrong."""
 
 
+HELP_FLAGS = ("-h", "-help", "--help")
+
+
 @dataclass
 class Outputs:
+    """What to write and print (C's output variables)."""
     floatfile: str = "floatimage.bin"
     intfile: str = "intimage.img"
     pgmfile: str = "image.pgm"
     noisefile: str = "noiseimage.img"
     dumpfile: str = "Fdump.bin"
     write_pgm: bool = True
-    calculate_noise: bool = True
-    intfile_scale: float = 0.0
-    pgm_scale: float = 0.0
+    calculate_noise: bool = True    # final decision: off when -nonoise was given
+    nonoise: bool = False           # -nonoise seen (wins over -noisefile)
+    intfile_scale: float = 0.0      # <= 0: auto (55000/max_I)
+    pgm_scale: float = 0.0          # <= 0: auto (250/(5 rmsd))
     adc_offset: float = 40.0
     printout: bool = False
-    printout_pixel: Optional[Tuple[int, int]] = None
+    printout_pixel: Optional[Tuple[int, int]] = None   # (fast, slow)
     progress: bool = True
-    write_dump: bool = False       # an -hkl file was read: write Fdump.bin as C does
+    write_dump: bool = False        # an -hkl file was read: write the dump file as C does
     stol_inputs: List[str] = field(default_factory=list)
 
 
@@ -50,34 +77,48 @@ class ParsedArgs:
     notes: List[str] = field(default_factory=list)
     hkl_file: Optional[str] = None
     mat_file: Optional[str] = None
-    used_dump: Optional[str] = None
+    used_dump: Optional[str] = None          # the dump file read in place of -hkl
     pivot_requests: List[str] = field(default_factory=list)
+    mask_file: Optional[str] = None
+    img_file: Optional[str] = None
+    source_file: Optional[str] = None
+    hkl_data: Optional[object] = None        # nbsim.io.HKLData of -hkl / the dump file
+    given: Dict[str, Tuple[str, List[str]]] = field(default_factory=dict)
+    """config parameter -> (flag, raw values) of the last flag that set it."""
 
 
 @dataclass
 class Flag:
     names: Tuple[str, ...]
-    nargs: int
-    kind: str            # 'float', 'int', 'str', 'none', 'vec3', special
+    nargs: int            # number of values; -1: 'random' or three numbers (-misset)
+    kind: str             # 'float', 'int', 'str', 'none', 'vec3'
     units: str
     default: str
     help: str
     apply: Callable
+    targets: Tuple[str, ...] = ()   # Config parameters it sets (for error messages)
+    metavar: str = ""
+
+
+_NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+_INT32 = 2 ** 31
 
 
 def _num(flag, text, kind="float"):
-    try:
-        if kind == "int":
-            v = float(text)
-            if v != int(v):
-                raise ValueError
-            return int(v)
-        v = float(text)
-    except (TypeError, ValueError):
-        raise ArgError(f"{flag}: expected {'an integer' if kind == 'int' else 'a number'}, "
-                       f"got {text!r}") from None
+    """Parse one value strictly (a plain decimal number; ints may be written 5 or 5.0)."""
+    t = str(text)
+    if not _NUMBER_RE.match(t):
+        what = "an integer" if kind == "int" else "a number"
+        raise ArgError(f"{flag}: expected {what}, got {t!r}")
+    v = float(t)
     if not math.isfinite(v):
-        raise ArgError(f"{flag}: value {text!r} is not finite")
+        raise ArgError(f"{flag}: value {t!r} is out of range")
+    if kind == "int":
+        if v != int(v):
+            raise ArgError(f"{flag}: expected an integer, got {t!r}")
+        v = int(v)
+        if not -_INT32 < v < _INT32:
+            raise ArgError(f"{flag}: value {t!r} does not fit in a 32-bit integer")
     return v
 
 
@@ -88,42 +129,55 @@ class _State:
         self.cfg = Config()
         self.out = Outputs()
         self.threads = None
-        self.pivot = None          # C's detector_pivot as parsing leaves it
+        self.pivot = "BEAM"        # C's detector_pivot as parsing leaves it (default BEAM)
         self.convention = "MOSFLM"
         self.hkl = None
         self.mat = None
         self.sourcefile = None
-        self.mask = None
-        self.img = None
         self.misset_random = False
         self.pix0 = None
         self.pix0_mm = False
         self.notes = []
-        self.pivot_requests = []
-        self.N_given = {}
-        self.cell_partial = None
+        self.pivot_requests = []   # (flag, pivot) in order
+        self.given = {}
+        self.mask_file = None      # set by -mask / -img (read before the other flags)
+        self.img_file = None
+
+
+# ---------------------------------------------------------------- apply helpers
+def _setattr_path(root, path, value):
+    obj = root
+    parts = path.split(".")
+    for p in parts[:-1]:
+        obj = getattr(obj, p)
+    setattr(obj, parts[-1], value)
 
 
 def _set(path, conv=lambda v: v):
     def apply(st, flag, vals):
-        obj = st.cfg
-        parts = path.split(".")
-        for p in parts[:-1]:
-            obj = getattr(obj, p)
-        setattr(obj, parts[-1], conv(vals[0]) if len(vals) == 1 else conv(vals))
+        _setattr_path(st.cfg, path, conv(vals[0] if len(vals) == 1 else vals))
     return apply
 
 
 def _set_out(attr, value=None, conv=lambda v: v):
+    """Set an output attribute to ``value`` (flags without values) or ``conv(value)``."""
     def apply(st, flag, vals):
-        setattr(st.out, attr, value if value is not None else conv(vals[0]))
+        setattr(st.out, attr, value if not vals else conv(vals[0]))
     return apply
+
+
+def _true(path):
+    return _set(path, lambda v: True)
+
+
+def _false(path):
+    return _set(path, lambda v: False)
 
 
 def _pivot(p):
     def apply(st, flag, vals):
         st.pivot = p
-        st.pivot_requests.append(flag)
+        st.pivot_requests.append((flag, p))
     return apply
 
 
@@ -137,18 +191,14 @@ def _chain(*fs):
 def _convention(name, pivot):
     def apply(st, flag, vals):
         st.convention = name
-        st.pivot = pivot
+        st.pivot = pivot        # C sets detector_pivot here too (-dials: BEAM)
     return apply
 
 
-def _vector(target):
+def _vector(path):
     def apply(st, flag, vals):
         st.convention = "CUSTOM"
-        obj = st.cfg
-        parts = target.split(".")
-        for p in parts[:-1]:
-            obj = getattr(obj, p)
-        setattr(obj, parts[-1], tuple(float(v) for v in vals))
+        _setattr_path(st.cfg, path, tuple(float(v) for v in vals))
     return apply
 
 
@@ -166,7 +216,7 @@ def _cell(st, flag, vals):
 
 
 def _misset(st, flag, vals):
-    if len(vals) == 1:
+    if vals == ["random"]:
         st.misset_random = True
         st.cfg.crystal.misset = None
     else:
@@ -176,32 +226,30 @@ def _misset(st, flag, vals):
 
 def _N(which):
     def apply(st, flag, vals):
-        n = float(int(vals[0]))
         for w in which:
-            setattr(st.cfg.crystal, "N" + w, n)
-            st.N_given[w] = n
+            setattr(st.cfg.crystal, "N" + w, float(vals[0]))
     return apply
 
 
-def _sample(axes, scale=1e-3):
+def _sample(axes):
     def apply(st, flag, vals):
         for a in axes:
-            setattr(st.cfg.crystal, "sample_" + a, vals[0] * scale)
+            setattr(st.cfg.crystal, "sample_" + a, vals[0] / 1000.0)
     return apply
 
 
 def _detector_abs(st, flag, vals):
-    text = vals[0]
-    if "inf" in text:
-        st.cfg.detector.thick = 0.0
-        st.cfg.detector.mu = 0.0
+    text = str(vals[0])
+    d = st.cfg.detector
+    # C: strstr(value, "inf") or atof(value) == 0 -> no absorption model at all
+    if "inf" in text or text.lower().lstrip("+") in ("inf", "infinity"):
+        d.thick, d.mu = 0.0, 0.0
         return
     v = _num(flag, text)
     if v == 0.0:
-        st.cfg.detector.thick = 0.0
-        st.cfg.detector.mu = 0.0
+        d.thick, d.mu = 0.0, 0.0
     else:
-        st.cfg.detector.mu = 1.0 / (v * 1e-6)
+        d.mu = 1.0 / (v * 1e-6)
 
 
 def _detsize(which):
@@ -224,8 +272,9 @@ def _energy(st, flag, vals):
     st.cfg.beam.wavelength = (12398.42 / vals[0]) / 1.0e10
 
 
-def _mosaic(st, flag, vals):
-    st.cfg.crystal.mosaic_spread = vals[0] / RTD
+def _polar(st, flag, vals):
+    st.cfg.beam.polarization = vals[0]
+    st.cfg.beam.nopolar = False          # C: -polar also clears nopolar
 
 
 def _divergence(st, flag, vals):
@@ -254,7 +303,6 @@ def _file(attr):
 
 def _noisefile(st, flag, vals):
     st.out.noisefile = vals[0]
-    st.out.calculate_noise = True
 
 
 def _pgmfile(st, flag, vals):
@@ -268,43 +316,49 @@ def _pgmscale(st, flag, vals):
 
 
 def _printout_pixel(st, flag, vals):
-    st.out.printout = True
     st.out.printout_pixel = (int(vals[0]), int(vals[1]))
 
 
 def _ignored(st, flag, vals):
-    st.notes.append(f"{flag} is accepted for compatibility; it changes nothing in the image")
+    st.notes.append(f"{flag} is accepted for compatibility with nanoBragg; "
+                    f"it changes nothing in the outputs")
+
+
+def _stol(st, flag, vals):
+    st.out.stol_inputs.append(vals[0])
+    _ignored(st, flag, vals)
 
 
 def _mode(st, flag, vals):
     st.cfg.mode = "c-parity"
 
 
-def _device(st, flag, vals):
-    if vals[0] not in ("cpu", "cuda", "auto"):
-        raise ArgError(f"{flag}: expected cpu, cuda or auto, got {vals[0]!r}")
-    st.cfg.device = vals[0]
-
-
-def _dtype(st, flag, vals):
-    if vals[0] not in ("float64", "float32"):
-        raise ArgError(f"{flag}: expected float64 or float32, got {vals[0]!r}")
-    st.cfg.dtype = vals[0]
+def _choice(path, choices):
+    def apply(st, flag, vals):
+        if vals[0] not in choices:
+            raise ArgError(f"{flag}: expected {' or '.join(choices)}, got {vals[0]!r}")
+        _setattr_path(st.cfg, path, vals[0])
+    return apply
 
 
 def _threads(st, flag, vals):
     if vals[0] < 1:
-        raise ArgError(f"{flag}: needs at least 1 thread")
+        raise ArgError(f"{flag}: needs at least 1 thread, got {vals[0]}")
     st.threads = int(vals[0])
 
 
-def _seed(attr):
-    def apply(st, flag, vals):
-        if attr == "seed":
-            st.cfg.seed = int(vals[0])
-        else:
-            setattr(st.cfg.crystal, attr, int(vals[0]))
-    return apply
+def _pivot_flag(st, flag, vals):
+    v = vals[0]
+    # C: strstr(value, "sample") then strstr(value, "beam"); the later test wins
+    p = None
+    if "sample" in v:
+        p = "SAMPLE"
+    if "beam" in v:
+        p = "BEAM"
+    if p is None:
+        raise ArgError(f"{flag}: expected 'beam' or 'sample', got {v!r}")
+    st.pivot = p
+    st.pivot_requests.append((flag, p))
 
 
 def _mm(path):
@@ -317,274 +371,446 @@ def _deg(path):
 
 F, I, S, N0, V3 = "float", "int", "str", "none", "vec3"
 
+
+def _F(names, nargs, kind, units, default, help, apply, targets=(), metavar=""):
+    if isinstance(names, str):
+        names = (names,)
+    if isinstance(targets, str):
+        targets = (targets,)
+    return Flag(tuple(names), nargs, kind, units, default, help, apply, tuple(targets), metavar)
+
+
 FLAGS: List[Flag] = [
-    # crystal
-    Flag(("-cell",), 6, F, "A, deg", "none", "unit cell a b c alpha beta gamma", _cell),
-    Flag(("-mat",), 1, S, "file", "none", "MOSFLM A matrix (reciprocal vectors x lambda)", _file("mat")),
-    Flag(("-misset",), -1, S, "deg", "0 0 0", "crystal rotation about x, y, z; or 'random'", _misset),
-    Flag(("-N",), 1, I, "cells", "1", "number of unit cells along a, b and c", _N("abc")),
-    Flag(("-Na",), 1, I, "cells", "1", "number of unit cells along a", _N("a")),
-    Flag(("-Nb",), 1, I, "cells", "1", "number of unit cells along b", _N("b")),
-    Flag(("-Nc",), 1, I, "cells", "1", "number of unit cells along c", _N("c")),
-    Flag(("-xtalsize", "-xtal_size", "-samplesize", "-sample_size"), 1, F, "mm", "0",
-         "crystal full width (sets N along a, b, c)", _sample("xyz")),
-    Flag(("-xtal_thick", "-xtal_x", "-sample_thick", "-sample_x"), 1, F, "mm", "0",
-         "crystal size along x (sets Na)", _sample("x")),
-    Flag(("-xtal_width", "-xtal_y", "-sample_width", "-sample_y", "-width"), 1, F, "mm", "0",
-         "crystal size along y (sets Nb)", _sample("y")),
-    Flag(("-xtal_height", "-xtal_z", "-sample_height", "-sample_z", "-height"), 1, F, "mm", "0",
-         "crystal size along z (sets Nc)", _sample("z")),
-    Flag(("-density", "-sample_density"), 1, F, "g/cm^3", "1", "sample density (printed only)", _ignored),
-    Flag(("-MW", "-molecular_weight", "-molecules"), 1, F, "g/mol", "18", "molecular weight (printed only)", _ignored),
-    Flag(("-square_xtal",), 0, N0, "", "on", "parallelepiped crystal (sincg lattice factor)", _shape("SQUARE")),
-    Flag(("-round_xtal",), 0, N0, "", "off", "ellipsoidal crystal (sinc3)", _shape("ROUND")),
-    Flag(("-gauss_xtal",), 0, N0, "", "off", "Gaussian spots", _shape("GAUSS")),
-    Flag(("-tophat_spots", "-binary_spots"), 0, N0, "", "off", "flat-top spots clipped at FWHM", _shape("TOPHAT")),
-    Flag(("-fudge",), 1, F, "", "1", "spot-size fudge factor for round/gauss/tophat", _set("crystal.fudge")),
-    Flag(("-mosaic", "-mosaicity", "-mosaic_spread"), 1, F, "deg", "0", "isotropic mosaic spread", _mosaic),
-    Flag(("-mosaic_domains", "-mosaic_dom"), 1, I, "", "10 if a spread is given", "number of mosaic domains", _set("crystal.mosaic_domains", int)),
-    Flag(("-mosaic_seed",), 1, I, "", "12345678", "seed of the mosaic-domain generator", _seed("mosaic_seed")),
-    Flag(("-misset_seed",), 1, I, "", "clock", "seed of -misset random", _seed("misset_seed")),
-    Flag(("-phi",), 1, F, "deg", "0", "starting spindle rotation", _deg("crystal.phi0")),
-    Flag(("-osc",), 1, F, "deg", "auto", "spindle rotation range", _deg("crystal.osc")),
-    Flag(("-phistep",), 1, F, "deg", "auto", "spindle step", _deg("crystal.phistep")),
-    Flag(("-phisteps",), 1, I, "", "auto", "number of spindle steps", _set("crystal.phisteps", int)),
-    Flag(("-spindle_axis",), 3, V3, "vector", "0 0 1", "spindle rotation axis (selects CUSTOM)", _vector("crystal.spindle_axis")),
-    # structure factors
-    Flag(("-hkl",), 1, S, "file", "none", "structure factors: text 'h k l F' per line", _file("hkl")),
-    Flag(("-default_F",), 1, F, "electrons", "0", "F of every reflection not in -hkl", _set("structure.default_F")),
-    Flag(("-dumpfile", "-dump"), 1, S, "file", "Fdump.bin", "binary cache of the -hkl grid", _set_out("dumpfile")),
-    Flag(("-interpolate",), 0, N0, "", "auto (on if any N <= 2)", "tricubic interpolation of F", _set("structure.interpolate", lambda v: True)),
-    Flag(("-nointerpolate",), 0, N0, "", "auto", "nearest-neighbour F", _set("structure.interpolate", lambda v: False)),
-    # beam
-    Flag(("-lambda", "-wavelength", "-wave"), 1, F, "A", "1", "X-ray wavelength", _set("beam.wavelength", lambda v: v / 1.0e10)),
-    Flag(("-energy",), 1, F, "eV", "12398.42", "X-ray photon energy", _energy),
-    Flag(("-fluence",), 1, F, "photons/m^2", "1.259e29", "integrated incident fluence", _set("beam.fluence")),
-    Flag(("-flux",), 1, F, "photons/s", "0", "flux (with -exposure and -beamsize sets fluence)", _set("beam.flux")),
-    Flag(("-exposure",), 1, F, "s", "1", "exposure time", _set("beam.exposure")),
-    Flag(("-beamsize",), 1, F, "mm", "0.1", "beam size (also clips the crystal)", _mm("beam.beamsize")),
-    Flag(("-dispersion",), 1, F, "%", "0", "spectral width delta-lambda/lambda", _set("beam.dispersion", lambda v: v / 100.0)),
-    Flag(("-dispsteps",), 1, I, "", "auto", "number of wavelengths", _set("beam.dispsteps", int)),
-    Flag(("-divergence",), 1, F, "mrad", "0", "horizontal and vertical divergence range", _divergence),
-    Flag(("-hdivrange",), 1, F, "mrad", "0", "horizontal divergence range", _set("beam.hdivrange", lambda v: v / 1000.0)),
-    Flag(("-vdivrange",), 1, F, "mrad", "0", "vertical divergence range", _set("beam.vdivrange", lambda v: v / 1000.0)),
-    Flag(("-hdivstep",), 1, F, "mrad", "auto", "horizontal divergence step", _set("beam.hdivstep", lambda v: v / 1000.0)),
-    Flag(("-vdivstep",), 1, F, "mrad", "auto", "vertical divergence step", _set("beam.vdivstep", lambda v: v / 1000.0)),
-    Flag(("-hdivsteps",), 1, I, "", "auto", "number of horizontal divergence steps", _set("beam.hdivsteps", int)),
-    Flag(("-vdivsteps",), 1, I, "", "auto", "number of vertical divergence steps", _set("beam.vdivsteps", int)),
-    Flag(("-divsteps",), 1, I, "", "auto", "divergence steps, both directions", _divsteps),
-    Flag(("-round_div",), 0, N0, "", "on", "cut the divergence grid to an ellipse", _set("beam.round_div", lambda v: True)),
-    Flag(("-square_div",), 0, N0, "", "off", "full rectangular divergence grid", _set("beam.round_div", lambda v: False)),
-    Flag(("-sourcefile",), 1, S, "file", "none", "sources: X Y Z weight lambda per line (m)", _file("sourcefile")),
-    Flag(("-beam_vector",), 3, V3, "vector", "1 0 0", "beam direction (selects CUSTOM)", _vector("beam.beam_vector")),
-    Flag(("-polar_vector",), 3, V3, "vector", "0 0 1", "E-vector of the beam (selects CUSTOM)", _vector("beam.polar_vector")),
-    Flag(("-polar",), 1, F, "", "0 (unpolarized)", "Kahn polarization factor", _set("beam.polarization")),
-    Flag(("-nopolar",), 0, N0, "", "off", "no polarization correction", _set("beam.nopolar", lambda v: True)),
-    # detector
-    Flag(("-distance",), 1, F, "mm", "100", "sample to beam spot on the detector (beam pivot)", _chain(_mm("detector.distance"), _pivot("BEAM"))),
-    Flag(("-close_distance",), 1, F, "mm", "auto", "sample to nearest detector point (sample pivot)", _chain(_mm("detector.close_distance"), _pivot("SAMPLE"))),
-    Flag(("-detsize",), 1, F, "mm", "102.4", "detector size, both directions", _detsize("fs")),
-    Flag(("-detsize_f", "-detsize_x"), 1, F, "mm", "102.4", "detector size along fast axis", _detsize("f")),
-    Flag(("-detsize_s", "-detsize_y"), 1, F, "mm", "102.4", "detector size along slow axis", _detsize("s")),
-    Flag(("-detpixels",), 1, I, "pixels", "1024", "detector size in pixels, both directions", _detpixels("fs")),
-    Flag(("-detpixels_f", "-detpixels_x"), 1, I, "pixels", "1024", "pixels along the fast axis", _detpixels("f")),
-    Flag(("-detpixels_s", "-detpixels_y"), 1, I, "pixels", "1024", "pixels along the slow axis", _detpixels("s")),
-    Flag(("-pixel",), 1, F, "mm", "0.1", "pixel size", _mm("detector.pixel_size")),
-    Flag(("-Xbeam",), 1, F, "mm", "centre", "beam centre, image X (beam pivot)", _chain(_mm("detector.beam_center_x"), _pivot("BEAM"))),
-    Flag(("-Ybeam",), 1, F, "mm", "centre", "beam centre, image Y (beam pivot)", _chain(_mm("detector.beam_center_y"), _pivot("BEAM"))),
-    Flag(("-Xclose",), 1, F, "mm", "centre", "nearest point, image X (sample pivot)", _chain(_mm("detector.xclose"), _pivot("SAMPLE"))),
-    Flag(("-Yclose",), 1, F, "mm", "centre", "nearest point, image Y (sample pivot)", _chain(_mm("detector.yclose"), _pivot("SAMPLE"))),
-    Flag(("-ORGX",), 1, F, "pixels", "centre", "XDS origin, fast (sample pivot)", _chain(_set("detector.orgx"), _pivot("SAMPLE"))),
-    Flag(("-ORGY",), 1, F, "pixels", "centre", "XDS origin, slow (sample pivot)", _chain(_set("detector.orgy"), _pivot("SAMPLE"))),
-    Flag(("-pivot",), 1, S, "beam|sample", "convention", "detector pivot (CUSTOM only)", None),
-    Flag(("-mosflm",), 0, N0, "", "on", "MOSFLM convention (beam pivot)", _convention("MOSFLM", "BEAM")),
-    Flag(("-xds",), 0, N0, "", "off", "XDS convention (sample pivot)", _convention("XDS", "SAMPLE")),
-    Flag(("-adxv",), 0, N0, "", "off", "ADXV convention (beam pivot)", _convention("ADXV", "BEAM")),
-    Flag(("-denzo",), 0, N0, "", "off", "DENZO convention (beam pivot)", _convention("DENZO", "BEAM")),
-    Flag(("-dials",), 0, N0, "", "off", "DIALS convention (sample pivot)", _convention("DIALS", "BEAM")),
-    Flag(("-fdet_vector",), 3, V3, "vector", "0 0 1", "fast-axis direction (selects CUSTOM)", _vector("detector.fdet_vector")),
-    Flag(("-sdet_vector",), 3, V3, "vector", "0 -1 0", "slow-axis direction (selects CUSTOM)", _vector("detector.sdet_vector")),
-    Flag(("-odet_vector",), 3, V3, "vector", "1 0 0", "detector normal (selects CUSTOM)", _vector("detector.odet_vector")),
-    Flag(("-twotheta_axis",), 3, V3, "vector", "0 0 -1", "two-theta rotation axis (selects CUSTOM)", _vector("detector.twotheta_axis")),
-    Flag(("-pix0_vector",), 3, V3, "m", "derived", "lab position of the first pixel (selects CUSTOM)", _pix0(False)),
-    Flag(("-pix0_vector_mm",), 3, V3, "mm", "derived", "lab position of the first pixel in mm (selects CUSTOM)", _pix0(True)),
-    Flag(("-detector_rotx",), 1, F, "deg", "0", "detector rotation about x", _deg("detector.rotx")),
-    Flag(("-detector_roty",), 1, F, "deg", "0", "detector rotation about y", _deg("detector.roty")),
-    Flag(("-detector_rotz",), 1, F, "deg", "0", "detector rotation about z", _deg("detector.rotz")),
-    Flag(("-twotheta",), 1, F, "deg", "0", "detector two-theta swing (sample pivot)", _chain(_deg("detector.twotheta"), _pivot("SAMPLE"))),
-    Flag(("-curved_det",), 0, N0, "", "off", "spherical detector: every pixel at the same distance", _set("detector.curved", lambda v: True)),
-    Flag(("-point_pixel",), 0, N0, "", "off", "no pixel solid angle (1/R^2 only)", _set("detector.point_pixel", lambda v: True)),
-    Flag(("-detector_abs", "-detector_absorb", "-detector_absorption"), 1, S, "um|inf", "inf", "sensor attenuation depth", _detector_abs),
-    Flag(("-detector_thick",), 1, F, "um", "0", "sensor thickness", _set("detector.thick", lambda v: v * 1e-6)),
-    Flag(("-detector_thicksteps", "-thicksteps"), 1, I, "", "auto", "number of sensor layers", _set("detector.thicksteps", int)),
-    Flag(("-roi",), 4, I, "pixels", "whole detector", "render only xmin xmax ymin ymax", _roi),
-    Flag(("-mask",), 1, S, "file", "none", "SMV image: pixels of value 0 are skipped (header read too)", _file("mask")),
-    Flag(("-img",), 1, S, "file", "none", "SMV image whose header sets the detector", _file("img")),
-    # sampling
-    Flag(("-oversample",), 1, I, "", "auto", "sub-pixels per pixel edge", _set("sampling.oversample", int)),
-    Flag(("-oversample_thick",), 0, N0, "", "off", "capture fraction per sub-pixel", _set("sampling.oversample_thick", lambda v: True)),
-    Flag(("-oversample_polar",), 0, N0, "", "off", "polarization per sub-pixel", _set("sampling.oversample_polar", lambda v: True)),
-    Flag(("-oversample_omega",), 0, N0, "", "off", "solid angle per sub-pixel", _set("sampling.oversample_omega", lambda v: True)),
-    Flag(("-dmin",), 1, F, "A", "0", "skip scattering beyond this resolution", _set("sampling.dmin", lambda v: v * 1e-10)),
-    Flag(("-water",), 1, F, "um", "0", "water background thickness", _set("sampling.water_size", lambda v: v / 1e6)),
-    # output
-    Flag(("-floatfile", "-floatimage"), 1, S, "file", "floatimage.bin", "raw float32 image", _set_out("floatfile")),
-    Flag(("-intfile", "-intimage"), 1, S, "file", "intimage.img", "SMV image, scaled", _set_out("intfile")),
-    Flag(("-pgmfile", "-pgmimage"), 1, S, "file", "image.pgm", "8-bit PGM image", _pgmfile),
-    Flag(("-noisefile", "-noiseimage"), 1, S, "file", "noiseimage.img", "SMV image with Poisson noise", _noisefile),
-    Flag(("-nonoise",), 0, N0, "", "off", "do not write the noise image", _set_out("calculate_noise", False)),
-    Flag(("-nopgm",), 0, N0, "", "off", "do not write the PGM image", _set_out("write_pgm", False)),
-    Flag(("-scale",), 1, F, "", "auto (55000/max)", "intfile scale", _set_out("intfile_scale")),
-    Flag(("-pgmscale",), 1, F, "", "auto", "PGM scale", _pgmscale),
-    Flag(("-adc",), 1, F, "ADU", "40", "offset added to SMV pixels", _set_out("adc_offset")),
-    Flag(("-seed",), 1, I, "", "clock", "seed of the noise generator", _seed("seed")),
-    Flag(("-printout",), 0, N0, "", "off", "print every pixel's details", _set_out("printout", True)),
-    Flag(("-printout_pixel",), 2, I, "fast slow", "none", "print one pixel's scaling chain", _printout_pixel),
-    Flag(("-noprogress",), 0, N0, "", "on", "no progress meter", _set_out("progress", False)),
-    Flag(("-progress",), 0, N0, "", "on", "progress meter", _set_out("progress", True)),
-    Flag(("-coherent",), 0, N0, "", "off", "accepted; nanoBragg.c does not use it", _ignored),
-    Flag(("-stol",), 1, S, "file", "none", "accepted; nanoBragg.c reads it but it changes nothing", _ignored),
-    Flag(("-4stol",), 1, S, "file", "none", "accepted; changes nothing", _ignored),
-    Flag(("-Q",), 1, S, "file", "none", "accepted; changes nothing", _ignored),
-    Flag(("-stolout",), 1, S, "file", "none", "accepted; nanoBragg.c never writes it", _ignored),
-    # nbsim's own
-    Flag(("-c_parity",), 0, N0, "", "off", "reproduce nanoBragg.c main bugs (phi=0 carryover, ...)", _mode),
-    Flag(("-device",), 1, S, "cpu|cuda|auto", "cpu", "where to render", _device),
-    Flag(("-dtype",), 1, S, "float64|float32", "float64", "arithmetic precision", _dtype),
-    Flag(("-threads",), 1, I, "", "all cores", "CPU threads", _threads),
+    # ------------------------------------------------------------------ crystal
+    _F("-cell", 6, F, "A, deg", "none (or -mat)",
+       "unit cell a b c alpha beta gamma", _cell, "crystal.cell", "a b c al be ga"),
+    _F("-mat", 1, S, "file", "none (or -cell)",
+       "MOSFLM A matrix file (three reciprocal vectors x lambda)", _file("mat"),
+       "crystal.a_star_matrix"),
+    _F("-misset", -1, F, "deg", "0 0 0",
+       "crystal rotation about x, y, z (applied to the reciprocal cell), or 'random'",
+       _misset, "crystal.misset", "x y z|random"),
+    _F("-misset_seed", 1, I, "", "same as -seed (clock)", "seed of -misset random",
+       _set("crystal.misset_seed", int), "crystal.misset_seed"),
+    _F("-N", 1, I, "cells", "1", "number of unit cells along a, b and c", _N("abc"),
+       ("crystal.Na", "crystal.Nb", "crystal.Nc")),
+    _F("-Na", 1, I, "cells", "1", "number of unit cells along a", _N("a"), "crystal.Na"),
+    _F("-Nb", 1, I, "cells", "1", "number of unit cells along b", _N("b"), "crystal.Nb"),
+    _F("-Nc", 1, I, "cells", "1", "number of unit cells along c", _N("c"), "crystal.Nc"),
+    _F(("-xtalsize", "-xtal_size", "-samplesize", "-sample_size"), 1, F, "mm", "0 (use -N)",
+       "crystal full width along a, b and c (sets N; clipped by -beamsize)", _sample("xyz"),
+       ("crystal.sample_x", "crystal.sample_y", "crystal.sample_z")),
+    _F(("-xtal_thick", "-xtal_x", "-sample_thick", "-sample_x"), 1, F, "mm", "0",
+       "crystal size along a (sets Na)", _sample("x"), "crystal.sample_x"),
+    _F(("-xtal_width", "-xtal_y", "-sample_width", "-sample_y", "-width"), 1, F, "mm", "0",
+       "crystal size along b (sets Nb)", _sample("y"), "crystal.sample_y"),
+    _F(("-xtal_height", "-xtal_z", "-sample_height", "-sample_z", "-height",
+        "-xtal_heigh", "-sample_heigh", "-heigh"), 1, F, "mm",
+       "0", "crystal size along c (sets Nc)", _sample("z"), "crystal.sample_z"),
+    _F("-square_xtal", 0, N0, "", "on", "parallelepiped crystal (sincg lattice factor)",
+       _shape("SQUARE"), "crystal.shape"),
+    _F("-round_xtal", 0, N0, "", "off", "ellipsoidal crystal (sinc3 lattice factor)",
+       _shape("ROUND"), "crystal.shape"),
+    _F("-gauss_xtal", 0, N0, "", "off", "Gaussian spots: no inter-Bragg maxima",
+       _shape("GAUSS"), "crystal.shape"),
+    _F(("-tophat_spots", "-binary_spots"), 0, N0, "", "off",
+       "flat-top spots clipped at the FWHM", _shape("TOPHAT"), "crystal.shape"),
+    _F("-fudge", 1, F, "", "1", "spot-size fudge factor of the round/gauss/tophat shapes",
+       _set("crystal.fudge"), "crystal.fudge"),
+    _F(("-mosaic", "-mosaicity", "-mosaici", "-mosaic_spread", "-mosaic_spr"), 1, F, "deg", "0",
+       "isotropic mosaic spread", _set("crystal.mosaic_spread", lambda v: v / RTD),
+       "crystal.mosaic_spread"),
+    _F(("-mosaic_domains", "-mosaic_dom"), 1, I, "", "10 if a spread is given, else 1",
+       "number of mosaic domains", _set("crystal.mosaic_domains", int),
+       "crystal.mosaic_domains"),
+    _F("-mosaic_seed", 1, I, "", "12345678", "seed of the mosaic-domain generator",
+       _set("crystal.mosaic_seed", int), "crystal.mosaic_seed"),
+    _F("-phi", 1, F, "deg", "0", "starting spindle rotation", _deg("crystal.phi0"),
+       "crystal.phi0"),
+    _F("-osc", 1, F, "deg", "phistep, or 1 deg with -phisteps, else 0",
+       "spindle rotation range", _deg("crystal.osc"), "crystal.osc"),
+    _F("-phistep", 1, F, "deg", "osc/phisteps", "spindle step", _deg("crystal.phistep"),
+       "crystal.phistep"),
+    _F("-phisteps", 1, I, "", "1 (2 with -osc or -phistep)", "number of spindle steps",
+       _set("crystal.phisteps", int), "crystal.phisteps"),
+    _F("-spindle_axis", 3, V3, "unit vector", "0 0 1 (MOSFLM)",
+       "right-handed phi rotation axis (selects CUSTOM)", _vector("crystal.spindle_axis"),
+       "crystal.spindle_axis", "x y z"),
+    _F(("-density", "-sample_density", "-sample_den"), 1, F, "g/cm^3", "1",
+       "accepted; nanoBragg.c overwrites it (changes nothing)", _ignored),
+    _F(("-MW", "-molecular_weight", "-molecules", "-molec"), 1, F, "g/mol", "18",
+       "accepted; nanoBragg.c overwrites it (changes nothing)", _ignored),
+    # -------------------------------------------------------- structure factors
+    _F("-hkl", 1, S, "file", "none (read the dump file)",
+       "structure factors: text 'h k l F' per line", _file("hkl"), "structure.grid"),
+    _F("-default_F", 1, F, "electrons", "0",
+       "F of every reflection not in -hkl (alternative to -hkl)",
+       _set("structure.default_F"), "structure.default_F"),
+    _F(("-dumpfile", "-dump"), 1, S, "file", "Fdump.bin",
+       "binary cache of the -hkl grid: written after reading -hkl, read when -hkl is absent",
+       _set_out("dumpfile")),
+    _F("-interpolate", 0, N0, "", "auto: on if any N <= 2",
+       "tricubic interpolation of F between Bragg peaks", _true("structure.interpolate"),
+       "structure.interpolate"),
+    _F("-nointerpolate", 0, N0, "", "auto", "nearest-neighbour F (no interpolation)",
+       _false("structure.interpolate"), "structure.interpolate"),
+    # --------------------------------------------------------------------- beam
+    _F(("-lambda", "-wavelength", "-wave"), 1, F, "A", "1", "X-ray wavelength",
+       _set("beam.wavelength", lambda v: v / 1.0e10), "beam.wavelength"),
+    _F("-energy", 1, F, "eV", "12398.42", "X-ray photon energy (sets -lambda)", _energy,
+       "beam.wavelength"),
+    _F("-fluence", 1, F, "photons/m^2", "1.25932e+29", "integrated incident fluence",
+       _set("beam.fluence"), "beam.fluence"),
+    _F("-flux", 1, F, "photons/s", "0",
+       "incident flux; with -exposure and -beamsize sets the fluence", _set("beam.flux"),
+       "beam.flux"),
+    _F("-exposure", 1, F, "s", "1", "exposure time (with -flux)", _set("beam.exposure"),
+       "beam.exposure"),
+    _F("-beamsize", 1, F, "mm", "0.1", "beam size (with -flux); also clips the crystal",
+       _mm("beam.beamsize"), "beam.beamsize"),
+    _F("-dispersion", 1, F, "%", "0", "spectral width delta-lambda/lambda",
+       _set("beam.dispersion", lambda v: v / 100.0), "beam.dispersion"),
+    _F("-dispsteps", 1, I, "", "auto", "number of wavelengths in the -dispersion range",
+       _set("beam.dispsteps", int), "beam.dispsteps"),
+    _F("-divergence", 1, F, "mrad", "0", "horizontal and vertical divergence range",
+       _divergence, ("beam.hdivrange", "beam.vdivrange")),
+    _F("-hdivrange", 1, F, "mrad", "0", "horizontal divergence range",
+       _set("beam.hdivrange", lambda v: v / 1000.0), "beam.hdivrange"),
+    _F("-vdivrange", 1, F, "mrad", "0", "vertical divergence range",
+       _set("beam.vdivrange", lambda v: v / 1000.0), "beam.vdivrange"),
+    _F("-hdivstep", 1, F, "mrad", "auto", "horizontal divergence step",
+       _set("beam.hdivstep", lambda v: v / 1000.0), "beam.hdivstep"),
+    _F("-vdivstep", 1, F, "mrad", "auto", "vertical divergence step",
+       _set("beam.vdivstep", lambda v: v / 1000.0), "beam.vdivstep"),
+    _F("-hdivsteps", 1, I, "", "auto", "number of horizontal divergence steps",
+       _set("beam.hdivsteps", int), "beam.hdivsteps"),
+    _F("-vdivsteps", 1, I, "", "auto", "number of vertical divergence steps",
+       _set("beam.vdivsteps", int), "beam.vdivsteps"),
+    _F("-divsteps", 1, I, "", "auto", "divergence steps in both directions", _divsteps,
+       ("beam.hdivsteps", "beam.vdivsteps")),
+    _F("-round_div", 0, N0, "", "on", "cut the divergence grid to an ellipse",
+       _true("beam.round_div")),
+    _F("-square_div", 0, N0, "", "off", "full rectangular divergence grid",
+       _false("beam.round_div")),
+    _F("-sourcefile", 1, S, "file", "none",
+       "sources, one per line: X Y Z weight lambda (m; position seen from the sample)",
+       _file("sourcefile"), "beam.sources"),
+    _F("-beam_vector", 3, V3, "unit vector", "1 0 0 (MOSFLM)",
+       "direction of the X-ray beam (selects CUSTOM)", _vector("beam.beam_vector"),
+       "beam.beam_vector", "x y z"),
+    _F("-polar_vector", 3, V3, "unit vector", "0 0 1 (MOSFLM)",
+       "E-vector of the beam (selects CUSTOM)", _vector("beam.polar_vector"),
+       "beam.polar_vector", "x y z"),
+    _F("-polar", 1, F, "", "0 (unpolarized)", "Kahn polarization factor (clears -nopolar)",
+       _polar, "beam.polarization"),
+    _F("-nopolar", 0, N0, "", "off", "no polarization correction", _true("beam.nopolar")),
+    # ----------------------------------------------------------------- detector
+    _F("-distance", 1, F, "mm", "100", "sample to beam spot on the detector (beam pivot)",
+       _chain(_mm("detector.distance"), _pivot("BEAM")), "detector.distance"),
+    _F("-close_distance", 1, F, "mm", "distance",
+       "sample to the nearest point of the detector plane (sample pivot)",
+       _chain(_mm("detector.close_distance"), _pivot("SAMPLE")), "detector.close_distance"),
+    _F("-detsize", 1, F, "mm", "102.4", "detector size, both directions",
+       _detsize("fs"), ("detector.detsize_f", "detector.detsize_s")),
+    _F("-detsize_f", 1, F, "mm", "102.4", "detector size along the fast axis",
+       _detsize("f"), "detector.detsize_f"),
+    _F("-detsize_s", 1, F, "mm", "102.4", "detector size along the slow axis",
+       _detsize("s"), "detector.detsize_s"),
+    _F("-detpixels", 1, I, "pixels", "1024 (detsize/pixel)", "pixels in both directions",
+       _detpixels("fs"), ("detector.fpixels", "detector.spixels")),
+    _F(("-detpixels_f", "-detpixels_x"), 1, I, "pixels", "1024", "pixels along the fast axis",
+       _detpixels("f"), "detector.fpixels"),
+    _F(("-detpixels_s", "-detpixels_y"), 1, I, "pixels", "1024", "pixels along the slow axis",
+       _detpixels("s"), "detector.spixels"),
+    _F("-pixel", 1, F, "mm", "0.1", "pixel size", _mm("detector.pixel_size"),
+       "detector.pixel_size"),
+    _F("-Xbeam", 1, F, "mm", "detector centre",
+       "image fast coordinate of the direct-beam spot (beam pivot)",
+       _chain(_mm("detector.beam_center_x"), _pivot("BEAM")), "detector.beam_center_x"),
+    _F("-Ybeam", 1, F, "mm", "detector centre",
+       "image slow coordinate of the direct-beam spot (beam pivot)",
+       _chain(_mm("detector.beam_center_y"), _pivot("BEAM")), "detector.beam_center_y"),
+    _F("-Xclose", 1, F, "mm", "detector centre",
+       "fast coordinate of the nearest point (sample pivot)",
+       _chain(_mm("detector.xclose"), _pivot("SAMPLE")), "detector.xclose"),
+    _F("-Yclose", 1, F, "mm", "detector centre",
+       "slow coordinate of the nearest point (sample pivot)",
+       _chain(_mm("detector.yclose"), _pivot("SAMPLE")), "detector.yclose"),
+    _F("-ORGX", 1, F, "pixels", "detector centre", "XDS origin, fast (sample pivot)",
+       _chain(_set("detector.orgx"), _pivot("SAMPLE")), "detector.orgx"),
+    _F("-ORGY", 1, F, "pixels", "detector centre", "XDS origin, slow (sample pivot)",
+       _chain(_set("detector.orgy"), _pivot("SAMPLE")), "detector.orgy"),
+    _F("-pivot", 1, S, "beam|sample", "the convention's",
+       "detector pivot (honoured under CUSTOM only)", _pivot_flag, "detector.pivot"),
+    _F("-mosflm", 0, N0, "", "on", "MOSFLM convention (beam pivot)",
+       _convention("MOSFLM", "BEAM")),
+    _F("-xds", 0, N0, "", "off", "XDS convention (sample pivot)",
+       _convention("XDS", "SAMPLE")),
+    _F("-adxv", 0, N0, "", "off", "ADXV convention (beam pivot)",
+       _convention("ADXV", "BEAM")),
+    _F("-denzo", 0, N0, "", "off", "DENZO convention (beam pivot)",
+       _convention("DENZO", "BEAM")),
+    _F("-dials", 0, N0, "", "off", "DIALS convention (sample pivot)",
+       _convention("DIALS", "BEAM")),
+    _F("-fdet_vector", 3, V3, "unit vector", "0 0 1 (MOSFLM)",
+       "direction of increasing fast pixel index (selects CUSTOM)",
+       _vector("detector.fdet_vector"), "detector.fdet_vector", "x y z"),
+    _F("-sdet_vector", 3, V3, "unit vector", "0 -1 0 (MOSFLM)",
+       "direction of increasing slow pixel index (selects CUSTOM)",
+       _vector("detector.sdet_vector"), "detector.sdet_vector", "x y z"),
+    _F("-odet_vector", 3, V3, "unit vector", "1 0 0 (MOSFLM)",
+       "detector normal, away from the sample (selects CUSTOM; non-unit: fast x slow)",
+       _vector("detector.odet_vector"), "detector.odet_vector", "x y z"),
+    _F("-twotheta_axis", 3, V3, "vector", "0 0 -1 (MOSFLM)",
+       "axis of the -twotheta swing (selects CUSTOM)", _vector("detector.twotheta_axis"),
+       "detector.twotheta_axis", "x y z"),
+    _F("-pix0_vector", 3, V3, "m", "from the beam centre",
+       "sample to the corner of the first pixel (selects CUSTOM; c-parity: overwritten "
+       "by the pivot geometry, as in nanoBragg.c)", _pix0(False), "detector.pix0_vector",
+       "x y z"),
+    _F("-pix0_vector_mm", 3, V3, "mm (c-parity: m)", "from the beam centre",
+       "as -pix0_vector in millimetres", _pix0(True), "detector.pix0_vector", "x y z"),
+    _F("-detector_rotx", 1, F, "deg", "0", "detector rotation about x",
+       _deg("detector.rotx"), "detector.rotx"),
+    _F("-detector_roty", 1, F, "deg", "0", "detector rotation about y",
+       _deg("detector.roty"), "detector.roty"),
+    _F("-detector_rotz", 1, F, "deg", "0", "detector rotation about z",
+       _deg("detector.rotz"), "detector.rotz"),
+    _F("-twotheta", 1, F, "deg", "0", "detector two-theta swing (sample pivot)",
+       _chain(_deg("detector.twotheta"), _pivot("SAMPLE")), "detector.twotheta"),
+    _F("-curved_det", 0, N0, "", "off", "spherical detector: every pixel at the same distance",
+       _true("detector.curved")),
+    _F("-point_pixel", 0, N0, "", "off", "no pixel solid angle (1/R^2 only)",
+       _true("detector.point_pixel")),
+    _F(("-detector_absorb", "-detector_abs", "-detector_absorption"), 1, S, "um|inf", "inf",
+       "sensor attenuation depth ('inf' or 0: no sensor model)", _detector_abs,
+       "detector.mu", "depth"),
+    _F("-detector_thick", 1, F, "um", "0", "sensor thickness",
+       _set("detector.thick", lambda v: v * 1e-6), "detector.thick"),
+    _F(("-detector_thicksteps", "-thicksteps"), 1, I, "", "2 with a thickness, else 1",
+       "number of sensor layers", _set("detector.thicksteps", int), "detector.thicksteps"),
+    _F("-roi", 4, I, "pixels", "whole detector",
+       "render only fast xmin..xmax, slow ymin..ymax (inclusive)", _roi, "detector.roi",
+       "xmin xmax ymin ymax"),
+    _F("-mask", 1, S, "file", "none",
+       "SMV image: pixels of value 0 are skipped (its header sets the detector too)",
+       _file("mask_file"), "detector.mask"),
+    _F("-img", 1, S, "file", "none", "SMV image whose header sets the detector",
+       _file("img_file")),
+    # ----------------------------------------------------------------- sampling
+    _F("-oversample", 1, I, "", "auto (from crystal size)", "sub-pixels per pixel edge",
+       _set("sampling.oversample", int), "sampling.oversample"),
+    _F("-oversample_thick", 0, N0, "", "off", "capture fraction per sub-pixel",
+       _true("sampling.oversample_thick")),
+    _F("-oversample_polar", 0, N0, "", "off", "polarization per sub-pixel",
+       _true("sampling.oversample_polar")),
+    _F("-oversample_omega", 0, N0, "", "off", "solid angle per sub-pixel",
+       _true("sampling.oversample_omega")),
+    _F("-dmin", 1, F, "A", "0 (no cut)", "skip scattering beyond this resolution",
+       _set("sampling.dmin", lambda v: v * 1e-10), "sampling.dmin"),
+    _F("-water", 1, F, "um", "0", "water background: droplet size",
+       _set("sampling.water_size", lambda v: v / 1e6), "sampling.water_size"),
+    # ------------------------------------------------------------------- output
+    _F(("-floatfile", "-floatimage"), 1, S, "file", "floatimage.bin",
+       "raw float32 image (photons/pixel)", _set_out("floatfile")),
+    _F(("-intfile", "-intimage"), 1, S, "file", "intimage.img",
+       "SMV image, scaled by -scale, plus -adc", _set_out("intfile")),
+    _F(("-pgmfile", "-pgmimage"), 1, S, "file", "image.pgm", "8-bit PGM preview",
+       _pgmfile),
+    _F(("-noisefile", "-noiseimage"), 1, S, "file", "noiseimage.img",
+       "SMV image with Poisson noise", _noisefile),
+    _F("-nonoise", 0, N0, "", "off", "no noise image (wins over -noisefile)",
+       _set_out("nonoise", True)),
+    _F("-nopgm", 0, N0, "", "off", "no PGM image", _set_out("write_pgm", False)),
+    _F("-scale", 1, F, "", "auto: 55000/max_I", "scale of the -intfile pixels",
+       _set_out("intfile_scale")),
+    _F("-pgmscale", 1, F, "", "auto: 250/(5 rmsd)", "scale of the PGM pixels", _pgmscale),
+    _F("-adc", 1, F, "ADU", "40", "offset added to the SMV pixels", _set_out("adc_offset")),
+    _F("-seed", 1, I, "", "-time", "seed of the noise generator", _set("seed", int), "seed"),
+    _F("-printout", 0, N0, "", "off", "print every rendered pixel's scaling chain",
+       _set_out("printout", True)),
+    _F("-printout_pixel", 2, I, "fast slow", "none", "print one pixel's scaling chain",
+       _printout_pixel, metavar="f s"),
+    _F("-noprogress", 0, N0, "", "on", "no progress bar", _set_out("progress", False)),
+    _F("-progress", 0, N0, "", "on", "progress bar on stderr (renders over 1 s)",
+       _set_out("progress", True)),
+    _F("-coherent", 0, N0, "", "off", "accepted; nanoBragg.c never uses it", _ignored),
+    _F("-stol", 1, S, "file", "none", "accepted; nanoBragg.c reads it but it changes nothing",
+       _stol),
+    _F("-4stol", 1, S, "file", "none", "accepted; changes nothing", _stol),
+    _F("-Q", 1, S, "file", "none", "accepted; changes nothing", _stol),
+    _F("-stolout", 1, S, "file", "none", "accepted; nanoBragg.c never writes it", _ignored),
+    # ------------------------------------------------------------- nbsim's own
+    _F("-c_parity", 0, N0, "", "off (spec mode)",
+       "bug-compatible with nanoBragg.c main on one thread (phi=0 carryover, ...)", _mode),
+    _F("-device", 1, S, "cpu|cuda|auto", "cpu", "where to render",
+       _choice("device", ("cpu", "cuda", "auto")), "device"),
+    _F("-dtype", 1, S, "float64|float32", "float64", "arithmetic precision",
+       _choice("dtype", ("float64", "float32")), "dtype"),
+    _F("-threads", 1, I, "", "all cores", "CPU threads", _threads),
 ]
 
-
-def _pivot_flag(st, flag, vals):
-    v = vals[0]
-    if "sample" in v:
-        st.pivot = "SAMPLE"
-    elif "beam" in v:
-        st.pivot = "BEAM"
-    else:
-        raise ArgError(f"{flag}: expected 'beam' or 'sample', got {v!r}")
-    st.pivot_requests.append(flag)
-
-
-for _f in FLAGS:
-    if _f.names[0] == "-pivot":
-        _f.apply = _pivot_flag
-
 FLAG_INDEX: Dict[str, Flag] = {n: f for f in FLAGS for n in f.names}
+assert len(FLAG_INDEX) == sum(len(f.names) for f in FLAGS), "duplicate flag name"
 
 
-def _read_header(st, path, is_mask):
-    from .io.smv import read_smv
-    from .io.errors import FormatError
-    try:
-        header, image = read_smv(path)
-    except FileNotFoundError:
-        raise ArgError(f"{'-mask' if is_mask else '-img'}: cannot open {path}") from None
-    except (FormatError, OSError, ValueError) as e:
-        raise ArgError(f"{'-mask' if is_mask else '-img'}: {e}") from None
-    vals = header["_c_values"]
-    d = st.cfg.detector
-    sp, fp = image.shape
-    d.fpixels, d.spixels = fp, sp
-    if vals.get("PIXEL_SIZE") is not None:
-        d.pixel_size = vals["PIXEL_SIZE"] / 1000.0
-    d.detsize_f = d.pixel_size * fp
-    d.detsize_s = d.pixel_size * sp
-    if vals.get("DISTANCE") is not None:
-        d.distance = vals["DISTANCE"] / 1000.0
-    if vals.get("CLOSE_DISTANCE") is not None:
-        d.close_distance = vals["CLOSE_DISTANCE"] / 1000.0
-    if vals.get("WAVELENGTH") is not None:
-        st.cfg.beam.wavelength = vals["WAVELENGTH"] / 1e10
-    if vals.get("BEAM_CENTER_X") is not None:
-        d.beam_center_x = vals["BEAM_CENTER_X"] / 1000.0
-    if vals.get("BEAM_CENTER_Y") is not None:
-        y = vals["BEAM_CENTER_Y"] / 1000.0
-        d.beam_center_y = (d.detsize_s - y) if is_mask else y
-    if vals.get("ORGX") is not None:
-        d.orgx = vals["ORGX"]
-    if vals.get("ORGY") is not None:
-        d.orgy = vals["ORGY"]
-    if vals.get("PHI") is not None:
-        st.cfg.crystal.phi0 = vals["PHI"] / RTD
-    if vals.get("OSC_RANGE") is not None:
-        st.cfg.crystal.osc = vals["OSC_RANGE"] / RTD
-    if is_mask:
-        d.mask = (image != 0).astype(np.uint8)
+def flag_for_param(param: str) -> Optional[str]:
+    """The first flag that sets a Config parameter (e.g. 'detector.pixel_size' -> '-pixel')."""
+    for f in FLAGS:
+        if param in f.targets:
+            return f.names[0]
+    return None
+
+
+def _looks_like_flag(tok: str) -> bool:
+    return tok in FLAG_INDEX or tok in HELP_FLAGS or (
+        tok.startswith("-") and not _NUMBER_RE.match(tok) and len(tok) > 1)
 
 
 def tokenize(argv: Sequence[str]):
-    """Split argv into (flag, values) pairs; raises ArgError for unknown flags or
-    missing/invalid values."""
+    """Split argv into ``(flag, values)`` pairs (values converted per the flag's kind).
+
+    Raises :class:`ArgError` for unknown flags, missing values and values that are not
+    numbers where numbers are needed.  ``-h``/``-help``/``--help`` give ``("-h", [])``.
+    """
+    return [(flag, vals) for flag, vals, _raw in _tokenize(argv)]
+
+
+def _tokenize(argv: Sequence[str]):
+    """As :func:`tokenize`, with the raw value strings as a third element."""
     out = []
     i = 0
-    argv = list(argv)
+    argv = [str(a) for a in argv]
     while i < len(argv):
         tok = argv[i]
+        if tok in HELP_FLAGS:
+            out.append(("-h", [], []))
+            i += 1
+            continue
         f = FLAG_INDEX.get(tok)
         if f is None:
-            if tok in ("-h", "-help", "--help"):
-                out.append(("-h", []))
-                i += 1
-                continue
-            if tok.startswith("-"):
-                raise ArgError(f"{tok}: unknown flag (see nbsim -h)")
-            raise ArgError(f"{tok}: unexpected value with no flag before it")
-        if f.nargs == -1:  # -misset: 'random' or three angles
-            if i + 1 < len(argv) and argv[i + 1].startswith("rand"):
-                out.append((tok, ["random"]))
+            if tok.startswith("-") and len(tok) > 1 and not _NUMBER_RE.match(tok):
+                raise ArgError(f"{tok}: unknown flag (nbsim -h lists the flags)")
+            raise ArgError(f"{tok!r}: value without a flag before it")
+        if f.nargs == -1:        # -misset: 'random' or three angles
+            if i + 1 < len(argv) and "rand" in argv[i + 1]:
+                out.append((tok, ["random"], [argv[i + 1]]))
                 i += 2
                 continue
             n = 3
         else:
             n = f.nargs
         vals = argv[i + 1:i + 1 + n]
-        if len(vals) < n:
-            raise ArgError(f"{tok}: needs {n} value{'s' if n > 1 else ''}")
-        if f.kind in (F, V3) or (f.nargs == -1):
+        missing = len(vals) < n or any(_looks_like_flag(v) for v in vals)
+        if missing:
+            got = 0
+            while got < len(vals) and not _looks_like_flag(vals[got]):
+                got += 1
+            meta = f" ({f.metavar})" if f.metavar else ""
+            raise ArgError(f"{tok}: needs {n} value{'s' if n > 1 else ''}{meta}, got {got}")
+        raw = list(vals)
+        if f.kind in (F, V3):
             vals = [_num(tok, v) for v in vals]
         elif f.kind == I:
             vals = [_num(tok, v, "int") for v in vals]
-        out.append((tok, vals))
+        out.append((tok, vals, raw))
         i += 1 + n
     return out
 
 
+def _read_header(st, flag, path, is_mask):
+    """C l.418-502: a -mask / -img header sets the detector before the other flags."""
+    from .io.errors import FormatError
+    from .io.smv import c_overrides_from_smv, read_smv
+    try:
+        header, image = read_smv(path)
+    except FileNotFoundError:
+        raise ArgError(f"{flag}: cannot open {path}") from None
+    except IsADirectoryError:
+        raise ArgError(f"{flag}: {path} is a directory") from None
+    except (FormatError, OSError, ValueError) as e:
+        msg = str(e)
+        raise ArgError(f"{flag}: {msg}" if str(path) in msg else f"{flag}: {path}: {msg}") \
+            from None
+    d = st.cfg.detector
+    v = c_overrides_from_smv(header["_c_values"], "mask" if is_mask else "img",
+                             pixel_size_m=d.pixel_size)
+    sp, fp = image.shape
+    d.fpixels, d.spixels = fp, sp
+    d.pixel_size = v.get("pixel_size", d.pixel_size)
+    d.detsize_f, d.detsize_s = v["detsize_f"], v["detsize_s"]
+    for key, attr in (("distance", "distance"), ("close_distance", "close_distance"),
+                      ("Xbeam", "beam_center_x"), ("Ybeam", "beam_center_y"),
+                      ("ORGX", "orgx"), ("ORGY", "orgy")):
+        if key in v:
+            setattr(d, attr, v[key])
+    if "lambda0" in v:
+        st.cfg.beam.wavelength = v["lambda0"]
+    if "phi0" in v:
+        st.cfg.crystal.phi0 = v["phi0"]
+    if "osc" in v:
+        st.cfg.crystal.osc = v["osc"]
+    if is_mask:
+        d.mask = (image != 0).astype(np.uint8)
+
+
 def parse_args(argv: Sequence[str], *, read_files: bool = True) -> ParsedArgs:
-    """Parse nanoBragg flags into a :class:`ParsedArgs` (Config in SI units + outputs)."""
-    pairs = tokenize(argv)
+    """Parse nanoBragg flags into a :class:`ParsedArgs` (Config in SI units + outputs).
+
+    With ``read_files`` (default) the input files are read here (-mask, -img, -mat,
+    -sourcefile, -hkl or the dump file) and a missing cell or missing structure factors
+    are errors; every problem raises :class:`ArgError` naming the flag or file.
+    """
+    triples = _tokenize(argv)
+    pairs = [(flag, vals) for flag, vals, _raw in triples]
     st = _State()
-    # C reads -mask, then -img headers before any other flag (l.404-502)
+    # C reads the -mask header, then the -img header, before any other flag (l.400-502);
+    # the last -mask / -img given is the one read
     mask_file = [v[0] for f, v in pairs if f == "-mask"]
     img_file = [v[0] for f, v in pairs if f == "-img"]
-    if mask_file and read_files:
-        _read_header(st, mask_file[-1], True)
-    if img_file and read_files:
-        _read_header(st, img_file[-1], False)
-    for flag, vals in pairs:
+    if read_files:
+        if mask_file:
+            _read_header(st, "-mask", mask_file[-1], True)
+        if img_file:
+            _read_header(st, "-img", img_file[-1], False)
+    for flag, vals, raw in triples:
         if flag == "-h":
             continue
-        FLAG_INDEX[flag].apply(st, flag, vals)
+        f = FLAG_INDEX[flag]
+        f.apply(st, flag, vals)
+        for t in f.targets:
+            st.given[t] = (flag, raw)
 
     cfg = st.cfg
     d = cfg.detector
+    out = st.out
     d.convention = st.convention
-    d.pivot = st.pivot
+    # under a named convention the convention decides the pivot (C l.1172-1255); only
+    # CUSTOM keeps what parsing left in detector_pivot
+    d.pivot = st.pivot if st.convention == "CUSTOM" else None
     if st.pix0 is not None:
-        scale = 1.0
-        if st.pix0_mm and cfg.mode == "spec":
-            scale = 1e-3
+        # c-parity: C's strstr("-pix0_vector") also takes -pix0_vector_mm, in metres
+        scale = 1e-3 if (st.pix0_mm and cfg.mode == "spec") else 1.0
         d.pix0_vector = tuple(v * scale for v in st.pix0)
     cfg.crystal.misset_random = st.misset_random
-    notes = list(st.notes)
-    if d.convention != "CUSTOM" and st.pivot_requests:
-        conv_pivot = "BEAM" if d.convention in ("MOSFLM", "DENZO", "ADXV") else "SAMPLE"
-        if st.pivot != conv_pivot:
-            notes.append(f"{d.convention} convention pivots about the "
-                         f"{conv_pivot.lower()}: {', '.join(sorted(set(st.pivot_requests)))} "
-                         f"does not change the pivot (as in nanoBragg.c)")
+    out.calculate_noise = not out.nonoise
+    if out.printout or out.printout_pixel is not None:
+        out.progress = False            # C prints no progress meter with -printout
 
-    out = st.out
+    notes = list(st.notes)
+    if st.convention != "CUSTOM":
+        conv_pivot = "BEAM" if st.convention in ("MOSFLM", "DENZO", "ADXV") else "SAMPLE"
+        # -distance is left out: under XDS/DIALS it still sets the distance
+        overridden = [fl for fl, p in st.pivot_requests if p != conv_pivot and fl != "-distance"]
+        if overridden:
+            other = "sample" if conv_pivot == "BEAM" else "beam"
+            names = ", ".join(dict.fromkeys(overridden))
+            notes.append(f"the {st.convention} convention pivots the detector about the "
+                         f"{'beam spot' if conv_pivot == 'BEAM' else 'sample'}: the {other} "
+                         f"pivot asked for by {names} is overridden, as in nanoBragg.c "
+                         f"(vector flags select CUSTOM, which honours it)")
+
+    hkl_data = None
     used_dump = None
     if read_files:
         if st.mat is not None:
@@ -602,20 +828,28 @@ def parse_args(argv: Sequence[str], *, read_files: bool = True) -> ParsedArgs:
         if st.hkl is not None:
             from .io.hkl import read_hkl
             default_F = cfg.structure.default_F
-            _apply_structure(cfg, _load(lambda p: read_hkl(p, default_F), "-hkl", st.hkl))
+            hkl_data = _load(lambda p: read_hkl(p, default_F), "-hkl", st.hkl)
+            _apply_structure(cfg, hkl_data)
             out.write_dump = True
-        elif os.path.exists(out.dumpfile):
+        elif os.path.isfile(out.dumpfile):
+            # C: with no -hkl, the dump file of a previous run is read if it opens
             from .io.fdump import read_fdump
-            _apply_structure(cfg, _load(read_fdump, "-dumpfile", out.dumpfile))
+            default_F = cfg.structure.default_F
+            hkl_data = _load(lambda p: read_fdump(p, default_F=default_F), "-dumpfile",
+                             out.dumpfile)
+            _apply_structure(cfg, hkl_data)
             used_dump = out.dumpfile
-    if read_files:
         if cfg.structure.hkls == 0 and cfg.structure.default_F == 0.0:
-            raise ArgError("-hkl: no structure factors (no -hkl file, no Fdump.bin, -default_F 0)")
+            raise ArgError(f"-hkl: no structure factors (no -hkl file, no {out.dumpfile} "
+                           f"to read, and -default_F is 0)")
         if cfg.crystal.cell is None and cfg.crystal.a_star_matrix is None:
-            raise ArgError("-cell: no unit cell (give -cell a b c alpha beta gamma or -mat)")
+            raise ArgError("-cell: no unit cell (give -cell a b c alpha beta gamma, or -mat)")
     return ParsedArgs(config=cfg, outputs=out, threads=st.threads, notes=notes,
                       hkl_file=st.hkl, mat_file=st.mat, used_dump=used_dump,
-                      pivot_requests=st.pivot_requests)
+                      pivot_requests=[fl for fl, _ in st.pivot_requests],
+                      mask_file=mask_file[-1] if mask_file else None,
+                      img_file=img_file[-1] if img_file else None,
+                      source_file=st.sourcefile, hkl_data=hkl_data, given=dict(st.given))
 
 
 def _load(fn, flag, path):
@@ -628,24 +862,48 @@ def _load(fn, flag, path):
         raise ArgError(f"{flag}: {path} is a directory") from None
     except (FormatError, OSError, ValueError) as e:
         msg = str(e)
-        raise ArgError(f"{flag}: {msg}" if str(path) in msg else f"{flag}: {path}: {msg}") from None
+        raise ArgError(f"{flag}: {msg}" if str(path) in msg else f"{flag}: {path}: {msg}") \
+            from None
 
 
 def _apply_structure(cfg: Config, grid):
-    st = cfg.structure
-    st.grid = grid.F
-    st.h_min, st.k_min, st.l_min = grid.h_min, grid.k_min, grid.l_min
-    st.h_range, st.k_range, st.l_range = grid.h_range, grid.k_range, grid.l_range
-    st.hkls = grid.hkls
+    s = cfg.structure
+    s.grid = grid.F
+    s.h_min, s.k_min, s.l_min = grid.h_min, grid.k_min, grid.l_min
+    s.h_range, s.k_range, s.l_range = grid.h_range, grid.k_range, grid.l_range
+    s.hkls = grid.hkls
+
+
+_SECTIONS = (("-cell", "crystal"), ("-hkl", "structure factors"), ("-lambda", "beam"),
+             ("-distance", "detector"), ("-oversample", "sampling"),
+             ("-floatfile", "outputs"), ("-c_parity", "nbsim"))
 
 
 def usage() -> str:
-    lines = ["usage: nbsim [flags]   (nanoBragg's flags; values in the units shown)", ""]
+    """The -h text: every flag with its synonyms, values, units and default."""
+    lines = [
+        "usage: nbsim [flags]          (nanoBragg's flags, units and defaults)",
+        "       nbsim -h               (this text)",
+        "",
+        "Renders a nanocrystal diffraction image and writes floatimage.bin, intimage.img,",
+        "image.pgm and noiseimage.img (unless told otherwise). A unit cell (-cell or -mat)",
+        "and structure factors (-hkl, a dump file, or -default_F) are required.",
+        "Exit status: 0 success, 2 bad flags or input files, 1 unexpected failure.",
+    ]
+    section = dict(_SECTIONS)
     for f in FLAGS:
+        if f.names[0] in section:
+            lines += ["", f"{section[f.names[0]]}:"]
         names = ", ".join(f.names)
-        arity = "" if f.nargs == 0 else (" <random | x y z>" if f.nargs == -1 else
-                                          " " + " ".join(["v"] * f.nargs))
-        units = f" [{f.units}]" if f.units else ""
-        lines.append(f"  {names}{arity}{units}  default: {f.default}")
+        if f.nargs == 0:
+            arity = ""
+        elif f.metavar:
+            arity = " " + f.metavar
+        elif f.kind == S:
+            arity = " FILE" if f.units == "file" else " " + f.units
+        else:
+            arity = " " + " ".join(["N" if f.kind == I else "X"] * f.nargs)
+        units = f" [{f.units}]" if f.units and not (f.kind == S and not f.metavar) else ""
+        lines.append(f"  {names}{arity}{units}  (default: {f.default})")
         lines.append(f"        {f.help}")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"

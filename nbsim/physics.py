@@ -70,7 +70,7 @@ def sincg_delta(h, N):
     num = num + at_node * N
     den = den + at_node * (1.0 - den)
     # sign (-1)^(m + (N-1) h0), from the parity of a whole number held in a float
-    p = m + (N - 1.0) * h0
+    p = m + (np.floor(N + 0.5) - 1.0) * h0
     sgn = 1.0 - 2.0 * (p - 2.0 * np.floor(0.5 * p))
     return sgn * num / den
 

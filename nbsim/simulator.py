@@ -68,67 +68,19 @@ class Simulator:
              p.crystal.phisteps, p.crystal.mosaic_domains, p.ast, p.Fgrid, p.fgrid_meta,
              p.default_F, p.hkls, p.lattice, p.scalars, carry_pixel, switch_pixel, oor, trace)
 
-    def _launch_lanes(self, opts, image):
+    def _launch_lanes(self, opts, pixel_index, image):
         from .kernels import cpu_lanes
         p = self.plan
-        starts, lens = cpu_lanes.chunks(p.pixel_index, p.detector.fpixels)
+        starts, lens = cpu_lanes.chunks(pixel_index, p.detector.fpixels)
         kern = cpu_lanes.get_kernel(opts)
         kern(image, starts, lens, p.detector.fpixels, p.mask, p.geom, p.subpixel_size,
              p.oversample, p.detector.thicksteps, p.src_dir, p.src_lambda,
              np.ascontiguousarray(p.cells[1]), p.cells.shape[1], p.ast, p.Fgrid, p.fgrid_meta,
-             p.default_F, p.hkls, p.lattice, p.scalars,
-             cpu_lanes.scratch_for(numba.config.NUMBA_NUM_THREADS))
+             p.default_F, p.hkls, p.lattice, p.scalars)
 
     def run(self) -> np.ndarray:
         """Render the image: (spixels, fpixels) float64 in photons per pixel."""
-        device = self.config.device
-        if device in ("cuda", "auto"):
-            from .kernels import cuda as kcuda
-            if device == "cuda" or kcuda.available():
-                return kcuda.run(self)
-        prev = numba.get_num_threads()
-        if self.threads:
-            numba.set_num_threads(min(int(self.threads), numba.config.NUMBA_NUM_THREADS))
-        try:
-            return self._run_cpu()
-        finally:
-            numba.set_num_threads(prev)
-
-    def _prepare_carry(self):
-        from .kernels.carryover import first_executing_pixel
-        p = self.plan
-        self._carry_pixel = first_executing_pixel(p) if p.carry_needed else -1
-
-    def _run_cpu(self) -> np.ndarray:
-        p = self.plan
-        npix = p.detector.fpixels * p.detector.spixels
-        image = np.zeros(npix, dtype=np.float64)
-        self._prepare_carry()
-        dummy_trace = np.zeros((1, 32))
-        opts = p.options
-        c_switch = self.config.mode == "c-parity" and opts.interp == 1
-        from .kernels import cpu_lanes
-        if cpu_lanes.supports(opts):
-            self._launch_lanes(opts, image)
-            self._switch_pixel = _NO_SWITCH
-            self.image = image.reshape(p.detector.spixels, p.detector.fpixels)
-            return self.image
-        oor = np.zeros(npix if c_switch else 1, dtype=np.uint8)
-        self._launch(opts._replace(record_oor=c_switch), p.pixel_index, image,
-                     self._carry_pixel, _NO_SWITCH, oor, dummy_trace)
-        self._switch_pixel = _NO_SWITCH
-        if c_switch:
-            flagged = oor[p.pixel_index]
-            nz = np.flatnonzero(flagged)
-            if nz.size:
-                # C switches interpolation off for good at the first out-of-range
-                # evaluation (raster order): re-render from that pixel on
-                first = int(nz[0])
-                self._switch_pixel = int(p.pixel_index[first])
-                self._launch(opts._replace(interp=2), p.pixel_index[first:], image,
-                             self._carry_pixel, self._switch_pixel, oor, dummy_trace)
-        self.image = image.reshape(p.detector.spixels, p.detector.fpixels)
-        return self.image
+        return self._render(None)
 
     def run_chunked(self, callback=None, chunk_rows: Optional[int] = None,
                     target_seconds: float = 0.25) -> np.ndarray:
@@ -137,12 +89,12 @@ class Simulator:
         progress bar).  ``chunk_rows`` fixes the block size; by default blocks grow to take
         about ``target_seconds`` each.  Every pixel is computed independently of the others
         (the c-parity carryover and interpolation switch are global indices fixed before or
-        after the blocks), so blocking changes no bit.  The c-parity interpolation switch
-        re-render, when needed, runs as one more launch after the blocks.  Other devices
-        render in one call and report once at the end.
-        (Added for the CLI; mirrors the dispatch of ``_run_cpu``: keep the two in step.)
-        """
-        import time
+        after the blocks), so blocking changes no bit.  Other devices render in one call and
+        report once at the end."""
+        return self._render(callback if callback is not None else (lambda done, total: None),
+                            chunk_rows, target_seconds)
+
+    def _render(self, callback, chunk_rows=None, target_seconds=0.25):
         device = self.config.device
         if device in ("cuda", "auto"):
             from .kernels import cuda as kcuda
@@ -155,59 +107,78 @@ class Simulator:
         if self.threads:
             numba.set_num_threads(min(int(self.threads), numba.config.NUMBA_NUM_THREADS))
         try:
-            p = self.plan
-            fp = p.detector.fpixels
-            npix = fp * p.detector.spixels
-            image = np.zeros(npix, dtype=np.float64)
-            self._prepare_carry()
-            dummy_trace = np.zeros((1, 32))
-            opts = p.options
-            c_switch = self.config.mode == "c-parity" and opts.interp == 1
-            from .kernels import cpu_lanes
-            lanes = cpu_lanes.supports(opts)
-            oor = np.zeros(npix if c_switch and not lanes else 1, dtype=np.uint8)
-            full = p.pixel_index
-            if full.size:
-                brk = np.flatnonzero(np.diff(full // fp)) + 1
-                bounds = np.concatenate(([0], brk, [full.size]))
-            else:
-                bounds = np.zeros(1, dtype=np.int64)
-            nrows = bounds.size - 1
-            step = int(chunk_rows) if chunk_rows else 1
-            r = 0
-            try:
-                while r < nrows:
-                    r1 = min(nrows, r + step)
-                    block = full[bounds[r]:bounds[r1]]
-                    t0 = time.perf_counter()
-                    if lanes:
-                        p.pixel_index = block
-                        self._launch_lanes(opts, image)
-                    else:
-                        self._launch(opts._replace(record_oor=c_switch), block, image,
-                                     self._carry_pixel, _NO_SWITCH, oor, dummy_trace)
-                    dt = time.perf_counter() - t0
-                    if not chunk_rows:
-                        per_row = dt / (r1 - r)
-                        want = int(target_seconds / per_row) if per_row > 0 else 4 * step
-                        step = max(1, min(want, 4 * step))
-                    r = r1
-                    if callback is not None:
-                        callback(r, nrows)
-            finally:
-                p.pixel_index = full
-            self._switch_pixel = _NO_SWITCH
-            if c_switch and not lanes:
-                nz = np.flatnonzero(oor[full])
-                if nz.size:
-                    first = int(nz[0])
-                    self._switch_pixel = int(full[first])
-                    self._launch(opts._replace(interp=2), full[first:], image,
-                                 self._carry_pixel, self._switch_pixel, oor, dummy_trace)
-            self.image = image.reshape(p.detector.spixels, fp)
-            return self.image
+            return self._render_cpu(callback, chunk_rows, target_seconds)
         finally:
             numba.set_num_threads(prev)
+
+    def _prepare_carry(self):
+        from .kernels.carryover import first_executing_pixel
+        p = self.plan
+        self._carry_pixel = first_executing_pixel(p) if p.carry_needed else -1
+
+    def _row_blocks(self, callback, chunk_rows, target_seconds):
+        """Yield blocks of whole ROI rows of ``plan.pixel_index`` (all at once without a
+        callback), growing them to about ``target_seconds`` each; report progress."""
+        import time
+        full = self.plan.pixel_index
+        if callback is None:
+            yield full
+            return
+        fp = self.plan.detector.fpixels
+        if full.size:
+            brk = np.flatnonzero(np.diff(full // fp)) + 1
+            bounds = np.concatenate(([0], brk, [full.size]))
+        else:
+            bounds = np.zeros(1, dtype=np.int64)
+        nrows = bounds.size - 1
+        step = int(chunk_rows) if chunk_rows else 1
+        r = 0
+        while r < nrows:
+            r1 = min(nrows, r + step)
+            t0 = time.perf_counter()
+            yield full[bounds[r]:bounds[r1]]
+            dt = time.perf_counter() - t0
+            if not chunk_rows:
+                per_row = dt / (r1 - r)
+                want = int(target_seconds / per_row) if per_row > 0 else 4 * step
+                step = max(1, min(want, 4 * step))
+            r = r1
+            callback(r, nrows)
+
+    def _render_cpu(self, callback, chunk_rows, target_seconds) -> np.ndarray:
+        from .kernels import cpu_lanes
+        p = self.plan
+        npix = p.detector.fpixels * p.detector.spixels
+        image = np.zeros(npix, dtype=np.float64)
+        self._prepare_carry()
+        dummy_trace = np.zeros((1, 32))
+        opts = p.options
+        c_switch = self.config.mode == "c-parity" and opts.interp == 1
+        # the carryover touches one pixel only (the run's first sub-path): the SIMD kernel
+        # renders everything with the steady-state cell table and that pixel is redone below
+        lanes = cpu_lanes.supports(opts._replace(carry=False))
+        oor = np.zeros(npix if (c_switch and not lanes) else 1, dtype=np.uint8)
+        for block in self._row_blocks(callback, chunk_rows, target_seconds):
+            if lanes:
+                self._launch_lanes(opts, block, image)
+            else:
+                self._launch(opts._replace(record_oor=c_switch), block, image,
+                             self._carry_pixel, _NO_SWITCH, oor, dummy_trace)
+        if lanes and opts.carry and self._carry_pixel >= 0:
+            self._launch(opts, np.array([self._carry_pixel], dtype=np.int64), image,
+                         self._carry_pixel, _NO_SWITCH, oor, dummy_trace)
+        self._switch_pixel = _NO_SWITCH
+        if c_switch and not lanes:
+            nz = np.flatnonzero(oor[p.pixel_index])
+            if nz.size:
+                # C switches interpolation off for good at the first out-of-range
+                # evaluation (raster order): re-render from that pixel on
+                first = int(nz[0])
+                self._switch_pixel = int(p.pixel_index[first])
+                self._launch(opts._replace(interp=2), p.pixel_index[first:], image,
+                             self._carry_pixel, self._switch_pixel, oor, dummy_trace)
+        self.image = image.reshape(p.detector.spixels, p.detector.fpixels)
+        return self.image
 
     def trace_pixel(self, fpixel: int, spixel: int) -> PixelTrace:
         """The scaling chain of one pixel (renders the image first if needed)."""

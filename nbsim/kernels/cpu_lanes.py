@@ -4,14 +4,17 @@ The scalar kernel (:mod:`nbsim.kernels.cpu`) runs the whole loop nest per pixel,
 general but leaves the SIMD units idle.  Here a thread takes a run of up to ``LANES``
 pixels of one detector row and walks the loop nest once for all of them: the innermost
 loops run over the pixels, contain no branches and no calls, and LLVM turns them into
-AVX2/AVX-512 code.  Scratch rows come from a per-thread array, so nothing is allocated
-inside the parallel loop.
+AVX2/AVX-512 code.  Each run of pixels takes a small scratch block
+(one allocation per run of 32 pixels).
 
 It handles the common options (every lattice shape, nearest-neighbour structure
 factors, per-contribution oversample factors, polarization, sensor thickness, masks).
 Sub-paths that can be skipped per pixel (``-dmin``), tricubic interpolation, curved
-detectors, the c-parity carryover and the c-parity running-sum oversampling go to the
-scalar kernel, which is the reference.  Results agree with it to rounding.
+detectors, float32 and the c-parity running-sum oversampling go to the scalar kernel,
+which is the reference; results agree with it to rounding.  Under the c-parity phi=0
+carryover this kernel renders every pixel with the steady-state cell table and the
+simulator re-renders the one pixel holding the run's first sub-path with the scalar
+kernel.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from .options import KernelOptions
 LANES = 32
 _KERNELS = {}
 
-# scratch rows per thread
+# scratch rows of a run
 _S_I, _S_POLAR, _S_OMEGA, _S_CAP, _S_DX, _S_DY, _S_DZ, _S_QX, _S_QY, _S_QZ, _S_FPIX = range(11)
 _NSCRATCH = 11
 
@@ -35,7 +38,8 @@ _NSCRATCH = 11
 def supports(opts: KernelOptions) -> bool:
     """Whether this kernel renders ``opts`` (else use the scalar kernel)."""
     return (opts.interp == 0 and not opts.use_dmin and not opts.curved and not opts.carry
-            and not opts.os_running and not opts.trace and not opts.record_oor)
+            and not opts.os_running and not opts.trace and not opts.record_oor
+            and not opts.float32)
 
 
 def get_kernel(opts: KernelOptions):
@@ -56,13 +60,14 @@ def _build(opts: KernelOptions):
     HAS_MASK = bool(opts.has_mask)
     KAHN = bool(opts.kahn)
     THICK = bool(opts.thick)
+    HAS_GRID = bool(opts.has_grid)
     W = LANES
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
     def render(image, chunk_start, chunk_len, fpixels, mask,
                geom, subpixel_size, oversample, thicksteps,
                src_dir, src_lambda, cells, ncell, ast,
-               Fgrid, fgrid_meta, default_F, hkls, lattice, scalars, scratch):
+               Fgrid, fgrid_meta, default_F, hkls, lattice, scalars):
         """Render runs of pixels: run c starts at raster index chunk_start[c] and covers
         chunk_len[c] (<= LANES) consecutive pixels of one row."""
         p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
@@ -80,14 +85,15 @@ def _build(opts: KernelOptions):
         scale = scalars[1]
         h_min = fgrid_meta[0]; k_min = fgrid_meta[1]; l_min = fgrid_meta[2]
         h_max = fgrid_meta[3]; k_max = fgrid_meta[4]; l_max = fgrid_meta[5]
-        has_grid = hkls != 0
         kstride = Fgrid.shape[2]
         hstride = Fgrid.shape[1] * kstride
         Fflat = Fgrid.ravel()
         nsrc = src_lambda.shape[0]
         half = subpixel_size / 2.0
         for c in numba.prange(chunk_start.shape[0]):
-            s = scratch[numba.get_thread_id()]
+            # per-run scratch rows: a fresh (small) allocation keeps every run independent of
+            # thread scheduling, so results are bit-reproducible
+            s = np.empty((_NSCRATCH, W))
             I = s[_S_I]; polar = s[_S_POLAR]; omega = s[_S_OMEGA]; cap = s[_S_CAP]
             dxs = s[_S_DX]; dys = s[_S_DY]; dzs = s[_S_DZ]
             qxs = s[_S_QX]; qys = s[_S_QY]; qzs = s[_S_QZ]
@@ -155,7 +161,7 @@ def _build(opts: KernelOptions):
                                     k = b0 * qx + b1 * qy + b2 * qz
                                     l = c0 * qx + c1 * qy + c2_ * qz
                                     fl = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc, fudge, ast)
-                                    if has_grid:
+                                    if HAS_GRID:
                                         h0 = np.ceil(h - 0.5)
                                         k0 = np.ceil(k - 0.5)
                                         l0 = np.ceil(l - 0.5)
@@ -193,22 +199,19 @@ def _build(opts: KernelOptions):
     return render
 
 
-def chunks(pixel_index: np.ndarray, fpixels: int):
-    """Split raster-ordered pixel indices into runs of <= LANES consecutive pixels of a row."""
+def chunks(pixel_index: np.ndarray, fpixels: int, lanes: int = LANES):
+    """Split raster-ordered pixel indices into runs of <= ``lanes`` consecutive pixels of
+    one row: (start raster index, length) per run."""
     idx = np.asarray(pixel_index, dtype=np.int64)
     if idx.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     row = idx // fpixels
     brk = np.flatnonzero((np.diff(idx) != 1) | (np.diff(row) != 0)) + 1
     starts = np.concatenate(([0], brk))
-    ends = np.concatenate((brk, [idx.size]))
-    cs, cl = [], []
-    for a, b in zip(starts, ends):
-        for s in range(a, b, LANES):
-            cs.append(idx[s])
-            cl.append(min(LANES, b - s))
-    return np.array(cs, dtype=np.int64), np.array(cl, dtype=np.int64)
-
-
-def scratch_for(threads: int):
-    return np.zeros((max(threads, 1), _NSCRATCH, LANES))
+    lens = np.concatenate((brk, [idx.size])) - starts
+    npieces = (lens + lanes - 1) // lanes
+    run = np.repeat(np.arange(starts.size), npieces)
+    piece = np.arange(run.size) - np.repeat(np.cumsum(npieces) - npieces, npieces)
+    cs = idx[starts[run] + piece * lanes]
+    cl = np.minimum(lanes, lens[run] - piece * lanes)
+    return cs.astype(np.int64), cl.astype(np.int64)

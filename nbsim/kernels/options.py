@@ -24,3 +24,4 @@ class KernelOptions(NamedTuple):
     record_oor: bool = False  # record out-of-range tricubic evaluations per pixel
     fast_sincg: bool = False  # delta-reduced sincg (float32 path)
     float32: bool = False
+    has_grid: bool = False    # an HKL grid is loaded (else every F is default_F)

@@ -1,0 +1,288 @@
+"""The per-pixel body shared by the CPU and the CUDA kernels.
+
+:func:`get_pixel_fn` builds, per :class:`KernelOptions`, one ``register_jitable``
+function ``render_pixel(...) -> (value, out_of_range)`` that runs the whole loop nest
+of one pixel (sensor layers, sub-pixels, sources, phi x mosaic cells).  The options
+are closure constants, so Numba prunes the branches not in use; the same function is
+called by the ``@njit(parallel=True)`` CPU kernel (``cpu.py``) and compiled as a device
+function of the ``@cuda.jit`` kernel (``cuda.py``).  All physics comes from
+:mod:`nbsim.physics`.
+
+Arithmetic types follow the arrays the caller passes.  With ``opts.float32`` the
+constants of the body are float32 too, so float32 arrays give float32 arithmetic (the
+CUDA float32 path passes float32 cell tables and structure factors and float64
+geometry); the pixel sum ``I`` starts from the float64 ``scalars[0]`` and stays float64.
+Without it everything is float64, in nanoBragg.c's order of operations.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba.extending import register_jitable
+
+from .. import physics as ph
+from .options import KernelOptions
+
+TRACE_LEN = 32
+
+_PIXEL_FNS = {}
+
+
+def get_pixel_fn(opts: KernelOptions, fastmath=False):
+    """The pixel body for ``opts``.  ``fastmath`` is the jit option it is compiled with
+    (the CPU kernel passes its flag set so the body keeps the kernel's flags; the CUDA
+    kernel passes False: CUDA's fastmath would swap in approximate sin/cos)."""
+    fm = frozenset(fastmath) if isinstance(fastmath, (set, frozenset)) else bool(fastmath)
+    key = (opts, fm)
+    fn = _PIXEL_FNS.get(key)
+    if fn is None:
+        fn = _build(opts, fastmath)
+        _PIXEL_FNS[key] = fn
+    return fn
+
+
+def _build(opts: KernelOptions, fastmath):
+    SHAPE = int(opts.shape)
+    INTERP = int(opts.interp)
+    OS_THICK = bool(opts.os_thick)
+    OS_POLAR = bool(opts.os_polar)
+    OS_OMEGA = bool(opts.os_omega)
+    OS_RUNNING = bool(opts.os_running)
+    CURVED = bool(opts.curved)
+    POINT = bool(opts.point_pixel)
+    NOPOLAR = bool(opts.nopolar)
+    USE_DMIN = bool(opts.use_dmin)
+    CARRY = bool(opts.carry)
+    HAS_WATER = bool(opts.has_water)
+    KAHN = bool(opts.kahn)
+    THICK = bool(opts.thick)
+    TRACE = bool(opts.trace)
+    FAST_SINCG = bool(opts.fast_sincg)
+    FT = np.float32 if opts.float32 else np.float64
+    ZERO = FT(0.0)
+    ONE = FT(1.0)
+    HALF = FT(0.5)
+    TWO = FT(2.0)
+
+    @register_jitable(fastmath=fastmath)
+    def render_pixel(idx, fpixel, spixel, geom, subpixel_size, oversample, thicksteps,
+                     src_dir, src_lambda, nsrc, cells, ncell, ast,
+                     Fgrid, fgrid_meta, default_F, hkls,
+                     lattice, scalars, carry_pixel, interp_switch_pixel, trace, tn):
+        """One pixel (flat raster index ``idx`` = spixel * fpixels + fpixel, not masked):
+        returns (value, oor) where oor says whether a tricubic evaluation fell off the grid.
+
+        geom: pix0(3) fdet(3) sdet(3) odet(3) beam(3) polar_axis(3) distance close_distance
+              pixel_size thickstep mu kahn dmin
+        lattice: Na Nb Nc fudge
+        scalars (float64): I_bg, scale (= r_e^2 fluence / steps), steps
+        fgrid_meta: h_min k_min l_min h_max k_max l_max h_range k_range l_range
+        cells: (2, nphi*ndom, 9) cell vectors a,b,c per (phi, domain); table 0 is the
+               sub-path that starts the run (c-parity), table 1 all others
+        nsrc, ncell, oversample, thicksteps, hkls: loop counts and the grid flag, plain
+              arguments so a caller may pass compile-time constants (the CUDA kernel
+              does for the common value 1, which removes those loops)
+        trace, tn: with opts.trace, row tn of trace receives the scaling chain
+        """
+        p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
+        fx = geom[3]; fy = geom[4]; fz = geom[5]
+        sx = geom[6]; sy = geom[7]; sz = geom[8]
+        ox = geom[9]; oy = geom[10]; oz = geom[11]
+        bx = geom[12]; by = geom[13]; bz = geom[14]
+        pax = geom[15]; pay = geom[16]; paz = geom[17]
+        distance = geom[18]
+        close_distance = geom[19]
+        pixel_size = geom[20]
+        thickstep = geom[21]
+        mu = geom[22]
+        kahn = geom[23]
+        dmin = geom[24]
+        Na = lattice[0]; Nb = lattice[1]; Nc = lattice[2]; fudge = lattice[3]
+        h_min = fgrid_meta[0]; k_min = fgrid_meta[1]; l_min = fgrid_meta[2]
+        h_max = fgrid_meta[3]; k_max = fgrid_meta[4]; l_max = fgrid_meta[5]
+        h_range = fgrid_meta[6]; k_range = fgrid_meta[7]; l_range = fgrid_meta[8]
+
+        I = scalars[0]
+        polar = ZERO
+        if NOPOLAR:
+            polar = ONE
+        omega = ZERO
+        capfrac = ONE
+        fresh = CARRY and idx == carry_pixel
+        interp_on = INTERP != 0
+        if INTERP == 2:
+            interp_on = idx <= interp_switch_pixel
+        oor = False
+        F_cell = ZERO
+        F_latt = ZERO
+        last_tab = 1
+        last_cell = 0
+        hh = ZERO
+        kk = ZERO
+        ll = ZERO
+        Fdet = ZERO
+        Sdet = ZERO
+        posx = ZERO
+        posy = ZERO
+        posz = ZERO
+        for t in range(thicksteps):
+            Odet = FT(t) * thickstep
+            # C resets the layer's capture fraction: 0 = "not yet computed", or 1 when
+            # no sensor thickness is modelled
+            capfrac = ZERO if THICK else ONE
+            for subS in range(oversample):
+                for subF in range(oversample):
+                    Fdet = subpixel_size * FT(fpixel * oversample + subF) + subpixel_size / TWO
+                    Sdet = subpixel_size * FT(spixel * oversample + subS) + subpixel_size / TWO
+                    posx = Fdet * fx + Sdet * sx + Odet * ox + p0x
+                    posy = Fdet * fy + Sdet * sy + Odet * oy + p0y
+                    posz = Fdet * fz + Sdet * sz + Odet * oz + p0z
+                    if CURVED:
+                        # pixel coordinates taken as arc lengths on a sphere of radius
+                        # distance: rotate the beam point about sdet, then about fdet
+                        vx = distance * bx
+                        vy = distance * by
+                        vz = distance * bz
+                        ang = posy / distance
+                        cs = math.cos(ang); sn = math.sin(ang)
+                        dt = (sx * vx + sy * vy + sz * vz) * (ONE - cs)
+                        nx = sx * dt + vx * cs + (-sz * vy + sy * vz) * sn
+                        ny = sy * dt + vy * cs + (sz * vx - sx * vz) * sn
+                        nz = sz * dt + vz * cs + (-sy * vx + sx * vy) * sn
+                        ang = posz / distance
+                        cs = math.cos(ang); sn = math.sin(ang)
+                        dt = (fx * nx + fy * ny + fz * nz) * (ONE - cs)
+                        posx = fx * dt + nx * cs + (-fz * ny + fy * nz) * sn
+                        posy = fy * dt + ny * cs + (fz * nx - fx * nz) * sn
+                        posz = fz * dt + nz * cs + (-fy * nx + fx * ny) * sn
+                    airpath = math.sqrt(posx * posx + posy * posy + posz * posz)
+                    dx = posx / airpath
+                    dy = posy / airpath
+                    dz = posz / airpath
+                    if omega == ZERO or OS_OMEGA:
+                        omega = ph.solid_angle(pixel_size, airpath, close_distance, POINT)
+                    if capfrac == ZERO or OS_THICK:
+                        # with no sensor modelled and -oversample_thick C still evaluates
+                        # the layer fraction (and gets zero); kept for parity
+                        parallax = dx * ox + dy * oy + dz * oz
+                        capfrac = ph.capture_fraction(t, thickstep, mu, parallax)
+                    for src in range(nsrc):
+                        ix = -src_dir[src, 0]
+                        iy = -src_dir[src, 1]
+                        iz = -src_dir[src, 2]
+                        lam = src_lambda[src]
+                        qx = (dx - ix) / lam
+                        qy = (dy - iy) / lam
+                        qz = (dz - iz) / lam
+                        if USE_DMIN:
+                            stol = HALF * math.sqrt(qx * qx + qy * qy + qz * qz)
+                            if stol > ZERO:
+                                if dmin > HALF / stol:
+                                    continue
+                        if polar == ZERO or OS_POLAR:
+                            if KAHN:
+                                polar = ph.polarization_factor(kahn, ix, iy, iz, dx, dy, dz,
+                                                               pax, pay, paz)
+                            else:
+                                c2 = ix * dx + iy * dy + iz * dz
+                                polar = HALF * (ONE + c2 * c2)
+                        tab = 1
+                        if CARRY:
+                            if fresh:
+                                tab = 0
+                            fresh = False
+                        for cidx in range(ncell):
+                            cell = cells[tab, cidx]
+                            h = cell[0] * qx + cell[1] * qy + cell[2] * qz
+                            k = cell[3] * qx + cell[4] * qy + cell[5] * qz
+                            l = cell[6] * qx + cell[7] * qy + cell[8] * qz
+                            if SHAPE == 0 and FAST_SINCG:
+                                fl = ONE
+                                if Na > ONE:
+                                    fl *= ph.sincg_delta(h, Na)
+                                if Nb > ONE:
+                                    fl *= ph.sincg_delta(k, Nb)
+                                if Nc > ONE:
+                                    fl *= ph.sincg_delta(l, Nc)
+                            else:
+                                fl = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc, fudge, ast)
+                            if not HAS_WATER:
+                                if fl == ZERO:
+                                    continue
+                            h0 = int(math.ceil(h - HALF))
+                            k0 = int(math.ceil(k - HALF))
+                            l0 = int(math.ceil(l - HALF))
+                            use_interp = False
+                            if INTERP != 0:
+                                if interp_on:
+                                    if ph.interp_in_range(h, k, l, h_min, k_min, l_min,
+                                                          h_range, k_range, l_range):
+                                        use_interp = True
+                                    else:
+                                        oor = True
+                                        if INTERP == 2:
+                                            interp_on = False
+                            if use_interp:
+                                fc = ph.tricubic(Fgrid, int(math.floor(h)) - 1 - h_min,
+                                                 int(math.floor(k)) - 1 - k_min,
+                                                 int(math.floor(l)) - 1 - l_min, h, k, l)
+                            else:
+                                fc = ph.nearest_F(Fgrid, hkls, h0, k0, l0, h_min, k_min,
+                                                  l_min, h_max, k_max, l_max, default_F)
+                            contrib = fc * fc * fl * fl
+                            if OS_RUNNING:
+                                I += contrib
+                                if OS_THICK:
+                                    I *= capfrac
+                                if OS_POLAR:
+                                    I *= polar
+                                if OS_OMEGA:
+                                    I *= omega
+                            else:
+                                if OS_THICK:
+                                    contrib *= capfrac
+                                if OS_POLAR:
+                                    contrib *= polar
+                                if OS_OMEGA:
+                                    contrib *= omega
+                                I += contrib
+                            if TRACE:
+                                F_cell = fc
+                                F_latt = fl
+                                last_tab = tab
+                                last_cell = cidx
+                                hh = h
+                                kk = k
+                                ll = l
+        val = scalars[1] * I
+        if not OS_THICK:
+            val *= capfrac
+        if not OS_POLAR:
+            val *= polar
+        if not OS_OMEGA:
+            val *= omega
+        if TRACE:
+            trace[tn, 0] = I
+            trace[tn, 1] = I / scalars[2]
+            trace[tn, 2] = polar
+            trace[tn, 3] = omega
+            trace[tn, 4] = capfrac
+            trace[tn, 5] = val
+            trace[tn, 6] = F_cell
+            trace[tn, 7] = F_latt
+            trace[tn, 8] = hh
+            trace[tn, 9] = kk
+            trace[tn, 10] = ll
+            trace[tn, 11] = posx
+            trace[tn, 12] = posy
+            trace[tn, 13] = posz
+            trace[tn, 14] = Fdet
+            trace[tn, 15] = Sdet
+            for j in range(9):
+                trace[tn, 16 + j] = cells[last_tab, last_cell, j]
+            trace[tn, 25] = last_tab
+            trace[tn, 26] = last_cell
+        return val, oor
+
+    return render_pixel
