@@ -63,6 +63,20 @@ def fluence_of(cfg: Config) -> float:
     return fluence
 
 
+def _check_geometry(det: DetectorGeometry) -> None:
+    """Refuse geometries nanoBragg would render as nonsense (NaN/inf or a detector through
+    the sample)."""
+    from .errors import ConfigError
+    vals = np.concatenate([det.pix0, det.fdet, det.sdet, det.odet, det.beam,
+                           [det.distance, det.close_distance]])
+    if not np.all(np.isfinite(vals)):
+        raise ConfigError("detector", "geometry",
+                          "degenerate geometry (is the beam parallel to the detector plane?)")
+    if det.close_distance == 0.0:
+        raise ConfigError("detector.pix0_vector", tuple(float(v) for v in det.pix0),
+                          "the detector plane passes through the sample")
+
+
 def make_plan(cfg: Config) -> Plan:
     cfg.validate()
     det = resolve_detector(cfg)
@@ -72,6 +86,7 @@ def make_plan(cfg: Config) -> Plan:
     if srcs.count == 0:
         from .errors import ConfigError
         raise ConfigError("beam.sources", 0, "no X-ray sources")
+    _check_geometry(det)
     fluence = fluence_of(cfg)
     s = cfg.sampling
     st = cfg.structure
@@ -86,7 +101,10 @@ def make_plan(cfg: Config) -> Plan:
         interpolate = False
 
     reciprocal_pixel_size = cfg.beam.wavelength * det.distance / det.pixel_size
-    recommended = int(math.ceil(3.0 * cryst.xtalsize_max / reciprocal_pixel_size))
+    ratio = 3.0 * cryst.xtalsize_max / reciprocal_pixel_size if reciprocal_pixel_size else math.inf
+    # C casts ceil() of a non-finite ratio to int (undefined; in practice negative) and then
+    # falls back to 1
+    recommended = int(math.ceil(ratio)) if math.isfinite(ratio) else 1
     if recommended <= 0:
         recommended = 1
     oversample = s.oversample if (s.oversample is not None and s.oversample > 0) else recommended

@@ -144,6 +144,7 @@ BAD = [
     (lambda c: setattr(c.detector, "mask", np.ones((3, 3))), "detector.mask"),
     (lambda c: setattr(c.crystal, "Na", -2), "crystal.Na"),
     (lambda c: setattr(c.sampling, "oversample", 2.5), "sampling.oversample"),
+    (lambda c: setattr(c.detector, "pix0_vector", (0.0, 0.0, 0.0)), "detector.pix0_vector"),
 ]
 
 

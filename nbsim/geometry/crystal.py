@@ -190,9 +190,10 @@ def resolve_crystal(cfg: Config, wavelength: float, beamsize: float) -> CrystalG
     if c.misset_random:
         seed = c.misset_seed
         if seed is None:
-            # C seeds it from the clock (misset_seed = seed = -time()) unless told
+            # nanoBragg.c initialises misset_seed from the clock before it parses -seed
+            # (its usage text says "same as -seed", its code does not): follow the code
             import time
-            seed = cfg.seed if cfg.seed is not None else int(time.time())
+            seed = int(time.time())
         umat, angles, msg = random_misset_umat(idum_from_seed_flag(seed))
         notes.append(msg)
         misset = tuple(angles)
