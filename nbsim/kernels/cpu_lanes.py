@@ -31,8 +31,9 @@ LANES = 32
 _KERNELS = {}
 
 # scratch rows of a run
-_S_I, _S_POLAR, _S_OMEGA, _S_CAP, _S_DX, _S_DY, _S_DZ, _S_QX, _S_QY, _S_QZ, _S_FPIX = range(11)
-_NSCRATCH = 11
+(_S_I, _S_POLAR, _S_OMEGA, _S_CAP, _S_DX, _S_DY, _S_DZ, _S_QX, _S_QY, _S_QZ, _S_FPIX, _S_FL,
+ _S_IN) = range(13)
+_NSCRATCH = 13
 
 
 def supports(opts: KernelOptions) -> bool:
@@ -88,6 +89,9 @@ def _build(opts: KernelOptions):
         kstride = Fgrid.shape[2]
         hstride = Fgrid.shape[1] * kstride
         Fflat = Fgrid.ravel()
+        hminf = float(h_min); hmaxf = float(h_max)
+        kminf = float(k_min); kmaxf = float(k_max)
+        lminf = float(l_min); lmaxf = float(l_max)
         nsrc = src_lambda.shape[0]
         half = subpixel_size / 2.0
         for c in numba.prange(chunk_start.shape[0]):
@@ -98,6 +102,9 @@ def _build(opts: KernelOptions):
             dxs = s[_S_DX]; dys = s[_S_DY]; dzs = s[_S_DZ]
             qxs = s[_S_QX]; qys = s[_S_QY]; qzs = s[_S_QZ]
             fpix = s[_S_FPIX]
+            fls = s[_S_FL]
+            ins = s[_S_IN]
+            gis = np.empty(W, dtype=np.int64)
             idx0 = chunk_start[c]
             n = chunk_len[c]
             spixel = idx0 // fpixels
@@ -155,25 +162,32 @@ def _build(opts: KernelOptions):
                                 a0 = cl[0]; a1 = cl[1]; a2 = cl[2]
                                 b0 = cl[3]; b1 = cl[4]; b2 = cl[5]
                                 c0 = cl[6]; c1 = cl[7]; c2_ = cl[8]
+                                # pass 1 (vectorised): lattice factor and grid index per lane
                                 for j in range(n):
                                     qx = qxs[j]; qy = qys[j]; qz = qzs[j]
                                     h = a0 * qx + a1 * qy + a2 * qz
                                     k = b0 * qx + b1 * qy + b2 * qz
                                     l = c0 * qx + c1 * qy + c2_ * qz
-                                    fl = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc, fudge, ast)
+                                    fls[j] = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc, fudge, ast)
                                     if HAS_GRID:
                                         h0 = np.ceil(h - 0.5)
                                         k0 = np.ceil(k - 0.5)
                                         l0 = np.ceil(l - 0.5)
-                                        inside = (h0 >= h_min) & (h0 <= h_max) & (k0 >= k_min) \
-                                            & (k0 <= k_max) & (l0 >= l_min) & (l0 <= l_max)
-                                        gi = 0
-                                        if inside:
-                                            gi = ((int(h0) - h_min) * hstride
-                                                  + (int(k0) - k_min) * kstride + (int(l0) - l_min))
-                                        fc = Fflat[gi] if inside else default_F
+                                        inside = (h0 >= hminf) & (h0 <= hmaxf) & (k0 >= kminf) \
+                                            & (k0 <= kmaxf) & (l0 >= lminf) & (l0 <= lmaxf)
+                                        hi = min(max(h0, hminf), hmaxf)
+                                        ki = min(max(k0, kminf), kmaxf)
+                                        li = min(max(l0, lminf), lmaxf)
+                                        gis[j] = (int(hi) - h_min) * hstride \
+                                            + (int(ki) - k_min) * kstride + (int(li) - l_min)
+                                        ins[j] = 1.0 * inside
+                                # pass 2 (scalar loads): structure factor and accumulation
+                                for j in range(n):
+                                    if HAS_GRID:
+                                        fc = Fflat[gis[j]] if ins[j] != 0.0 else default_F
                                     else:
                                         fc = default_F
+                                    fl = fls[j]
                                     contrib = fc * fc * fl * fl
                                     if OS_THICK:
                                         contrib *= cap[j]
