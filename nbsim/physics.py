@@ -116,6 +116,28 @@ def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
 
 
 @register_jitable
+def rotate_about(vx, vy, vz, ax, ay, az, ang):
+    """Rotate v by ``ang`` (rad) about the unit axis a (C's rotate_axis, Rodrigues form)."""
+    cs = math.cos(ang)
+    sn = math.sin(ang)
+    d = ax * vx + ay * vy + az * vz
+    dt = d - d * cs          # d (1 - cos), written without a float64 literal (float32 path)
+    return (ax * dt + vx * cs + (-az * vy + ay * vz) * sn,
+            ay * dt + vy * cs + (az * vx - ax * vz) * sn,
+            az * dt + vz * cs + (-ay * vx + ax * vy) * sn)
+
+
+@register_jitable
+def curved_detector_point(posy, posz, distance, bx, by, bz, sx, sy, sz, fx, fy, fz):
+    """C's -curved_det: every pixel at ``distance`` from the sample.  The flat-detector
+    position's y and z components are taken as arc lengths: the beam point at ``distance``
+    is rotated about sdet by posy/distance, then about fdet by posz/distance."""
+    nx, ny, nz = rotate_about(distance * bx, distance * by, distance * bz, sx, sy, sz,
+                              posy / distance)
+    return rotate_about(nx, ny, nz, fx, fy, fz, posz / distance)
+
+
+@register_jitable
 def capture_fraction(layer, thickstep, mu, parallax):
     """Fraction of photons absorbed in sensor layer ``layer`` (Beer-Lambert, oblique path)."""
     return (math.exp(-layer * thickstep * mu / parallax)

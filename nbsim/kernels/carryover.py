@@ -19,6 +19,7 @@ import math
 import numba
 import numpy as np
 
+from .. import physics as ph
 from .cpu import FASTMATH
 
 
@@ -59,19 +60,8 @@ def executed_flags(pixel_index, fpixels, mask, has_mask, geom, subpixel_size, ov
                     posy = Fdet * fy + Sdet * sy + Odet * oy + p0y
                     posz = Fdet * fz + Sdet * sz + Odet * oz + p0z
                     if curved:
-                        vx = distance * bx; vy = distance * by; vz = distance * bz
-                        ang = posy / distance
-                        cs = math.cos(ang); sn = math.sin(ang)
-                        dt = (sx * vx + sy * vy + sz * vz) * (1.0 - cs)
-                        nx = sx * dt + vx * cs + (-sz * vy + sy * vz) * sn
-                        ny = sy * dt + vy * cs + (sz * vx - sx * vz) * sn
-                        nz = sz * dt + vz * cs + (-sy * vx + sx * vy) * sn
-                        ang = posz / distance
-                        cs = math.cos(ang); sn = math.sin(ang)
-                        dt = (fx * nx + fy * ny + fz * nz) * (1.0 - cs)
-                        posx = fx * dt + nx * cs + (-fz * ny + fy * nz) * sn
-                        posy = fy * dt + ny * cs + (fz * nx - fx * nz) * sn
-                        posz = fz * dt + nz * cs + (-fy * nx + fx * ny) * sn
+                        posx, posy, posz = ph.curved_detector_point(
+                            posy, posz, distance, bx, by, bz, sx, sy, sz, fx, fy, fz)
                     airpath = math.sqrt(posx * posx + posy * posy + posz * posz)
                     dx = posx / airpath; dy = posy / airpath; dz = posz / airpath
                     for src in range(nsrc):
