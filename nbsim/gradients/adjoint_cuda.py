@@ -100,6 +100,8 @@ def get_kernel():
     global _KERNEL
     if _KERNEL is None:
         c = _cuda()
+        from ..kernels.cuda import _patch_numba_cuda
+        _patch_numba_cuda()      # np.floor/np.ceil lowering for numba-cuda (see kernels/cuda.py)
         _KERNEL = c.jit(cache=not _simulator())(_kernel_source())
     return _KERNEL
 
@@ -159,7 +161,9 @@ def run_adjoint_cuda(sim, cot, kin, timing=None, want_image=True, during=None):
         c.synchronize()
         import time
         t0 = time.perf_counter()
-    kern[blocks, THREADS_PER_BLOCK](*args)
+    from ..kernels.cuda import _NoInline
+    with _NoInline():            # the physics' always-inline functions: plain calls on CUDA
+        kern[blocks, THREADS_PER_BLOCK](*args)
     if timing is not None:
         c.synchronize()
         timing.append(time.perf_counter() - t0)

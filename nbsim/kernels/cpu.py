@@ -30,7 +30,7 @@ def get_kernel(opts: KernelOptions):
 def _build(opts: KernelOptions):
     HAS_MASK = bool(opts.has_mask)
     RECORD_OOR = bool(opts.record_oor)
-    pixel = get_pixel_fn(opts, fastmath=FASTMATH)
+    pixel = get_pixel_fn(opts, fastmath=FASTMATH, error_model="numpy")
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
     def render(image, pixel_index, fpixels, mask,

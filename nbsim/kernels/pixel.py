@@ -29,20 +29,25 @@ TRACE_LEN = 32
 _PIXEL_FNS = {}
 
 
-def get_pixel_fn(opts: KernelOptions, fastmath=False):
-    """The pixel body for ``opts``.  ``fastmath`` is the jit option it is compiled with
-    (the CPU kernel passes its flag set so the body keeps the kernel's flags; the CUDA
-    kernel passes False: CUDA's fastmath would swap in approximate sin/cos)."""
+def get_pixel_fn(opts: KernelOptions, fastmath=False, error_model=None):
+    """The pixel body for ``opts``.  ``fastmath`` and ``error_model`` are the jit options
+    it is compiled with: a callee does not inherit its caller's, so the CPU kernel passes
+    its own (fast-math flag subset, NumPy error model: a division by zero gives inf/NaN
+    as in C instead of raising); the CUDA kernel passes neither (CUDA's fastmath would
+    swap in approximate sin/cos; CUDA always uses the NumPy error model outside debug)."""
     fm = frozenset(fastmath) if isinstance(fastmath, (set, frozenset)) else bool(fastmath)
-    key = (opts, fm)
+    key = (opts, fm, error_model)
     fn = _PIXEL_FNS.get(key)
     if fn is None:
-        fn = _build(opts, fastmath)
+        jit_options = {"fastmath": fastmath}
+        if error_model is not None:
+            jit_options["error_model"] = error_model
+        fn = _build(opts, jit_options)
         _PIXEL_FNS[key] = fn
     return fn
 
 
-def _build(opts: KernelOptions, fastmath):
+def _build(opts: KernelOptions, jit_options):
     SHAPE = int(opts.shape)
     INTERP = int(opts.interp)
     OS_THICK = bool(opts.os_thick)
@@ -65,7 +70,7 @@ def _build(opts: KernelOptions, fastmath):
     HALF = FT(0.5)
     TWO = FT(2.0)
 
-    @register_jitable(fastmath=fastmath)
+    @register_jitable(**jit_options)
     def render_pixel(idx, fpixel, spixel, geom, subpixel_size, oversample, thicksteps,
                      src_dir, src_lambda, nsrc, cells, ncell, ast,
                      Fgrid, fgrid_meta, default_F, hkls,
