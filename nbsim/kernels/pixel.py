@@ -144,23 +144,8 @@ def _build(opts: KernelOptions, jit_options):
                     posy = Fdet * fy + Sdet * sy + Odet * oy + p0y
                     posz = Fdet * fz + Sdet * sz + Odet * oz + p0z
                     if CURVED:
-                        # pixel coordinates taken as arc lengths on a sphere of radius
-                        # distance: rotate the beam point about sdet, then about fdet
-                        vx = distance * bx
-                        vy = distance * by
-                        vz = distance * bz
-                        ang = posy / distance
-                        cs = math.cos(ang); sn = math.sin(ang)
-                        dt = (sx * vx + sy * vy + sz * vz) * (ONE - cs)
-                        nx = sx * dt + vx * cs + (-sz * vy + sy * vz) * sn
-                        ny = sy * dt + vy * cs + (sz * vx - sx * vz) * sn
-                        nz = sz * dt + vz * cs + (-sy * vx + sx * vy) * sn
-                        ang = posz / distance
-                        cs = math.cos(ang); sn = math.sin(ang)
-                        dt = (fx * nx + fy * ny + fz * nz) * (ONE - cs)
-                        posx = fx * dt + nx * cs + (-fz * ny + fy * nz) * sn
-                        posy = fy * dt + ny * cs + (fz * nx - fx * nz) * sn
-                        posz = fz * dt + nz * cs + (-fy * nx + fx * ny) * sn
+                        posx, posy, posz = ph.curved_detector_point(
+                            posy, posz, distance, bx, by, bz, sx, sy, sz, fx, fy, fz)
                     airpath = math.sqrt(posx * posx + posy * posy + posz * posz)
                     dx = posx / airpath
                     dy = posy / airpath
