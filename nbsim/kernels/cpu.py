@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numba
 
-from .options import KernelOptions
+from .options import SOURCE_STAMP, KernelOptions
 from .pixel import TRACE_LEN, get_pixel_fn  # noqa: F401  (TRACE_LEN re-exported)
 
 _KERNELS = {}
@@ -31,6 +31,7 @@ def _build(opts: KernelOptions):
     HAS_MASK = bool(opts.has_mask)
     RECORD_OOR = bool(opts.record_oor)
     pixel = get_pixel_fn(opts, fastmath=FASTMATH, error_model="numpy")
+    STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
     def render(image, pixel_index, fpixels, mask,
@@ -45,6 +46,8 @@ def _build(opts: KernelOptions):
         oor_flags[idx] is set to 1 where a tricubic evaluation fell off the grid
         (opts.record_oor); trace row n receives pixel n's scaling chain (opts.trace).
         """
+        if STAMP < 0:         # never: only ties the cache entry to the sources
+            return
         ncell = nphi * ndom
         nsrc = src_lambda.shape[0]
         npix = pixel_index.shape[0]

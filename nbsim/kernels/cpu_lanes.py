@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import physics as ph
 from .cpu import FASTMATH
-from .options import KernelOptions
+from .options import SOURCE_STAMP, KernelOptions
 
 LANES = 32
 _KERNELS = {}
@@ -63,6 +63,7 @@ def _build(opts: KernelOptions):
     THICK = bool(opts.thick)
     HAS_GRID = bool(opts.has_grid)
     W = LANES
+    STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
     def render(image, chunk_start, chunk_len, fpixels, mask,
@@ -71,6 +72,8 @@ def _build(opts: KernelOptions):
                Fgrid, fgrid_meta, default_F, hkls, lattice, scalars):
         """Render runs of pixels: run c starts at raster index chunk_start[c] and covers
         chunk_len[c] (<= LANES) consecutive pixels of one row."""
+        if STAMP < 0:         # never: only ties the cache entry to the sources
+            return
         p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
         fx = geom[3]; fy = geom[4]; fz = geom[5]
         sx = geom[6]; sy = geom[7]; sz = geom[8]

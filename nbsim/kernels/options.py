@@ -1,7 +1,28 @@
 """Static options a kernel is specialised on (compile-time constants, one cached variant each)."""
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import NamedTuple
+
+_PKG = Path(__file__).resolve().parent.parent
+_SHARED_SOURCES = ("physics.py", "kernels/options.py", "kernels/pixel.py", "kernels/cpu.py",
+                   "kernels/cpu_lanes.py", "gradients/dphysics.py", "gradients/core.py")
+
+
+def _source_stamp() -> int:
+    """A hash of the sources the compiled kernels inline.  Numba's disk cache notices edits
+    to a kernel's own file only; kernel factories keep this number as a closure constant,
+    and Numba keys its cache on closure values, so editing shared physics recompiles."""
+    h = hashlib.sha1()
+    for rel in _SHARED_SOURCES:
+        p = _PKG / rel
+        if p.exists():
+            h.update(p.read_bytes())
+    return int.from_bytes(h.digest()[:7], "little")
+
+
+SOURCE_STAMP = _source_stamp()
 
 
 class KernelOptions(NamedTuple):
