@@ -74,7 +74,7 @@ def _check_geometry(det: DetectorGeometry) -> None:
                           "degenerate geometry (is the beam parallel to the detector plane?)")
     if det.close_distance == 0.0:
         raise ConfigError("detector.pix0_vector", tuple(float(v) for v in det.pix0),
-                          "the detector plane passes through the sample")
+                          "degenerate geometry: the detector plane passes through the sample")
 
 
 def make_plan(cfg: Config) -> Plan:
