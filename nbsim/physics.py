@@ -84,6 +84,29 @@ def sinc3(x):
 
 
 @register_jitable
+def polarization_basis(ix, iy, iz, ax, ay, az):
+    """Unit E and B vectors of the incident beam i for the E-vector axis a:
+    B = unit(a x i), E = unit(i x B) (a zero vector stays zero, as C's unitize)."""
+    bx = ay * iz - az * iy
+    by = az * ix - ax * iz
+    bz = ax * iy - ay * ix
+    bm = math.sqrt(bx * bx + by * by + bz * bz)
+    if bm != 0.0:
+        bx /= bm
+        by /= bm
+        bz /= bm
+    ex = iy * bz - iz * by
+    ey = iz * bx - ix * bz
+    ez = ix * by - iy * bx
+    em = math.sqrt(ex * ex + ey * ey + ez * ez)
+    if em != 0.0:
+        ex /= em
+        ey /= em
+        ez /= em
+    return ex, ey, ez, bx, by, bz
+
+
+@register_jitable
 def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
     """Kahn polarization factor for incident (i) and diffracted (d) unit vectors and the
     E-vector axis (a): 0.5 (1 + cos^2 2th - kahn cos(2 psi) sin^2 2th)."""
@@ -92,23 +115,7 @@ def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
     sin2theta_sqr = 1.0 - cos2theta_sqr
     psi = 0.0
     if kahn != 0.0:
-        # B_in = axis x incident, E_in = incident x B_in
-        bx = ay * iz - az * iy
-        by = az * ix - ax * iz
-        bz = ax * iy - ay * ix
-        bm = math.sqrt(bx * bx + by * by + bz * bz)
-        if bm != 0.0:
-            bx /= bm
-            by /= bm
-            bz /= bm
-        ex = iy * bz - iz * by
-        ey = iz * bx - ix * bz
-        ez = ix * by - iy * bx
-        em = math.sqrt(ex * ex + ey * ey + ez * ez)
-        if em != 0.0:
-            ex /= em
-            ey /= em
-            ez /= em
+        ex, ey, ez, bx, by, bz = polarization_basis(ix, iy, iz, ax, ay, az)
         e_out = dx * ex + dy * ey + dz * ez
         b_out = dx * bx + dy * by + dz * bz
         psi = -math.atan2(b_out, e_out)

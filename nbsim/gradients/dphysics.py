@@ -202,22 +202,7 @@ def d_polarization(kahn, use_kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
         return 0.5 * (1.0 + c * c), c * ix, c * iy, c * iz
     c2 = c * c
     s2 = 1.0 - c2
-    bx = ay * iz - az * iy
-    by = az * ix - ax * iz
-    bz = ax * iy - ay * ix
-    bm = math.sqrt(bx * bx + by * by + bz * bz)
-    if bm != 0.0:
-        bx /= bm
-        by /= bm
-        bz /= bm
-    ex = iy * bz - iz * by
-    ey = iz * bx - ix * bz
-    ez = ix * by - iy * bx
-    em = math.sqrt(ex * ex + ey * ey + ez * ez)
-    if em != 0.0:
-        ex /= em
-        ey /= em
-        ez /= em
+    ex, ey, ez, bx, by, bz = ph.polarization_basis(ix, iy, iz, ax, ay, az)
     e_out = dx * ex + dy * ey + dz * ez
     b_out = dx * bx + dy * by + dz * bz
     psi = -math.atan2(b_out, e_out)
