@@ -290,3 +290,14 @@ def test_sources_c_mode_quirks(tmp_path):
     s = read_sources(p, lambda0=6.2e-10, strict=False)
     rows = ["%g %g %g   %g %g" % r for r in zip(s.x, s.y, s.z, s.weight, s.wavelength)]
     assert rows == ["0 0 0   0 0", "-10 0 0   1 6.2e-10", "-10 0.1 0   2 0", "-10 0 0   0 0"]
+
+
+def test_tiff_roundtrip_float32(tmp_path):
+    from nbsim.io import read_tiff, write_tiff
+    img = np.arange(12, dtype=np.float64).reshape(3, 4) * 0.25
+    path = tmp_path / "x.tif"
+    write_tiff(path, img)
+    back = read_tiff(path)
+    assert back.dtype == np.float32 and back.shape == (3, 4)
+    np.testing.assert_array_equal(back, img.astype(np.float32))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.tif"]

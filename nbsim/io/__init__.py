@@ -14,8 +14,10 @@ from .fdump import write_fdump, read_fdump, fdump_bytes
 from .matrix import read_mosflm_matrix
 from .sources import SourceTable, read_sources
 from .cformat import c_g, c_atof
+from .tiff import write_tiff, read_tiff
 
 __all__ = [
+    "write_tiff", "read_tiff",
     "FormatError",
     "SMVHeader", "read_smv", "read_smv_header_text", "smv_value_of", "smv_c_values",
     "c_overrides_from_smv", "read_smv_mask", "read_smv_float", "mask_from_image",
