@@ -189,7 +189,7 @@ def make_plan(cfg: Config) -> Plan:
         curved=det.curved, point_pixel=det.point_pixel, nopolar=bool(cfg.beam.nopolar),
         has_mask=mask_cfg is not None, use_dmin=s.dmin > 0.0, carry=carry_needed,
         has_water=s.water_size != 0.0, kahn=cfg.beam.polarization != 0.0,
-        thick=det.thick != 0.0, fast_sincg=cfg.dtype == "float32", float32=cfg.dtype == "float32",
+        thick=det.thick != 0.0, float32=cfg.dtype == "float32",
         has_grid=hkls != 0)
     return Plan(config=cfg, detector=det, crystal=cryst, sources=srcs, fluence=fluence,
                 oversample=oversample, recommended_oversample=recommended, steps=steps,

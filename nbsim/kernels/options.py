@@ -43,6 +43,5 @@ class KernelOptions(NamedTuple):
     thick: bool = False       # sensor thickness modelled
     trace: bool = False       # record the pixel trace
     record_oor: bool = False  # record out-of-range tricubic evaluations per pixel
-    fast_sincg: bool = False  # delta-reduced sincg (float32 path)
     float32: bool = False
     has_grid: bool = False    # an HKL grid is loaded (else every F is default_F)

@@ -63,7 +63,6 @@ def _build(opts: KernelOptions, jit_options):
     KAHN = bool(opts.kahn)
     THICK = bool(opts.thick)
     TRACE = bool(opts.trace)
-    FAST_SINCG = bool(opts.fast_sincg)
     FT = np.float32 if opts.float32 else np.float64
     ZERO = FT(0.0)
     ONE = FT(1.0)
@@ -187,16 +186,7 @@ def _build(opts: KernelOptions, jit_options):
                             h = cell[0] * qx + cell[1] * qy + cell[2] * qz
                             k = cell[3] * qx + cell[4] * qy + cell[5] * qz
                             l = cell[6] * qx + cell[7] * qy + cell[8] * qz
-                            if SHAPE == 0 and FAST_SINCG:
-                                fl = ONE
-                                if Na > ONE:
-                                    fl *= ph.sincg_delta(h, Na)
-                                if Nb > ONE:
-                                    fl *= ph.sincg_delta(k, Nb)
-                                if Nc > ONE:
-                                    fl *= ph.sincg_delta(l, Nc)
-                            else:
-                                fl = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc, fudge, ast)
+                            fl = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc, fudge, ast)
                             if not HAS_WATER:
                                 if fl == ZERO:
                                     continue
