@@ -720,18 +720,8 @@ def _tokenize(argv: Sequence[str]):
 
 def _read_header(st, flag, path, is_mask):
     """C l.418-502: a -mask / -img header sets the detector before the other flags."""
-    from .io.errors import FormatError
     from .io.smv import c_overrides_from_smv, read_smv
-    try:
-        header, image = read_smv(path)
-    except FileNotFoundError:
-        raise ArgError(f"{flag}: cannot open {path}") from None
-    except IsADirectoryError:
-        raise ArgError(f"{flag}: {path} is a directory") from None
-    except (FormatError, OSError, ValueError) as e:
-        msg = str(e)
-        raise ArgError(f"{flag}: {msg}" if str(path) in msg else f"{flag}: {path}: {msg}") \
-            from None
+    header, image = _load(read_smv, flag, path)
     d = st.cfg.detector
     v = c_overrides_from_smv(header["_c_values"], "mask" if is_mask else "img",
                              pixel_size_m=d.pixel_size)

@@ -172,7 +172,7 @@ class Simulator:
         c_switch = self.config.mode == "c-parity" and opts.interp == 1
         # the carryover touches one pixel only (the run's first sub-path): the SIMD kernel
         # renders everything with the steady-state cell table and that pixel is redone below
-        lanes = cpu_lanes.supports(opts._replace(carry=False))
+        lanes = cpu_lanes.supports(opts)
         oor = np.zeros(npix if (c_switch and not lanes) else 1, dtype=np.uint8)
         for block in self._row_blocks(callback, chunk_rows, target_seconds):
             if lanes:

@@ -8,26 +8,21 @@ Numba prunes the branches not in use, and ``cache=True`` stores each variant on 
 """
 from __future__ import annotations
 
+import functools
+
 import numba
 
 from .options import SOURCE_STAMP, KernelOptions
 from .pixel import TRACE_LEN, get_pixel_fn  # noqa: F401  (TRACE_LEN re-exported)
 
-_KERNELS = {}
 
 # fast-math without the no-NaN/no-Inf assumptions (C tests isnan; we keep NaN out anyway)
 FASTMATH = {"contract", "arcp", "nsz", "afn", "reassoc"}
 
 
+@functools.lru_cache(maxsize=None)
 def get_kernel(opts: KernelOptions):
-    k = _KERNELS.get(opts)
-    if k is None:
-        k = _build(opts)
-        _KERNELS[opts] = k
-    return k
-
-
-def _build(opts: KernelOptions):
+    """The compiled kernel for ``opts`` (one per option set, built once per process)."""
     HAS_MASK = bool(opts.has_mask)
     RECORD_OOR = bool(opts.record_oor)
     pixel = get_pixel_fn(opts, fastmath=FASTMATH, error_model="numpy")

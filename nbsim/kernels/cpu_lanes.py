@@ -18,6 +18,8 @@ kernel.
 """
 from __future__ import annotations
 
+import functools
+
 import math
 
 import numba
@@ -28,7 +30,6 @@ from .cpu import FASTMATH
 from .options import SOURCE_STAMP, KernelOptions
 
 LANES = 32
-_KERNELS = {}
 
 # scratch rows of a run
 (_S_I, _S_POLAR, _S_OMEGA, _S_CAP, _S_DX, _S_DY, _S_DZ, _S_QX, _S_QY, _S_QZ, _S_FPIX, _S_FL,
@@ -37,21 +38,16 @@ _NSCRATCH = 13
 
 
 def supports(opts: KernelOptions) -> bool:
-    """Whether this kernel renders ``opts`` (else use the scalar kernel)."""
-    return (opts.interp == 0 and not opts.use_dmin and not opts.curved and not opts.carry
+    """Whether this kernel renders ``opts`` (else use the scalar kernel).  With
+    ``opts.carry`` the caller re-renders the carry pixel with the scalar kernel."""
+    return (opts.interp == 0 and not opts.use_dmin and not opts.curved
             and not opts.os_running and not opts.trace and not opts.record_oor
             and not opts.float32)
 
 
+@functools.lru_cache(maxsize=None)
 def get_kernel(opts: KernelOptions):
-    k = _KERNELS.get(opts)
-    if k is None:
-        k = _build(opts)
-        _KERNELS[opts] = k
-    return k
-
-
-def _build(opts: KernelOptions):
+    """The compiled kernel for ``opts`` (one per option set, built once per process)."""
     SHAPE = int(opts.shape)
     OS_THICK = bool(opts.os_thick)
     OS_POLAR = bool(opts.os_polar)
