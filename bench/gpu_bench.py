@@ -7,8 +7,9 @@ Kernel time: CUDA events around one launch, the stream held busy by a spin kerne
 host enqueues (so Python's launch overhead is not counted), median of >= 10 launches after a
 warm-up launch.  "wall" is launch + synchronize as Python sees it.  "render" is a whole
 in-process Simulator.run(device='cuda') (upload, both passes, copy back), median of 3.
-"process" runs the CLI in a fresh process twice (the first fills numba-cuda's disk cache) and
-reports the second.  Errors: float64 rows against the CPU engine, float32 rows against the
+"process" runs the CLI in fresh processes: once to fill numba-cuda's disk cache, then with
+and without the background driver start (NBSIM_CUDA_WARMUP=1/0), twice each, with
+NBSIM_TIMING=1 (its notes from the last warm run are printed).  Errors: float64 rows against the CPU engine, float32 rows against the
 float64 GPU image, both as max|diff| / max.
 The table is printed last and written to $OUT/gpu_bench.txt when OUT is set.
 """
@@ -132,21 +133,31 @@ def render_ms(sim, reps=3):
 
 
 def process_seconds(args):
-    """Wall time of a fresh CLI process (second of two runs: warm numba caches)."""
-    out = []
+    """Wall times of fresh CLI processes: the first fills numba-cuda's disk cache, then
+    alternately with and without the background driver start (NBSIM_CUDA_WARMUP).
+    Returns ({label: [seconds...]}, the NBSIM_TIMING notes of the last warm run) or
+    (None, error)."""
+    times = {"cold": [], "warm": [], "warm, no driver thread": []}
+    notes = ""
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, "-m", "nbsim.cli.main"] + list(args) + [
             "-device", "cuda", "-floatfile", "float.bin", "-nonoise", "-nopgm",
             "-intfile", "int.img", "-noprogress"]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        env = dict(os.environ, NBSIM_TIMING="1", PYTHONPATH=os.pathsep.join(
             [str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        for _ in range(2):
+        plan = [("cold", "1")] + [("warm", "1"), ("warm, no driver thread", "0")] * 2
+        for label, warm in plan:
             t0 = time.perf_counter()
-            p = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
-            out.append(time.perf_counter() - t0)
+            p = subprocess.run(cmd, cwd=d, env=dict(env, NBSIM_CUDA_WARMUP=warm),
+                               capture_output=True, text=True)
+            times[label].append(time.perf_counter() - t0)
             if p.returncode != 0:
                 return None, (p.stderr or p.stdout)[-600:]
-    return out, None
+            if label == "warm":
+                notes = " | ".join(ln.replace("nbsim: note: ", "")
+                                   for ln in p.stderr.splitlines() if "took" in ln
+                                   or "timing" in ln)
+    return times, notes
 
 
 def main():
@@ -219,13 +230,14 @@ def main():
         kms, _ = kernel_times(g, -1, REPS)
         tpbs.append(f"{tpb}: {kms:.3f}")
     extra.append("cube_1024 float64 kernel ms by threads/block: " + ", ".join(tpbs))
-    proc, perr = process_seconds(_tiny(CASES[0][1]) if TINY else CASES[0][1])
+    proc, pnotes = process_seconds(_tiny(CASES[0][1]) if TINY else CASES[0][1])
     if proc:
-        extra.append(f"whole process, cube_1024 float64 CLI -device cuda (writes float+int "
-                     f"image): first {proc[0]:.2f} s (cold caches), second {proc[1]:.2f} s "
-                     f"(warm)")
+        extra.append("whole process, cube_1024 float64 CLI -device cuda (writes float+int "
+                     "image), s: " + "; ".join(
+                         f"{k} " + ", ".join(f"{v:.2f}" for v in vs) for k, vs in proc.items()))
+        extra.append("  last warm run: " + pnotes)
     else:
-        extra.append(f"whole process run failed: {perr}")
+        extra.append(f"whole process run failed: {pnotes}")
 
     lines.append(f"nbsim GPU benchmark - {dev}; numba {numba.__version__}, numba-cuda {ncv}")
     lines.append("kernel = CUDA-event time of one launch (median), wall = launch+sync from "

@@ -4,13 +4,33 @@
 >>> sim = nbsim.Simulator.from_args(["-cell", "100", "100", "100", "90", "90", "90",
 ...                                  "-default_F", "100", "-N", "5", "-detpixels", "64"])
 >>> img = sim.run()
+
+The public names are imported on first use (PEP 562), so that ``nbsim.cli`` can start
+the GPU's driver initialisation (:mod:`nbsim.kernels.cuda_warmup`) before Numba is
+imported.
 """
-from .config import (BeamConfig, Config, CrystalConfig, DetectorConfig, SamplingConfig,
-                     StructureConfig)
-from .errors import ConfigError
-from .simulator import PixelTrace, Simulator, simulate
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "DetectorConfig", "BeamConfig", "CrystalConfig", "StructureConfig",
-           "SamplingConfig", "ConfigError", "Simulator", "PixelTrace", "simulate"]
+_PUBLIC = {
+    "Config": ".config", "DetectorConfig": ".config", "BeamConfig": ".config",
+    "CrystalConfig": ".config", "StructureConfig": ".config", "SamplingConfig": ".config",
+    "ConfigError": ".errors",
+    "Simulator": ".simulator", "PixelTrace": ".simulator", "simulate": ".simulator",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+    mod = _PUBLIC.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'nbsim' has no attribute {name!r}")
+    value = getattr(import_module(mod, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

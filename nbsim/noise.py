@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from . import rng
+from ._numba_setup import prepare_cpu
 from .io._roi import as_image2d, roi_tuple
 from .io.cformat import c_g
 
@@ -94,6 +95,7 @@ def noise_image(float_image, seed=None, adc_offset: float = 40.0, roi=None, *,
     given = sum(v is not None for v in (seed, idum, state))
     if given != 1:
         raise ValueError("give exactly one of seed, idum, state")
+    prepare_cpu()
     if state is None:
         if idum is None:
             idum = rng.idum_from_seed_flag(seed)

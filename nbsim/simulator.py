@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import numba
 import numpy as np
 
+from ._numba_setup import prepare_cpu
 from .config import Config
 from .plan import Plan, make_plan
 
@@ -43,6 +44,10 @@ class Simulator:
     def __init__(self, config: Config, threads: Optional[int] = None):
         self.config = config
         self.threads = threads
+        if config.device in ("cuda", "auto"):
+            # the GPU's driver start overlaps the plan and the compiler set-up
+            from .kernels import cuda_warmup
+            cuda_warmup.start()
         self.plan: Plan = make_plan(config)
         self._carry_pixel = -1
         self._switch_pixel = _NO_SWITCH
@@ -77,6 +82,7 @@ class Simulator:
     def _launch(self, opts, pixel_index, image, carry_pixel, switch_pixel, oor, trace):
         from .kernels.cpu import get_kernel
         p = self.plan
+        prepare_cpu()
         kern = get_kernel(opts)
         cells, ast, Fgrid, lattice = self._crystal_arrays(opts.float32)
         kern(image, pixel_index, p.detector.fpixels, p.mask, p.geom, p.subpixel_size,
@@ -87,6 +93,7 @@ class Simulator:
     def _launch_lanes(self, opts, pixel_index, image):
         from .kernels import cpu_lanes
         p = self.plan
+        prepare_cpu()
         starts, lens = cpu_lanes.chunks(pixel_index, p.detector.fpixels)
         kern = cpu_lanes.get_kernel(opts)
         kern(image, starts, lens, p.detector.fpixels, p.mask, p.geom, p.subpixel_size,
@@ -114,7 +121,10 @@ class Simulator:
         device = self.config.device
         if device in ("cuda", "auto"):
             from .kernels import cuda as kcuda
-            if device == "cuda" or kcuda.available():
+            from .kernels import cuda_warmup
+            st = cuda_warmup.state()
+            no_gpu = st.ready.is_set() and st.device_count == 0   # the driver thread's
+            if device == "cuda" or (not no_gpu and kcuda.available()):
                 image = kcuda.run(self)
                 if callback is not None:
                     callback(1, 1)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from .io._roi import as_image2d, roi_tuple
@@ -59,48 +58,61 @@ class ImageStats:
                 "mean= %s rms= %s rmsd= %s" % (c_g(self.mean), c_g(self.rms), c_g(self.rmsd))]
 
 
-@numba.njit(cache=True)
+_BLOCK = 1 << 16
+
+
+def _seq_sum(x: np.ndarray, transform=None) -> float:
+    """Left-to-right float64 sum of ``transform(x)`` (C's loop order: ``np.add.accumulate``
+    is sequential, unlike ``np.sum``'s pairwise summation), in blocks so no image-sized
+    temporary is made."""
+    acc = 0.0
+    buf = np.empty(_BLOCK + 1, dtype=np.float64)
+    for i in range(0, x.size, _BLOCK):
+        c = x[i:i + _BLOCK]
+        if transform is not None:
+            c = transform(c)
+        m = c.size + 1
+        buf[0] = acc
+        buf[1:m] = c
+        np.add.accumulate(buf[:m], out=buf[:m])
+        acc = float(buf[m - 1])
+    return acc
+
+
 def _stats(img, render, use_mask, roi):
-    ns, nf = img.shape
-    max_I = 0.0
-    mf = -1
-    ms = -1
-    total = 0.0
-    sumsqr = 0.0
-    sumn = 0
-    for s in range(ns):
-        for f in range(nf):
-            if f < roi[0] or f > roi[1] or s < roi[2] or s > roi[3]:
-                continue
-            if use_mask and not render[s, f]:
-                continue
-            v = img[s, f]
-            if v > max_I:
-                max_I = np.float64(v)
-                mf = f
-                ms = s
-            total += np.float64(v)
-            sumsqr += np.float64(np.float32(v * v))   # float*float in C
-            sumn += 1
-    n = sumn
-    if n <= 0:
-        n = 1
+    """C's two passes (module doc) with NumPy, in C's order and precision.  NumPy rather
+    than a Numba kernel: the CLI on a GPU then never sets up Numba's CPU target."""
+    x0, x1, y0, y1 = roi
+    win = img[y0:y1 + 1, x0:x1 + 1]                 # the ROI, raster order (float32)
+    v = win[render[y0:y1 + 1, x0:x1 + 1]] if use_mask else win.ravel()
+    # max: C keeps the first pixel strictly greater than the running max (from 0.0);
+    # NaN never compares greater
+    max_I, mf, ms = 0.0, -1, -1
+    if v.size:
+        finite_max = np.where(np.isnan(v), -np.inf, v)
+        k = int(np.argmax(finite_max))
+        if finite_max[k] > 0.0:
+            max_I = float(v[k])
+            if use_mask:
+                ss, ff = np.nonzero(render[y0:y1 + 1, x0:x1 + 1])
+                ms, mf = int(ss[k]) + y0, int(ff[k]) + x0
+            else:
+                ms, mf = divmod(k, win.shape[1])
+                ms, mf = ms + y0, mf + x0
+    sumn = int(v.size)
+    total = _seq_sum(v)
+    sumsqr = _seq_sum(v, lambda c: c * c)           # float*float in C, summed in double
+    n = max(sumn, 1)
     avg = total / n
-    if n <= 1:
-        n = 2
+    n = max(n, 2)
     rms = math.sqrt(sumsqr / (n - 1))
-    sq2 = 0.0
-    n2 = 0
-    for s in range(ns):
-        for f in range(nf):
-            if f < roi[0] or f > roi[1] or s < roi[2] or s > roi[3]:
-                continue
-            t = np.float64(img[s, f]) - avg
-            sq2 += t * t
-            n2 += 1
-    if n2 <= 1:
-        n2 = 2
-    rmsd = math.sqrt(sq2 / (n2 - 1))
+    allv = win.ravel()                              # second pass: masked pixels too
+
+    def dev2(c):
+        t = c.astype(np.float64) - avg
+        return t * t
+    n2 = max(int(allv.size), 2)
+    rmsd = math.sqrt(_seq_sum(allv, dev2) / (n2 - 1))
     return max_I, mf, ms, avg, rms, rmsd, total, sumsqr, sumn
 
 

@@ -322,6 +322,51 @@ def test_kernel_compiles_to_ptx(monkeypatch, case, mode, dtype, second):
     assert ".entry" in ptx
 
 
+_PREPARE_THEN_COMPILE = r"""
+import sys, types, importlib
+import numba
+from numba import cuda
+import numba.cuda.dispatcher as cdisp
+from nbsim.kernels import cuda as kc
+kc.prepare_compiler()
+from nbsim import _numba_setup
+am = sys.modules["numba.cuda.np.arraymath"]
+assert am._HAVE_BLAS is _numba_setup.scipy_blas_installed(), "BLAS answer changed"
+assert "scipy.linalg" not in sys.modules, "scipy.linalg imported"
+linalg = importlib.import_module("numba.cuda.np.linalg")
+assert linalg.ensure_blas is am.ensure_blas, "ensure_blas not restored"
+assert linalg.ensure_blas.__module__ == "numba.cuda.np.linalg"
+cdisp.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+kc._patch_numba_cuda()
+import nbsim
+sim = nbsim.Simulator.from_args(sys.argv[1:])
+g = kc.GpuRender(sim, upload=False)
+argt = tuple(numba.typeof(a) for a in g.launch_args(0, g.npix))
+with kc._NoInline():
+    ptx, _ = cuda.compile_ptx(kc.kernel_source(g.first_pass_opts(), g.spec), argt, cc=(9, 0))
+assert ".entry" in ptx
+print("ok")
+"""
+
+
+@pytest.mark.skipif(BACKEND != "subprocess", reason="needs numba-cuda with NVVM and no GPU")
+def test_prepare_compiler_skips_host_blas_and_kernel_still_compiles():
+    """prepare_compiler() sets numba-cuda up without importing SciPy (start-up time),
+    keeps numba-cuda's BLAS answer, and the kernel then still compiles for sm_90 (fresh
+    process: nothing loaded before)."""
+    try:
+        from numba.cuda.cudadrv.nvvm import NVVM
+        NVVM()
+    except Exception as e:  # no libnvvm here
+        pytest.skip(f"NVVM not available: {e}")
+    args = case_args("mosaic", CASES["mosaic"])
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
+    r = subprocess.run([sys.executable, "-c", _PREPARE_THEN_COMPILE] + args, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
 def test_unavailable_is_false_without_numba_cuda(monkeypatch):
     """available() never raises; without numba.cuda it is False."""
     from nbsim.kernels import cuda as kc

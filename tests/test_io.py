@@ -1,6 +1,7 @@
 """nbsim.io readers/writers against nanoBragg.c's files and behaviour."""
 import gzip
 import os
+import math
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +302,46 @@ def test_tiff_roundtrip_float32(tmp_path):
     assert back.dtype == np.float32 and back.shape == (3, 4)
     np.testing.assert_array_equal(back, img.astype(np.float32))
     assert [p.name for p in tmp_path.iterdir()] == ["x.tif"]
+
+
+# ------------------------------------------------------------------ C arithmetic details
+
+def test_stats_sum_in_c_loop_order():
+    """sum/sumsqr/rmsd are left-to-right double sums like C's loop (not pairwise), also
+    across the blocks the implementation works in (> 65536 pixels)."""
+    import functools
+    rng = np.random.default_rng(7)
+    img = rng.random((300, 260)).astype(np.float32)     # 78000 pixels: two blocks
+    img[0, 0] = 3.0e7                                   # makes the order matter
+    v = [float(x) for x in img.ravel()]
+    total = functools.reduce(lambda a, b: a + b, v, 0.0)
+    sq = functools.reduce(lambda a, b: a + float(np.float32(b) * np.float32(b)), v, 0.0)
+    st = stats.image_stats(img, pixel_size=1e-4)
+    assert st.sum == total
+    assert st.sumsqr == sq
+    assert st.sum != float(np.sum(img.astype(np.float64)))   # pairwise differs here
+    avg = total / img.size
+    dev = functools.reduce(lambda a, b: a + (b - avg) * (b - avg), v, 0.0)
+    assert st.rmsd == math.sqrt(dev / (img.size - 1))
+    assert (st.max_fpixel, st.max_spixel, st.max_I) == (0, 0, 3.0e7)
+
+
+def test_stats_first_maximum_mask_and_nan():
+    img = np.array([[1.0, 5.0, np.nan], [5.0, 7.0, 2.0]], dtype=np.float32)
+    mask = np.array([[1, 1, 1], [1, 0, 1]], dtype=bool)      # hides the 7
+    st = stats.image_stats(img, mask=mask, pixel_size=1e-4)
+    assert (st.max_I, st.max_fpixel, st.max_spixel) == (5.0, 1, 0)   # first of the 5s
+    assert st.sumn == 5 and math.isnan(st.sum)
+    none = stats.image_stats(-np.ones((2, 2), np.float32), pixel_size=1e-4)
+    assert (none.max_I, none.max_fpixel, none.max_spixel) == (0.0, -1, -1)
+
+
+def test_int_and_pgm_conversions_of_special_values():
+    img = np.array([[np.nan, np.inf, -np.inf, -1.5, 300.7, 2.5e9]], dtype=np.float32)
+    # int: clip to [0, 65535] then floorf(x + 0.5); NaN survives the clips and
+    # (unsigned short)NaN is 0 on x86-64
+    assert int_image(img, 1.0, 0.0).tolist() == [[0, 65535, 0, 0, 301, 65535]]
+    # pgm: clip above only, truncate to int32, keep the low byte (-1.5 -> -1 -> 255);
+    # NaN and -inf (outside int32) give 0
+    assert pgm_image(img, 1.0).tolist() == [[0, 255, 0, 255, 255, 255]]
+    assert pgm_image(np.array([[-300.2]], np.float32), 1.0)[0, 0] == (-300) % 256

@@ -82,6 +82,8 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
          stderr: Optional[TextIO] = None) -> int:
     """Run the command; returns the exit status (the console script exits with it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    _T["main"] = time.perf_counter()
+    _start_gpu_early(argv)
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     debug = _debug()
@@ -140,7 +142,6 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     parsed = parse_args(argv)
     cfg = parsed.config
     outs = parsed.outputs
-    _check_device(cfg)
     try:
         sim = Simulator(cfg, threads=parsed.threads)
     except ConfigError as e:
@@ -151,8 +152,12 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
         raise NbsimError(f"the flags give a degenerate geometry ({type(e).__name__}: {e}); "
                          f"check the distance, the detector and beam vectors and "
                          f"-pix0_vector") from None
+    # after the plan: with -device cuda|auto the driver thread (started first thing)
+    # has had the imports and the plan to create the GPU context meanwhile
+    _check_device(cfg)
     plan = sim.plan
     det = plan.detector
+    _T["plan"] = time.perf_counter()
 
     # 2. outputs: where they go, and that they can be written
     targets = _output_targets(parsed)
@@ -235,11 +240,24 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
 
     # 4. write everything, atomically as a set
     _commit(pending, err)
+    _T["written"] = time.perf_counter()
     _note_timing(err, render_s, cfg)
     return EXIT_OK
 
 
 # ------------------------------------------------------------------ helpers
+def _start_gpu_early(argv: Sequence[str]):
+    """With -device cuda|auto, start the CUDA driver and context now, on a thread, so
+    that it overlaps the imports, the parsing and the plan (see kernels.cuda_warmup)."""
+    device = None
+    for i, a in enumerate(argv[:-1]):
+        if a == "-device":
+            device = argv[i + 1]
+    if device in ("cuda", "auto"):
+        from ..kernels import cuda_warmup
+        cuda_warmup.start()
+
+
 def _note(err: TextIO, msg: str):
     try:
         err.write(f"nbsim: note: {_one_line(msg)}\n")
@@ -248,16 +266,37 @@ def _note(err: TextIO, msg: str):
         pass
 
 
+_T = {}     # wall-clock marks of this run (NBSIM_TIMING)
+
+
 def _note_timing(err, render_s, cfg):
-    if os.environ.get("NBSIM_TIMING"):
-        _note(err, f"render took {render_s:.3f} s ({cfg.device}, {cfg.dtype})")
+    if not os.environ.get("NBSIM_TIMING"):
+        return
+    _note(err, f"render took {render_s:.3f} s ({cfg.device}, {cfg.dtype})")
+    t = _T
+    parts = [f"main->plan {t['plan'] - t['main']:.3f} s",
+             f"render {render_s:.3f} s",
+             f"plan->written {t['written'] - t['plan']:.3f} s"]
+    if cfg.device == "cuda":
+        from ..kernels import cuda_warmup
+        sec = cuda_warmup.state().seconds
+        if sec:
+            parts.append("driver thread: cuInit %.3f s, context %.3f s"
+                         % (sec.get("init", 0.0), sec.get("context", 0.0)))
+    _note(err, "timing: " + ", ".join(parts))
 
 
 def _check_device(cfg):
     if cfg.device == "cpu":
         return
+    from ..kernels import cuda_warmup
+    st = cuda_warmup.state()
+    if cfg.device == "auto" and st.ready.is_set() and st.device_count == 0:
+        cfg.device = "cpu"          # the driver thread found no driver or no GPU
+        return
     try:
         from ..kernels import cuda as kcuda
+        kcuda.prepare_compiler()    # Python work first, while the driver thread runs
         ok = bool(kcuda.available())
     except Exception:               # noqa: BLE001 - no CUDA stack at all
         ok = False
@@ -358,6 +397,8 @@ def _mosaic_stream_state(cfg, plan, noise_idum):
     if noise_idum is None or noise_idum <= 0:
         return None
     from .. import rng
+    from .._numba_setup import prepare_cpu
+    prepare_cpu()
     c = cfg.crystal
     prev = None
     if c.misset_random:

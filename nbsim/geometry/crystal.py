@@ -109,6 +109,7 @@ def resolve_mosaic(spread, domains):
 
 def resolve_crystal(cfg: Config, wavelength: float, beamsize: float) -> CrystalGeometry:
     """Build the cell exactly as nanoBragg.c; ``wavelength`` in m rescales an A matrix."""
+    from .._numba_setup import prepare_cpu
     from ..rng import idum_from_seed_flag, mosaic_umats, new_state, random_misset_umat
 
     c = cfg.crystal
@@ -194,6 +195,7 @@ def resolve_crystal(cfg: Config, wavelength: float, beamsize: float) -> CrystalG
             # (its usage text says "same as -seed", its code does not): follow the code
             import time
             seed = int(time.time())
+        prepare_cpu()
         umat, angles, msg = random_misset_umat(idum_from_seed_flag(seed))
         notes.append(msg)
         misset = tuple(angles)
@@ -266,6 +268,7 @@ def resolve_crystal(cfg: Config, wavelength: float, beamsize: float) -> CrystalG
     spread, domains = resolve_mosaic(c.mosaic_spread, c.mosaic_domains)
     if spread > 0.0:
         state = new_state(idum_from_seed_flag(c.mosaic_seed))
+        prepare_cpu()
         umats = np.asarray(mosaic_umats(spread, domains, state),
                            dtype=np.float64).reshape(domains, 9).copy()
     else:

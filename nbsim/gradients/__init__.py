@@ -32,7 +32,9 @@ def _prepare(args_or_simulator, mode, threads=None):
     """(Simulator of the effective configuration, that configuration).  The effective
     configuration only pins what the plan already resolved, so a float64 plan is reused."""
     import copy
+    from .._numba_setup import prepare_cpu
     from ..simulator import Simulator
+    prepare_cpu()
     sim0 = as_simulator(args_or_simulator, mode, threads)
     cfg = effective_config(sim0)
     if sim0.config.dtype == "float64" and not getattr(sim0, "_nbsim_effective", False):

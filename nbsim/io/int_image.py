@@ -13,7 +13,6 @@ buffer is calloc'ed).  The scale rule (default 55000/max_I) is in :mod:`nbsim.st
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ._roi import as_image2d, roi_tuple
@@ -21,29 +20,21 @@ from ._roi import as_image2d, roi_tuple
 __all__ = ["int_image"]
 
 
-@numba.njit(cache=True)
-def _c_to_u16(x):
-    # gcc x86-64: (unsigned short)(double) = cvttsd2si to int32, keep the low 16 bits;
-    # NaN and out-of-int32 values give 0x80000000 -> 0.
-    if not (x > -2147483649.0 and x < 2147483648.0):
-        return np.uint16(0)
-    return np.uint16(np.int64(x) & 0xFFFF)
-
-
-@numba.njit(cache=True)
 def _int_image(img, scale, adc, roi, out):
-    ns, nf = img.shape
-    for s in range(ns):
-        for f in range(nf):
-            if f < roi[0] or f > roi[1] or s < roi[2] or s > roi[3]:
-                continue
-            test = np.float64(img[s, f]) * scale + adc
-            if test > 65535.0:
-                test = 65535.0
-            if test < 0.0:
-                test = 0.0
-            r = np.float32(test + 0.5)
-            out[s, f] = _c_to_u16(np.floor(np.float64(r)))
+    """C's conversion of the ROI window of ``img`` (float32) into ``out``: the same IEEE
+    operations in the same order as C, elementwise with NumPy."""
+    x0, x1, y0, y1 = (int(v) for v in roi)
+    win = (slice(y0, y1 + 1), slice(x0, x1 + 1))
+    test = img[win].astype(np.float64)
+    test *= scale
+    test += adc
+    np.clip(test, 0.0, 65535.0, out=test)      # NaN stays NaN, as C's two tests leave it
+    test += 0.5
+    r = test.astype(np.float32)                 # floorf takes a float
+    np.floor(r, out=r)                          # exact in float32
+    # (unsigned short) of NaN is 0 with gcc x86-64 (cvttsd2si gives 0x80000000)
+    r[np.isnan(r)] = 0.0
+    out[win] = r.astype(np.uint16)              # whole numbers in [0, 65535]
 
 
 def int_image(float_image, intfile_scale: float, adc_offset: float = 40.0, roi=None,

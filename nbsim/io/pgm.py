@@ -10,7 +10,6 @@ The scale rule (default ``250/(5*rmsd)``) is in :mod:`nbsim.stats`.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ._atomic import atomic_open
@@ -21,21 +20,18 @@ from .errors import FormatError
 __all__ = ["pgm_image", "write_pgm", "pgm_header", "read_pgm"]
 
 
-@numba.njit(cache=True)
 def _pgm(img, scale, roi, out):
-    ns, nf = img.shape
-    for s in range(ns):
-        for f in range(nf):
-            if f < roi[0] or f > roi[1] or s < roi[2] or s > roi[3]:
-                continue
-            test = np.float64(img[s, f]) * scale
-            if test > 255.0:
-                test = 255.0
-            # (unsigned char)(double): cvttsd2si to int32, low 8 bits; NaN -> 0
-            if not (test > -2147483649.0 and test < 2147483648.0):
-                out[s, f] = 0
-            else:
-                out[s, f] = np.uint8(np.int64(test) & 0xFF)
+    """C's conversion of the ROI window of ``img`` (float32) into ``out`` (uint8)."""
+    x0, x1, y0, y1 = (int(v) for v in roi)
+    win = (slice(y0, y1 + 1), slice(x0, x1 + 1))
+    test = img[win].astype(np.float64)
+    test *= scale
+    np.minimum(test, 255.0, out=test)           # NaN stays NaN
+    # (unsigned char)(double): cvttsd2si to int32 (truncation; NaN and values below
+    # int32 give 0x80000000), then the low 8 bits
+    np.trunc(test, out=test)
+    test[~(test > -2147483649.0)] = 0.0
+    out[win] = test.astype(np.int32).astype(np.uint8)   # integer downcast wraps mod 256
 
 
 def pgm_image(float_image, pgm_scale: float, roi=None, *, fpixels: int | None = None):

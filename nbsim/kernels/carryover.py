@@ -80,6 +80,8 @@ def executed_flags(pixel_index, fpixels, mask, has_mask, geom, subpixel_size, ov
 
 def first_executing_pixel(plan) -> int:
     """Raster index of the first pixel that executes a phi step (-1 if none)."""
+    from .._numba_setup import prepare_cpu
+    prepare_cpu()
     idx = plan.pixel_index
     if plan.options.has_mask:
         keep = plan.mask[idx] != 0

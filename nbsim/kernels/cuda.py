@@ -434,4 +434,16 @@ def run(sim) -> np.ndarray:
         sim.image = np.zeros((p.detector.spixels, p.detector.fpixels))
         return sim.image
     pure = os.environ.get("NBSIM_CUDA_PURE_F32", "") not in ("", "0")
+    prepare_compiler()
     return GpuRender(sim, pure_float32=pure).render()
+
+
+def prepare_compiler():
+    """Set up numba-cuda's typing and target contexts now (0.15-0.3 s of Python the first
+    time), which loading a cached kernel would do anyway, so that the work overlaps the
+    GPU context's creation by :mod:`nbsim.kernels.cuda_warmup` (the first upload then
+    waits for the context).  SciPy is not imported (:mod:`nbsim._numba_setup`)."""
+    if simulator_enabled():
+        return
+    from .._numba_setup import prepare_cuda
+    prepare_cuda()
