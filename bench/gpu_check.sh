@@ -98,8 +98,15 @@ rc_bench=${PIPESTATUS[0]}
 
 echo "== pytest -m cuda tests/test_cuda.py (full size)"
 t0=$(date +%s)
+# every case compiles its own kernel (CPU-bound NVVM work): spread the cases over
+# processes with pytest-xdist when the machine has it (on the GPU only: under the
+# simulator each worker would re-run the shared simulator subprocess)
+XDIST=()
+if [ "${NBSIM_GPU_CHECK_SIM:-0}" != 1 ] && "$PY" -c "import xdist" 2>/dev/null; then
+  XDIST=(-n "${NBSIM_TEST_WORKERS:-8}")
+fi
 timeout "${NBSIM_TEST_TIMEOUT:-330}" "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider \
-  -rfE --tb=short > "$OUT/pytest_cuda.log" 2>&1
+  ${XDIST[@]+"${XDIST[@]}"} -rfE --tb=short > "$OUT/pytest_cuda.log" 2>&1
 rc_test=$?
 tail -n 25 "$OUT/pytest_cuda.log"
 echo "== tests: exit $rc_test in $(( $(date +%s) - t0 )) s"
