@@ -21,7 +21,7 @@ from .io.cformat import c_g
 from .units import AVOGADRO, RTD
 
 __all__ = ["preamble_lines", "printout_lines", "stats_lines", "int_lines", "pgm_lines",
-           "noise_lines", "float_lines", "split_notes"]
+           "noise_lines", "float_lines", "split_notes", "solid_angle_lines"]
 
 _SHAPE_WORDS = {"ROUND": "ellipsoidal", "SQUARE": "parallelpiped", "GAUSS": "gaussian",
                 "TOPHAT": "tophat-spot"}
@@ -129,6 +129,8 @@ def preamble_lines(parsed, sim, *, noise_idum: Optional[int], version: str,
         L.append("phi%d = %s" % (t, g(phi * RTD)))
     from_file = cfg.beam.sources is not None and len(cfg.beam.sources) > 0
     if not from_file:
+        for hdiv, vdiv in s.divergence_points:
+            L.append("divergence deviation: %s %s" % (g(hdiv), g(vdiv)))
         lambda0 = cfg.beam.wavelength
         for t in range(s.dispsteps):
             lam = lambda0 * (1.0 + s.dispstep * t - s.dispersion / 2.0)
@@ -224,6 +226,12 @@ def printout_lines(sim, trace, pixel_value: float) -> List[str]:
     for i, axis in enumerate("XYZ"):
         L.append(f"{axis}: " + _f11(cell[:, i]))
     return L
+
+
+def solid_angle_lines(omega_over_steps: float) -> List[str]:
+    """C's "solid angle subtended by detector" line (see stats.solid_angle_sum)."""
+    return ["solid angle subtended by detector = %s steradian ( %s%% sphere)"
+            % (g(omega_over_steps), g(100 * omega_over_steps / 4 / math.pi))]
 
 
 def float_lines(path: str, pixels: int) -> List[str]:

@@ -199,7 +199,7 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     from ..io import (SMVHeader, int_image, pgm_image, write_fdump, write_float_image,
                       write_pgm, write_smv)
     from ..noise import noise_image
-    from ..stats import image_stats, intfile_scale_rule, pgm_scale_rule
+    from ..stats import image_stats, intfile_scale_rule, pgm_scale_rule, solid_angle_sum
 
     mask = None if cfg.detector.mask is None else (
         np.asarray(cfg.detector.mask).reshape(det.spixels, det.fpixels) != 0)
@@ -208,6 +208,7 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     pending: List[Tuple[str, str, Callable[[str], None], bool]] = []
     pending.append(("-floatfile", outs.floatfile,
                     lambda p: write_float_image(p, img32), False))
+    out.lines(report.solid_angle_lines(solid_angle_sum(plan)))
     out.lines(report.float_lines(outs.floatfile, img32.size))
     intfile_scale = intfile_scale_rule(stats.max_I, outs.intfile_scale)
     out.lines(report.stats_lines(stats, intfile_scale))

@@ -26,6 +26,7 @@ class SourceSet:
     vdivstep: float
     dispersion: float
     dispstep: float
+    divergence_points: tuple = ()   # (hdiv, vdiv) radians of the generated grid, C's order
 
     @property
     def count(self) -> int:
@@ -85,7 +86,7 @@ def resolve_sources(cfg: Config, beam_vector, polar_vector) -> SourceSet:
         wavelengths = src[:, 4].copy()
     else:
         vert = unitize(cross(beam_vector, polar_vector))[0]
-        pos, lam = [], []
+        pos, lam, div_points = [], [], []
         for ht in range(hdivsteps):
             for vt in range(vdivsteps):
                 hdiv = hdivstep * ht - hdivrange / 2.0
@@ -104,6 +105,7 @@ def resolve_sources(cfg: Config, beam_vector, polar_vector) -> SourceSet:
                         if test:
                             continue
                 divsteps += 1
+                div_points.append((hdiv, vdiv))
                 v = -SOURCE_DISTANCE * beam_vector
                 v = rotate_axis(v, polar_vector, vdiv)
                 v = rotate_axis(v, vert, hdiv)
@@ -114,8 +116,10 @@ def resolve_sources(cfg: Config, beam_vector, polar_vector) -> SourceSet:
         wavelengths = np.array(lam, dtype=np.float64)
         n = len(lam)
         weights = np.full(n, 1.0 / n if n else 0.0)
+    if b.sources is not None and len(b.sources) > 0:
+        div_points = []
     directions = np.array([unitize(p)[0] for p in positions]).reshape(-1, 3)
-    return SourceSet(directions=directions, wavelengths=wavelengths, weights=weights,
+    return SourceSet(divergence_points=tuple(div_points), directions=directions, wavelengths=wavelengths, weights=weights,
                      positions=positions, divsteps=divsteps, dispsteps=dispsteps,
                      hdivrange=hdivrange, hdivstep=hdivstep, vdivrange=vdivrange,
                      vdivstep=vdivstep, dispersion=dispersion, dispstep=dispstep)
