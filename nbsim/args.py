@@ -561,7 +561,7 @@ FLAGS: List[Flag] = [
     _F("-odet_vector", 3, V3, "unit vector", "1 0 0 (MOSFLM)",
        "detector normal, away from the sample (selects CUSTOM; non-unit: fast x slow)",
        _vector("detector.odet_vector"), "detector.odet_vector", "x y z"),
-    _F("-twotheta_axis", 3, V3, "vector", "0 0 -1 (MOSFLM)",
+    _F("-twotheta_axis", 3, V3, "vector", "0 0 -1 (MOSFLM; 0 1 0 under CUSTOM)",
        "axis of the -twotheta swing (selects CUSTOM)", _vector("detector.twotheta_axis"),
        "detector.twotheta_axis", "x y z"),
     _F("-pix0_vector", 3, V3, "m", "from the beam centre",

@@ -157,3 +157,25 @@ def test_bad_config_raises_clear_value_error(mutate, param):
     assert isinstance(ei.value, nbsim.ConfigError)
     assert ei.value.param == param
     assert param in str(ei.value)
+
+
+@pytest.mark.parametrize("flags, axis", [
+    ([], (0.0, 0.0, -1.0)),                                   # MOSFLM's two-theta axis
+    (["-spindle_axis", "0", "0", "1"], (0.0, 1.0, 0.0)),      # CUSTOM: C's declared +y
+    (["-denzo", "-polar_vector", "0", "0", "1"], (0.0, 1.0, 0.0)),
+    (["-twotheta_axis", "0", "0", "1"], (0.0, 0.0, 1.0)),
+])
+def test_twotheta_swings_about_the_conventions_axis(flags, axis):
+    """Any vector flag selects CUSTOM, which keeps nanoBragg.c's declared initial vectors:
+    MOSFLM's, except twotheta_axis = {0,0,1,0} (+y).  The detector normal (1,0,0) swung by
+    2theta about axis u is cos(2th) o + sin(2th) (u x o) (+ 0, as u . o = 0)."""
+    from nbsim.args import parse_args
+    from nbsim.geometry.detector import resolve_detector
+    tt = 12.0
+    cfg = parse_args(("-cell 50 50 50 90 90 90 -default_F 1 -detpixels 16 "
+                      f"-twotheta {tt}").split() + flags).config
+    det = resolve_detector(cfg)
+    o = np.array([1.0, 0.0, 0.0])
+    th = np.radians(tt)
+    want = np.cos(th) * o + np.sin(th) * np.cross(axis, o)
+    assert np.allclose(det.odet, want, atol=1e-12)

@@ -26,8 +26,10 @@ _CONVENTION_VECTORS = {
     "XDS": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 0), (1, 0, 0), (1, 0, 0)),
     "DIALS": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 0), (0, 1, 0), (0, 1, 0)),
 }
-# C's initial values, kept by CUSTOM for any vector the user did not give
-_CUSTOM_DEFAULTS = _CONVENTION_VECTORS["MOSFLM"]
+# C's initial values (its declarations, l.191-306), kept by CUSTOM for any vector the user
+# did not give: MOSFLM's, except the two-theta axis, declared {0,0,1,0} i.e. +y
+_CUSTOM_DEFAULTS = _CONVENTION_VECTORS["MOSFLM"][:4] + ((0, 1, 0),) + \
+    _CONVENTION_VECTORS["MOSFLM"][5:]
 
 
 @dataclass
