@@ -145,6 +145,33 @@ def curved_detector_point(posy, posz, distance, bx, by, bz, sx, sy, sz, fx, fy, 
 
 
 @register_jitable
+def subpixel_position(subpixel_size, xF, xS, half, Odet, fx, fy, fz, sx, sy, sz,
+                      ox, oy, oz, p0x, p0y, p0z):
+    """C's sub-pixel position, left to right as C writes it: Fdet = subpixel_size * xF +
+    half (xF = fpixel * oversample + subF, half = subpixel_size / 2), Sdet likewise, and
+    pos = Fdet fdet + Sdet sdet + Odet odet + pix0.  Returns (Fdet, Sdet, x, y, z)."""
+    Fdet = subpixel_size * xF + half
+    Sdet = subpixel_size * xS + half
+    return (Fdet, Sdet,
+            Fdet * fx + Sdet * sx + Odet * ox + p0x,
+            Fdet * fy + Sdet * sy + Odet * oy + p0y,
+            Fdet * fz + Sdet * sz + Odet * oz + p0z)
+
+
+@register_jitable
+def unit_direction(x, y, z):
+    """C's unitize: (x, y, z) / |v| by true division, and |v|."""
+    r = math.sqrt(x * x + y * y + z * z)
+    return x / r, y / r, z / r, r
+
+
+@register_jitable
+def scattering_vector(dx, dy, dz, ix, iy, iz, lam):
+    """(diffracted - incident) / lambda, by true division as C."""
+    return (dx - ix) / lam, (dy - iy) / lam, (dz - iz) / lam
+
+
+@register_jitable
 def capture_fraction(layer, thickstep, mu, parallax):
     """Fraction of photons absorbed in sensor layer ``layer`` (Beer-Lambert, oblique path)."""
     return (math.exp(-layer * thickstep * mu / parallax)
@@ -251,3 +278,36 @@ def nearest_F(grid, hkls, h0, k0, l0, h_min, k_min, l_min, h_max, k_max, l_max, 
             and l0 <= l_max and l0 >= l_min):
         return grid[h0 - h_min, k0 - k_min, l0 - l_min]
     return default_F
+
+
+# ----------------------------------------------------------------- IEEE twins (CPU)
+# The CPU kernels compile with fast-math flags (contraction to FMA, reciprocal division,
+# reassociation), and a register_jitable function takes its caller's flags unless it sets
+# its own.  The detector geometry must keep C's exact IEEE arithmetic: where C's scattering
+# vector is exactly zero (a pixel centred on the direct beam), sinc3 of -round_xtal is
+# 1, but any x below ~1e-8 gives 0 (sin(x)/x - cos(x) cancels), so an FMA or a
+# reciprocal there changes that pixel's value completely.  These twins are the same code
+# compiled with an explicit minimal flag set ("nsz" only) that the caller cannot
+# override; the lattice sums, where the time goes, keep the fast flags.  CUDA uses the
+# functions above (CUDA kernels compile without fast-math).
+IEEE_JIT = {"fastmath": {"nsz"}}
+
+
+def _ieee_twin(fn, **replace_globals):
+    """A register_jitable copy of ``fn`` compiled with :data:`IEEE_JIT`; names in
+    ``replace_globals`` (other twins) replace the globals the copy calls."""
+    import types
+    glb = fn.__globals__ if not replace_globals else {**fn.__globals__, **replace_globals}
+    twin = types.FunctionType(fn.__code__, glb, fn.__name__ + "_ieee", fn.__defaults__,
+                              fn.__closure__)
+    twin.__doc__ = fn.__doc__
+    twin.__qualname__ = fn.__qualname__ + "_ieee"
+    twin.__module__ = fn.__module__
+    return register_jitable(**IEEE_JIT)(twin)
+
+
+subpixel_position_ieee = _ieee_twin(subpixel_position)
+unit_direction_ieee = _ieee_twin(unit_direction)
+scattering_vector_ieee = _ieee_twin(scattering_vector)
+rotate_about_ieee = _ieee_twin(rotate_about)
+curved_detector_point_ieee = _ieee_twin(curved_detector_point, rotate_about=rotate_about_ieee)

@@ -54,21 +54,19 @@ def executed_flags(pixel_index, fpixels, mask, has_mask, geom, subpixel_size, ov
                 for subF in range(oversample):
                     if found:
                         break
-                    Fdet = subpixel_size * (fpixel * oversample + subF) + subpixel_size / 2.0
-                    Sdet = subpixel_size * (spixel * oversample + subS) + subpixel_size / 2.0
-                    posx = Fdet * fx + Sdet * sx + Odet * ox + p0x
-                    posy = Fdet * fy + Sdet * sy + Odet * oy + p0y
-                    posz = Fdet * fz + Sdet * sz + Odet * oz + p0z
+                    # the render kernels' exact geometry (physics "IEEE twins")
+                    _, _, posx, posy, posz = ph.subpixel_position_ieee(
+                        subpixel_size, fpixel * oversample + subF, spixel * oversample + subS,
+                        subpixel_size / 2.0, Odet, fx, fy, fz, sx, sy, sz, ox, oy, oz,
+                        p0x, p0y, p0z)
                     if curved:
-                        posx, posy, posz = ph.curved_detector_point(
+                        posx, posy, posz = ph.curved_detector_point_ieee(
                             posy, posz, distance, bx, by, bz, sx, sy, sz, fx, fy, fz)
-                    airpath = math.sqrt(posx * posx + posy * posy + posz * posz)
-                    dx = posx / airpath; dy = posy / airpath; dz = posz / airpath
+                    dx, dy, dz, airpath = ph.unit_direction_ieee(posx, posy, posz)
                     for src in range(nsrc):
-                        lam = src_lambda[src]
-                        qx = (dx + src_dir[src, 0]) / lam
-                        qy = (dy + src_dir[src, 1]) / lam
-                        qz = (dz + src_dir[src, 2]) / lam
+                        qx, qy, qz = ph.scattering_vector_ieee(
+                            dx, dy, dz, -src_dir[src, 0], -src_dir[src, 1], -src_dir[src, 2],
+                            src_lambda[src])
                         stol = 0.5 * math.sqrt(qx * qx + qy * qy + qz * qz)
                         if stol > 0.0 and dmin > 0.5 / stol:
                             continue

@@ -16,7 +16,10 @@ from .options import SOURCE_STAMP, KernelOptions
 from .pixel import TRACE_LEN, get_pixel_fn  # noqa: F401  (TRACE_LEN re-exported)
 
 
-# fast-math without the no-NaN/no-Inf assumptions (C tests isnan; we keep NaN out anyway)
+# fast-math without the no-NaN/no-Inf assumptions (C tests isnan; we keep NaN out anyway).
+# The detector geometry (sub-pixel position, diffracted direction, scattering vector) is
+# computed by nbsim.physics' "IEEE twins", which keep C's exact arithmetic inside these
+# kernels (see there: it decides the direct-beam pixel of -round_xtal).
 FASTMATH = {"contract", "arcp", "nsz", "afn", "reassoc"}
 
 

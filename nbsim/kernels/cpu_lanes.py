@@ -117,18 +117,15 @@ def get_kernel(opts: KernelOptions):
                 Odet = t * thickstep
                 cap_done = False
                 for subS in range(oversample):
-                    Sdet = subpixel_size * (spixel * oversample + subS) + half
                     for subF in range(oversample):
                         # diffracted directions of this sub-pixel in every lane
                         for j in range(n):
-                            Fdet = subpixel_size * (fpix[j] * oversample + subF) + half
-                            px = Fdet * fx + Sdet * sx + Odet * ox + p0x
-                            py = Fdet * fy + Sdet * sy + Odet * oy + p0y
-                            pz = Fdet * fz + Sdet * sz + Odet * oz + p0z
-                            r = math.sqrt(px * px + py * py + pz * pz)
-                            dxs[j] = px / r
-                            dys[j] = py / r
-                            dzs[j] = pz / r
+                            # C's exact arithmetic (physics "IEEE twins")
+                            _, _, px, py, pz = ph.subpixel_position_ieee(
+                                subpixel_size, fpix[j] * oversample + subF,
+                                spixel * oversample + subS, half, Odet,
+                                fx, fy, fz, sx, sy, sz, ox, oy, oz, p0x, p0y, p0z)
+                            dxs[j], dys[j], dzs[j], r = ph.unit_direction_ieee(px, py, pz)
                             if OS_OMEGA or not omega_done:
                                 omega[j] = ph.solid_angle(pixel_size, r, close_distance, POINT)
                         omega_done = True
@@ -142,11 +139,10 @@ def get_kernel(opts: KernelOptions):
                             ix = -src_dir[src, 0]
                             iy = -src_dir[src, 1]
                             iz = -src_dir[src, 2]
-                            inv_lam = 1.0 / src_lambda[src]
+                            lam = src_lambda[src]
                             for j in range(n):
-                                qxs[j] = (dxs[j] - ix) * inv_lam
-                                qys[j] = (dys[j] - iy) * inv_lam
-                                qzs[j] = (dzs[j] - iz) * inv_lam
+                                qxs[j], qys[j], qzs[j] = ph.scattering_vector_ieee(
+                                    dxs[j], dys[j], dzs[j], ix, iy, iz, lam)
                             if OS_POLAR or not polar_done:
                                 for j in range(n):
                                     if KAHN:

@@ -64,6 +64,18 @@ def _build(opts: KernelOptions, jit_options):
     THICK = bool(opts.thick)
     TRACE = bool(opts.trace)
     FT = np.float32 if opts.float32 else np.float64
+    # the detector geometry in C's exact IEEE arithmetic when the body is compiled with
+    # fast-math (the CPU): see nbsim.physics, "IEEE twins"
+    if jit_options.get("fastmath"):
+        subpixel_position = ph.subpixel_position_ieee
+        unit_direction = ph.unit_direction_ieee
+        scattering_vector = ph.scattering_vector_ieee
+        curved_detector_point = ph.curved_detector_point_ieee
+    else:
+        subpixel_position = ph.subpixel_position
+        unit_direction = ph.unit_direction
+        scattering_vector = ph.scattering_vector
+        curved_detector_point = ph.curved_detector_point
     ZERO = FT(0.0)
     ONE = FT(1.0)
     HALF = FT(0.5)
@@ -137,18 +149,14 @@ def _build(opts: KernelOptions, jit_options):
             capfrac = ZERO if THICK else ONE
             for subS in range(oversample):
                 for subF in range(oversample):
-                    Fdet = subpixel_size * FT(fpixel * oversample + subF) + subpixel_size / TWO
-                    Sdet = subpixel_size * FT(spixel * oversample + subS) + subpixel_size / TWO
-                    posx = Fdet * fx + Sdet * sx + Odet * ox + p0x
-                    posy = Fdet * fy + Sdet * sy + Odet * oy + p0y
-                    posz = Fdet * fz + Sdet * sz + Odet * oz + p0z
+                    Fdet, Sdet, posx, posy, posz = subpixel_position(
+                        subpixel_size, FT(fpixel * oversample + subF),
+                        FT(spixel * oversample + subS), subpixel_size / TWO, Odet,
+                        fx, fy, fz, sx, sy, sz, ox, oy, oz, p0x, p0y, p0z)
                     if CURVED:
-                        posx, posy, posz = ph.curved_detector_point(
+                        posx, posy, posz = curved_detector_point(
                             posy, posz, distance, bx, by, bz, sx, sy, sz, fx, fy, fz)
-                    airpath = math.sqrt(posx * posx + posy * posy + posz * posz)
-                    dx = posx / airpath
-                    dy = posy / airpath
-                    dz = posz / airpath
+                    dx, dy, dz, airpath = unit_direction(posx, posy, posz)
                     if omega == ZERO or OS_OMEGA:
                         omega = ph.solid_angle(pixel_size, airpath, close_distance, POINT)
                     if capfrac == ZERO or OS_THICK:
@@ -161,9 +169,7 @@ def _build(opts: KernelOptions, jit_options):
                         iy = -src_dir[src, 1]
                         iz = -src_dir[src, 2]
                         lam = src_lambda[src]
-                        qx = (dx - ix) / lam
-                        qy = (dy - iy) / lam
-                        qz = (dz - iz) / lam
+                        qx, qy, qz = scattering_vector(dx, dy, dz, ix, iy, iz, lam)
                         if USE_DMIN:
                             stol = HALF * math.sqrt(qx * qx + qy * qy + qz * qz)
                             if stol > ZERO:
