@@ -179,3 +179,25 @@ def test_twotheta_swings_about_the_conventions_axis(flags, axis):
     th = np.radians(tt)
     want = np.cos(th) * o + np.sin(th) * np.cross(axis, o)
     assert np.allclose(det.odet, want, atol=1e-12)
+
+
+@pytest.mark.parametrize("extra", [[], ["-detector_roty", "9.72"],
+                                   ["-detector_rotx", "-6.85", "-detector_roty", "9.72",
+                                    "-curved_det"]])
+def test_direct_beam_pixel_exact_like_c(extra):
+    """-denzo puts the default beam centre on the centre of pixel (32, 32): nanoBragg.c's
+    arithmetic then gives a scattering vector of exactly 0 there, so -round_xtal's sinc3 is
+    1 (any x below ~1e-8 would give 0).  The kernels compute the geometry with C's exact
+    IEEE operations (no FMA, no reciprocal), so h = k = l = 0 exactly and F_latt is
+    N^3 * 0.7236; the rendered pixel (SIMD or scalar kernel) carries that value."""
+    sim = nbsim.Simulator.from_args(
+        ("-cell 117.85 85.195 92.374 77.512 103.205 103.797 -default_F 10 -Nb 10 "
+         "-round_xtal -lambda 1.5 -detpixels 64 -distance 172.77 -denzo "
+         "-oversample 1").split() + extra)
+    image = sim.run()
+    t = sim.trace_pixel(32, 32)
+    assert tuple(float(x) for x in t.hkl) == (0.0, 0.0, 0.0)
+    assert t.F_latt == 10 * 0.723601254558268
+    assert image[32, 32] == t.pixel and t.pixel > 0.0
+    # the neighbour is not on the beam: a normal, smaller lattice factor
+    assert sim.trace_pixel(31, 32).F_latt < t.F_latt
