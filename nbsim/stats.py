@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import physics as ph
 from .io._roi import as_image2d, roi_tuple
 from .io.cformat import c_g
 
@@ -169,7 +170,7 @@ def pgm_scale_rule(rmsd: float, intfile_scale: float, pgm_scale: float = 0.0) ->
 
 def _rotate_many(v, axis, angles):
     """Rotate the rows of ``v`` (n, 3) about the unit ``axis`` by ``angles`` (n,) radians:
-    C's rotate_axis (Rodrigues, same operation order), vectorised."""
+    C's rotate_axis (Rodrigues), vectorised (physics.rotate_about is scalar: math.cos)."""
     cs = np.cos(angles)
     sn = np.sin(angles)
     ax, ay, az = (float(x) for x in axis)
@@ -214,20 +215,20 @@ def solid_angle_sum(plan, block: int = 1 << 18) -> float:
         for t in layers:
             Odet = t * float(det.thickstep)
             for subS, subF in subs:
-                Fdet = sub * (fp * os_ + subF) + sub / 2.0
-                Sdet = sub * (sp * os_ + subS) + sub / 2.0
-                pos = (Fdet[:, None] * fdet + Sdet[:, None] * sdet + Odet * odet + pix0)
+                # the kernels' physics functions, on arrays (plain arithmetic)
+                _, _, x, y, z = ph.subpixel_position(sub, fp * os_ + subF, sp * os_ + subS,
+                                                     sub / 2.0, Odet, *fdet, *sdet, *odet,
+                                                     *pix0)
                 if opts.curved:
                     d = float(det.distance)
+                    flat = np.stack([x, y, z], axis=1)
                     beam_pt = np.broadcast_to(d * np.asarray(det.beam, dtype=np.float64),
-                                              pos.shape)
-                    pos = _rotate_many(_rotate_many(beam_pt, sdet, pos[:, 1] / d),
-                                       fdet, pos[:, 2] / d)
-                airpath = np.sqrt(np.einsum("ij,ij->i", pos, pos))
-                if opts.point_pixel:
-                    omega = 1.0 / airpath / airpath
-                else:
-                    omega = (det.pixel_size * det.pixel_size / airpath / airpath
-                             * det.close_distance / airpath)
+                                              flat.shape)
+                    pos = _rotate_many(_rotate_many(beam_pt, sdet, flat[:, 1] / d),
+                                       fdet, flat[:, 2] / d)
+                    x, y, z = pos[:, 0], pos[:, 1], pos[:, 2]
+                airpath = np.sqrt(x * x + y * y + z * z)
+                omega = ph.solid_angle(det.pixel_size, airpath, det.close_distance,
+                                       bool(opts.point_pixel))
                 total += float(np.sum(omega)) * weight
     return total / float(plan.steps)
