@@ -208,23 +208,31 @@ class Simulator:
 
     def trace_pixel(self, fpixel: int, spixel: int) -> PixelTrace:
         """The scaling chain of one pixel (renders the image first if needed)."""
+        return self.trace_pixels([(fpixel, spixel)])[0]
+
+    def trace_pixels(self, pixels) -> list:
+        """The scaling chains of ``pixels`` ((fpixel, spixel) pairs), in one kernel call
+        (one trace row per pixel); renders the image first if needed."""
         p = self.plan
         if self.image is None:
             self.run()
-        idx = int(spixel) * p.detector.fpixels + int(fpixel)
+        fp = p.detector.fpixels
+        idx = np.array([int(s) * fp + int(f) for f, s in pixels], dtype=np.int64)
+        if idx.size == 0:
+            return []
         opts = p.options._replace(trace=True, record_oor=False)
         if opts.interp == 1 and self.config.mode == "c-parity":
             opts = opts._replace(interp=2)
-        image = np.zeros(p.detector.fpixels * p.detector.spixels)
-        trace = np.zeros((1, 32))
-        self._launch(opts, np.array([idx], dtype=np.int64), image, self._carry_pixel,
-                     self._switch_pixel, np.zeros(1, dtype=np.uint8), trace)
-        t = trace[0]
-        return PixelTrace(fpixel=int(fpixel), spixel=int(spixel), I=t[0], I_over_steps=t[1],
-                          polar=t[2], omega=t[3], capture_fraction=t[4], pixel=t[5],
-                          F_cell=t[6], F_latt=t[7], hkl=(t[8], t[9], t[10]),
-                          position=(t[11], t[12], t[13]),
-                          rotated_cell=t[16:25].reshape(3, 3) * 1e10)
+        image = np.zeros(fp * p.detector.spixels)
+        trace = np.zeros((idx.size, 32))
+        self._launch(opts, idx, image, self._carry_pixel, self._switch_pixel,
+                     np.zeros(1, dtype=np.uint8), trace)
+        return [PixelTrace(fpixel=int(i % fp), spixel=int(i // fp), I=t[0], I_over_steps=t[1],
+                           polar=t[2], omega=t[3], capture_fraction=t[4], pixel=t[5],
+                           F_cell=t[6], F_latt=t[7], hkl=(t[8], t[9], t[10]),
+                           position=(t[11], t[12], t[13]),
+                           rotated_cell=t[16:25].reshape(3, 3) * 1e10)
+                for i, t in zip(idx, trace)]
 
 
 def simulate(config: Config, threads: Optional[int] = None) -> np.ndarray:

@@ -191,9 +191,10 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     img32 = np.ascontiguousarray(image, dtype=np.float32)
 
     if pixel_to_print is not None:
-        for f, s in pixel_to_print:
-            tr = sim.trace_pixel(f, s)
-            out.lines(report.printout_lines(sim, tr, float(img32[s, f])))
+        block = 1 << 16                 # one kernel call per block of traced pixels
+        for b in range(0, len(pixel_to_print), block):
+            for tr in sim.trace_pixels(pixel_to_print[b:b + block]):
+                out.lines(report.printout_lines(sim, tr, float(img32[tr.spixel, tr.fpixel])))
     out.lines([""])
 
     from ..io import (SMVHeader, int_image, pgm_image, write_fdump, write_float_image,
