@@ -201,3 +201,19 @@ def test_direct_beam_pixel_exact_like_c(extra):
     assert image[32, 32] == t.pixel and t.pixel > 0.0
     # the neighbour is not on the beam: a normal, smaller lattice factor
     assert sim.trace_pixel(31, 32).F_latt < t.F_latt
+
+
+@pytest.mark.parametrize("mode", ["spec", "c-parity"])
+def test_batched_traces_match_single_traces_and_image(mode):
+    sim = nbsim.Simulator.from_args(
+        "-cell 70 80 90 75 85 95 -default_F 100 -N 4 -detpixels 24 -phi 0 -osc 1 "
+        "-phisteps 3 -mosaic 0.5 -mosaic_dom 2 -oversample 2".split(), mode=mode)
+    image = sim.run()
+    pixels = [(0, 0), (5, 7), (23, 23), (12, 3), (0, 0)]
+    batch = sim.trace_pixels(pixels)
+    for (f, s), t in zip(pixels, batch):
+        one = sim.trace_pixel(f, s)
+        assert (t.fpixel, t.spixel) == (f, s)
+        assert t.pixel == one.pixel == image[s, f]
+        assert t.I == one.I and t.hkl == one.hkl and t.F_latt == one.F_latt
+    assert sim.trace_pixels([]) == []
