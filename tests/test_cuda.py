@@ -288,7 +288,8 @@ PTX_VARIANTS = [("simple_cubic", "spec", "float64", False),
                 ("interp_out_of_range", "c-parity", "float64", False),  # atomic min pass
                 ("interp_out_of_range", "c-parity", "float64", True),   # interp=2 pass
                 ("oversample_flags", "c-parity", "float32", False),
-                ("mask_file", "spec", "float32", False)]
+                ("mask_file", "spec", "float32", False),
+                ("curved_det", "spec", "float64", False)]
 
 
 @pytest.mark.skipif(BACKEND != "subprocess", reason="needs numba-cuda with NVVM and no GPU")
@@ -320,6 +321,26 @@ def test_kernel_compiles_to_ptx(monkeypatch, case, mode, dtype, second):
     with kc._NoInline():
         ptx, _ = cuda.compile_ptx(kc.kernel_source(opts, g.spec), argt, cc=(9, 0))
     assert ".entry" in ptx
+    # the (float64, also under -dtype float32) detector geometry is rounded as C rounds
+    # it: explicit mul.rn/add.rn, which ptxas may not fuse into FMAs
+    assert g.spec.rn_geometry
+    assert "mul.rn.f64" in ptx and "add.rn.f64" in ptx
+
+
+@pytest.mark.skipif(not FULL, reason="needs a GPU: NVVM's FMA contraction is what is tested")
+@pytest.mark.parametrize("extra", [[], ["-detector_roty", "9.72"],
+                                   ["-detector_rotx", "-6.85", "-curved_det"]])
+def test_direct_beam_pixel_exact_on_gpu(extra):
+    """The pixel centred on the direct beam has a scattering vector of exactly 0 in C's
+    arithmetic; with the FMA-free geometry (cuda_geometry) the GPU keeps that zero, so
+    -round_xtal's lattice term (sinc3(0) = 1) survives as on the CPU and in C."""
+    args = ("-cell 117.85 85.195 92.374 77.512 103.205 103.797 -default_F 10 -Nb 10 "
+            "-round_xtal -lambda 1.5 -detpixels 64 -distance 172.77 -denzo "
+            "-oversample 1").split() + extra
+    cpu = nbsim.Simulator.from_args(args).run()
+    gpu = nbsim.Simulator.from_args(args + ["-device", "cuda"]).run()
+    assert gpu[32, 32] == pytest.approx(cpu[32, 32], rel=1e-12)
+    assert np.max(np.abs(gpu - cpu)) <= TOL_CPU * np.max(cpu)
 
 
 _PREPARE_THEN_COMPILE = r"""

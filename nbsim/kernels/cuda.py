@@ -153,10 +153,12 @@ class Spec(NamedTuple):
     one_source: bool = False
     one_cell: bool = False     # one phi step and one mosaic domain
     no_hkl: bool = False       # no structure-factor grid (default_F everywhere)
+    rn_geometry: bool = False  # float64 geometry without FMA contraction (cuda_geometry)
 
 
-def spec_of(plan, indexed=False) -> Spec:
-    return Spec(indexed=bool(indexed), one_oversample=int(plan.oversample) == 1,
+def spec_of(plan, indexed=False, rn_geometry=False) -> Spec:
+    return Spec(indexed=bool(indexed), rn_geometry=bool(rn_geometry),
+                one_oversample=int(plan.oversample) == 1,
                 one_thickstep=int(plan.detector.thicksteps) == 1,
                 one_source=int(plan.src_lambda.shape[0]) == 1,
                 one_cell=int(plan.crystal.phisteps * plan.crystal.mosaic_domains) == 1,
@@ -190,7 +192,8 @@ def kernel_source(opts: KernelOptions, spec: Spec = Spec()):
     ONE_SRC = bool(spec.one_source)
     ONE_CELL = bool(spec.one_cell)
     NO_HKL = bool(spec.no_hkl)
-    pixel = get_pixel_fn(opts, fastmath=False)
+    pixel = get_pixel_fn(opts, fastmath=False,
+                         geometry="cuda_rn" if spec.rn_geometry else None)
 
     def render(out, n0, npix, pixel_index, x0, nx, y0, fpixels, mask,
                geom, subpixel_size, oversample, thicksteps,
@@ -328,7 +331,9 @@ class GpuRender:
         self.default_F = ft(p.default_F)
         self.ncell = int(p.crystal.phisteps * p.crystal.mosaic_domains)
         self.c_switch = (p.config.mode == "c-parity") and self.opts.interp == 1
-        self.spec = spec_of(p, self.indexed)
+        # C's rounding of the detector geometry (no FMA) when it is float64 on a real GPU
+        self.spec = spec_of(p, self.indexed,
+                            rn_geometry=(gt is np.float64) and not simulator_enabled())
 
     def device_bytes(self) -> int:
         """Bytes of device memory this render holds."""

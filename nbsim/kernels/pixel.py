@@ -29,25 +29,28 @@ TRACE_LEN = 32
 _PIXEL_FNS = {}
 
 
-def get_pixel_fn(opts: KernelOptions, fastmath=False, error_model=None):
+def get_pixel_fn(opts: KernelOptions, fastmath=False, error_model=None, geometry=None):
     """The pixel body for ``opts``.  ``fastmath`` and ``error_model`` are the jit options
     it is compiled with: a callee does not inherit its caller's, so the CPU kernel passes
     its own (fast-math flag subset, NumPy error model: a division by zero gives inf/NaN
     as in C instead of raising); the CUDA kernel passes neither (CUDA's fastmath would
-    swap in approximate sin/cos; CUDA always uses the NumPy error model outside debug)."""
+    swap in approximate sin/cos; CUDA always uses the NumPy error model outside debug).
+    ``geometry="cuda_rn"`` takes the detector geometry from :mod:`.cuda_geometry` (no FMA
+    contraction on the device); by default it is physics' IEEE twins under fast-math and
+    the plain physics functions otherwise."""
     fm = frozenset(fastmath) if isinstance(fastmath, (set, frozenset)) else bool(fastmath)
-    key = (opts, fm, error_model)
+    key = (opts, fm, error_model, geometry)
     fn = _PIXEL_FNS.get(key)
     if fn is None:
         jit_options = {"fastmath": fastmath}
         if error_model is not None:
             jit_options["error_model"] = error_model
-        fn = _build(opts, jit_options)
+        fn = _build(opts, jit_options, geometry)
         _PIXEL_FNS[key] = fn
     return fn
 
 
-def _build(opts: KernelOptions, jit_options):
+def _build(opts: KernelOptions, jit_options, geometry=None):
     SHAPE = int(opts.shape)
     INTERP = int(opts.interp)
     OS_THICK = bool(opts.os_thick)
@@ -66,7 +69,13 @@ def _build(opts: KernelOptions, jit_options):
     FT = np.float32 if opts.float32 else np.float64
     # the detector geometry in C's exact IEEE arithmetic when the body is compiled with
     # fast-math (the CPU): see nbsim.physics, "IEEE twins"
-    if jit_options.get("fastmath"):
+    if geometry == "cuda_rn":
+        from . import cuda_geometry as cg
+        subpixel_position = cg.subpixel_position
+        unit_direction = cg.unit_direction
+        scattering_vector = ph.scattering_vector      # no products: nothing to contract
+        curved_detector_point = cg.curved_detector_point
+    elif jit_options.get("fastmath"):
         subpixel_position = ph.subpixel_position_ieee
         unit_direction = ph.unit_direction_ieee
         scattering_vector = ph.scattering_vector_ieee
