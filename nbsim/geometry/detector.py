@@ -217,7 +217,12 @@ def resolve_detector(cfg: Config) -> DetectorGeometry:
 
     ORGX = Fclose / pixel_size + 0.5
     ORGY = Sclose / pixel_size + 0.5
-    dials_origin = np.array([1000.0 * pix0[2], 1000.0 * pix0[1], 1000.0 * -pix0[0]])
+    # C's dot products with (0,0,1), (0,1,0), (-1,0,0), term by term: the zero terms
+    # decide the sign of a zero component (printed in the SMV header)
+    p0x, p0y, p0z = (float(v) for v in pix0)
+    dials_origin = np.array([1000.0 * (p0x * 0.0 + p0y * 0.0 + p0z * 1.0),
+                             1000.0 * (p0x * 0.0 + p0y * 1.0 + p0z * 0.0),
+                             1000.0 * (p0x * -1.0 + p0y * 0.0 + p0z * 0.0)])
 
     # detector sensor layers (C l.1596-1633)
     thick = float(d.thick or 0.0)
