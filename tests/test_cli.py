@@ -500,3 +500,18 @@ def test_run_chunked_matches_run(case, mode, exact):
             np.testing.assert_allclose(img, ref, rtol=1e-14, atol=0)
         assert calls and calls[-1][0] == calls[-1][1]
         assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_smv_dials_origin_signed_zero_like_c(tmp_path):
+    """nanoBragg.c computes the DIALS origin as dot products with (0,0,1), (0,1,0) and
+    (-1,0,0); with -adxv -Xbeam 0 the third is (-0)(-1) + 0 + 0 = +0 and its header reads
+    "...,0" (seen from nanoBragg.c with these flags), never "-0"."""
+    args = ("-cell 105.125 70.452 37.962 90 90 90 -default_F 10 -N 3 -lambda 1.0 "
+            "-detpixels 16 -pixel 0.056 -distance 164.42 -adxv -Xbeam 0.00 -Ybeam 1.24 "
+            "-floatfile f.bin -intfile i.img -nonoise -nopgm -noprogress").split()
+    rc, out, err = run_cli(args, cwd=tmp_path)
+    assert rc == 0, err
+    header = (tmp_path / "i.img").read_bytes()[:512].decode("latin-1")
+    line = next(ln for ln in header.split("\n") if ln.startswith("DIALS_ORIGIN="))
+    assert line.rstrip(";") .split(",")[2] == "0", line
+    assert "dials origin= 164.42 " in out and not out.split("dials origin=")[1].split("\n")[0].endswith("-0")
