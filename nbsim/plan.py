@@ -54,6 +54,13 @@ class Plan:
     def shape(self):
         return (self.detector.spixels, self.detector.fpixels)
 
+    @property
+    def rendered_pixels(self) -> np.ndarray:
+        """Raster indices C renders, in raster order: in the ROI and not masked."""
+        if self.options.has_mask:
+            return self.pixel_index[self.mask[self.pixel_index] != 0]
+        return self.pixel_index
+
 
 def fluence_of(cfg: Config) -> float:
     b = cfg.beam

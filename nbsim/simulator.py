@@ -122,9 +122,7 @@ class Simulator:
         if device in ("cuda", "auto"):
             from .kernels import cuda as kcuda
             from .kernels import cuda_warmup
-            st = cuda_warmup.state()
-            no_gpu = st.ready.is_set() and st.device_count == 0   # the driver thread's
-            if device == "cuda" or (not no_gpu and kcuda.available()):
+            if device == "cuda" or (not cuda_warmup.found_no_gpu() and kcuda.available()):
                 image = kcuda.run(self)
                 if callback is not None:
                     callback(1, 1)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import physics as ph
-from .io._roi import as_image2d, roi_tuple
+from .io._roi import as_image2d, roi_tuple, roi_window
 from .io.cformat import c_g
 
 __all__ = ["ImageStats", "image_stats", "intfile_scale_rule", "pgm_scale_rule",
@@ -83,9 +83,10 @@ def _seq_sum(x: np.ndarray, transform=None) -> float:
 def _stats(img, render, use_mask, roi):
     """C's two passes (module doc) with NumPy, in C's order and precision.  NumPy rather
     than a Numba kernel: the CLI on a GPU then never sets up Numba's CPU target."""
-    x0, x1, y0, y1 = roi
-    win = img[y0:y1 + 1, x0:x1 + 1]                 # the ROI, raster order (float32)
-    v = win[render[y0:y1 + 1, x0:x1 + 1]] if use_mask else win.ravel()
+    rows, cols = roi_window(roi)
+    x0, y0 = cols.start, rows.start
+    win = img[rows, cols]                           # the ROI, raster order (float32)
+    v = win[render[rows, cols]] if use_mask else win.ravel()
     # max: C keeps the first pixel strictly greater than the running max (from 0.0);
     # NaN never compares greater
     max_I, mf, ms = 0.0, -1, -1
@@ -95,7 +96,7 @@ def _stats(img, render, use_mask, roi):
         if finite_max[k] > 0.0:
             max_I = float(v[k])
             if use_mask:
-                ss, ff = np.nonzero(render[y0:y1 + 1, x0:x1 + 1])
+                ss, ff = np.nonzero(render[rows, cols])
                 ms, mf = int(ss[k]) + y0, int(ff[k]) + x0
             else:
                 ms, mf = divmod(k, win.shape[1])
@@ -193,9 +194,7 @@ def solid_angle_sum(plan, block: int = 1 << 18) -> float:
     opts = plan.options
     os_ = int(plan.oversample)
     ts = int(det.thicksteps)
-    idx = plan.pixel_index
-    if opts.has_mask:
-        idx = idx[plan.mask[idx] != 0]
+    idx = plan.rendered_pixels
     sub = float(plan.subpixel_size)
     pix0, fdet, sdet, odet = (np.asarray(x, dtype=np.float64) for x in
                               (det.pix0, det.fdet, det.sdet, det.odet))

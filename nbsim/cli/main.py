@@ -292,9 +292,8 @@ def _check_device(cfg):
     if cfg.device == "cpu":
         return
     from ..kernels import cuda_warmup
-    st = cuda_warmup.state()
-    if cfg.device == "auto" and st.ready.is_set() and st.device_count == 0:
-        cfg.device = "cpu"          # the driver thread found no driver or no GPU
+    if cfg.device == "auto" and cuda_warmup.found_no_gpu():
+        cfg.device = "cpu"
         return
     try:
         from ..kernels import cuda as kcuda
@@ -365,10 +364,7 @@ def _printout_request(parsed, sim, err):
     p = sim.plan
     det = p.detector
     fp = det.fpixels
-    if p.options.has_mask:
-        rendered = p.pixel_index[p.mask[p.pixel_index] != 0]
-    else:
-        rendered = p.pixel_index
+    rendered = p.rendered_pixels
     if o.printout_pixel is not None:
         f, s = o.printout_pixel
         idx = s * fp + f

@@ -28,3 +28,10 @@ def as_image2d(image, fpixels: int | None = None) -> np.ndarray:
     if a.ndim == 1 and fpixels:
         return a.reshape(-1, int(fpixels))
     raise ValueError("image must be 2-D (slow, fast), or 1-D with fpixels given")
+
+
+def roi_window(roi) -> tuple:
+    """The (slow, fast) slices of the inclusive ROI ``(xmin, xmax, ymin, ymax)`` (from
+    :func:`roi_tuple`): C's per-pixel ROI test as one NumPy window."""
+    x0, x1, y0, y1 = (int(v) for v in roi)
+    return slice(y0, y1 + 1), slice(x0, x1 + 1)

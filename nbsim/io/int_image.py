@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._roi import as_image2d, roi_tuple
+from ._roi import as_image2d, roi_tuple, roi_window
 
 __all__ = ["int_image"]
 
@@ -23,8 +23,7 @@ __all__ = ["int_image"]
 def _int_image(img, scale, adc, roi, out):
     """C's conversion of the ROI window of ``img`` (float32) into ``out``: the same IEEE
     operations in the same order as C, elementwise with NumPy."""
-    x0, x1, y0, y1 = (int(v) for v in roi)
-    win = (slice(y0, y1 + 1), slice(x0, x1 + 1))
+    win = roi_window(roi)
     test = img[win].astype(np.float64)
     test *= scale
     test += adc

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._atomic import atomic_open
-from ._roi import as_image2d, roi_tuple
+from ._roi import as_image2d, roi_tuple, roi_window
 from .cformat import c_g
 from .errors import FormatError
 
@@ -22,8 +22,7 @@ __all__ = ["pgm_image", "write_pgm", "pgm_header", "read_pgm"]
 
 def _pgm(img, scale, roi, out):
     """C's conversion of the ROI window of ``img`` (float32) into ``out`` (uint8)."""
-    x0, x1, y0, y1 = (int(v) for v in roi)
-    win = (slice(y0, y1 + 1), slice(x0, x1 + 1))
+    win = roi_window(roi)
     test = img[win].astype(np.float64)
     test *= scale
     np.minimum(test, 255.0, out=test)           # NaN stays NaN

@@ -81,11 +81,7 @@ def first_executing_pixel(plan) -> int:
     from .._numba_setup import prepare_cpu
     prepare_cpu()
     idx = plan.pixel_index
-    if plan.options.has_mask:
-        keep = plan.mask[idx] != 0
-        idx_rendered = idx[keep]
-    else:
-        idx_rendered = idx
+    idx_rendered = plan.rendered_pixels
     if idx_rendered.size == 0:
         return -1
     if not plan.options.use_dmin:

@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import Callable, Optional
 
-__all__ = ["start", "wait_initialized", "wait_ready", "state"]
+__all__ = ["start", "wait_initialized", "wait_ready", "state", "found_no_gpu"]
 
 
 class _State:
@@ -119,6 +119,12 @@ def wait_ready(timeout: Optional[float] = None) -> bool:
 
 def state() -> _State:
     return _STATE
+
+
+def found_no_gpu() -> bool:
+    """True when the driver thread has finished and found no driver or no device (so
+    ``-device auto`` can choose the CPU without importing numba.cuda)."""
+    return _STATE.ready.is_set() and _STATE.device_count == 0
 
 
 def _reset_for_tests():
