@@ -1,0 +1,88 @@
+"""Streaming frame sinks: the one interface every dataset output implements.
+
+A dataset (``nbsim.dataset``) renders frames one after another and hands each finished
+frame to its sinks *in frame order*; a sink never holds more than the frame it is
+writing.  Sinks know the file format and nothing about physics or rendering.
+
+Life cycle, driven by the dataset driver::
+
+    sink = NexusSink(path, ...)          # constructing a sink touches no file
+    done = sink.open(info, resume=False) # creates / reopens the file(s); returns the set of
+                                         # frame indices already complete on disk (resume)
+    sink.write(i, data)                  # i: 0-based frame index; data: (slow, fast) array
+    ...                                  # durable when write() returns (flushed to the OS)
+    sink.close()                         # finalises; on error/interrupt: sink.abort()
+
+``abort()`` leaves whatever is complete in a state that ``open(info, resume=True)`` can
+continue from (NeXus: the file stays, frames not written are recorded as missing; per-frame
+files: a frame file exists only once complete, written through ``io._atomic``).
+
+Frame numbers in file names start at 1 (``img_#####.cbf`` -> ``img_00001.cbf`` for index 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Protocol, Sequence, Set, Tuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FrameScan:
+    """Goniometer range of one rotation frame, in degrees (nanoBragg's -phi / -osc)."""
+    phi_start_deg: float
+    osc_deg: float
+
+
+@dataclass
+class DatasetInfo:
+    """What a sink needs to know about the whole dataset before the first frame.
+
+    ``plan`` is the first frame's :class:`nbsim.plan.Plan`: its ``detector``
+    (:class:`nbsim.geometry.detector.DetectorGeometry`, nanoBragg's lab frame, metres),
+    ``sources`` (wavelengths in m) and ``config`` (beam, crystal, exposure) are the same for
+    every frame; only the goniometer angle (rotation) or the orientation (stills) changes.
+    ``scans`` holds one :class:`FrameScan` per frame for a rotation series and is ``None``
+    for stills (no goniometer).  ``dtype`` is the pixel type the frames arrive in
+    (``"int32"`` for counts, ``"float32"`` for photons).  ``mask`` is True where a pixel is
+    bad (nonzero in NeXus ``pixel_mask``).  ``command`` is the command line that made the
+    dataset (stored in the file so ``-resume`` can refuse a mismatch).
+    """
+    plan: object
+    nframes: int
+    scans: Optional[Sequence[FrameScan]]
+    dtype: str = "int32"
+    mask: Optional[np.ndarray] = None
+    saturation: Optional[float] = None
+    exposure_s: float = 1.0
+    command: Tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+
+class FrameSink(Protocol):
+    """A streaming output of a dataset (see the module docstring for the life cycle)."""
+
+    def open(self, info: DatasetInfo, resume: bool = False) -> Set[int]:
+        ...
+
+    def write(self, index: int, data: np.ndarray) -> None:
+        ...
+
+    def close(self) -> None:
+        ...
+
+    def abort(self) -> None:
+        ...
+
+
+def frame_path(template: str, index: int) -> str:
+    """The file name of frame ``index`` (0-based) under a ``#`` template: the last run of
+    ``#`` becomes the 1-based frame number, zero-padded to the run's length."""
+    end = template.rfind("#")
+    if end < 0:
+        raise ValueError(f"template {template!r} has no '#'")
+    start = end
+    while start > 0 and template[start - 1] == "#":
+        start -= 1
+    width = end - start + 1
+    return f"{template[:start]}{index + 1:0{width}d}{template[end + 1:]}"
