@@ -31,8 +31,8 @@ of the fast axis' whole ``depends_on`` chain (the pixel-(0,0) *corner*; pixel ce
 Streaming writes (:class:`NexusSink`) use HDF5's single-writer/multiple-reader mode: every
 object exists before the first frame, each frame is written, flushed, and only then is
 its ``frame_complete`` flag set and flushed -- a process killed at any point leaves a
-readable file in which a frame is marked complete only if its bytes are on disk, and
-``open(info, resume=True)`` continues from it.  Frames not yet written read as the fill
+readable file (open it with ``swmr=True``, as dxtbx does) in which a frame is marked
+complete only if its bytes are on disk, and ``open(info, resume=True)`` continues from it.  Frames not yet written read as the fill
 value (-1 for int32, NaN for float32).
 """
 from __future__ import annotations
@@ -301,10 +301,32 @@ def _atomic_h5(path, build, **file_kw):
         raise
 
 
+def _reopen_for_write(path):
+    """Open an existing file for writing.  A writer that was killed leaves the file's
+    "open for write" flags set (the file still reads, with ``swmr=True``, as dxtbx opens
+    it); HDF5 then refuses to reopen it for writing, so its objects are copied -- chunks
+    as stored, no recompression -- into a fresh file that atomically replaces it."""
+    h5py, _ = _h5()
+    try:
+        return h5py.File(path, "r+", libver=_LIBVER)
+    except OSError as exc:
+        if "already open for write" not in str(exc):
+            raise
+
+    def build(dst):
+        with h5py.File(path, "r", swmr=True) as src:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            for name in src:
+                src.copy(src[name], dst, name=name)
+    _atomic_h5(path, build, libver=_LIBVER)
+    return h5py.File(path, "r+", libver=_LIBVER)
+
+
 def read_nexus_command(path) -> Tuple[str, ...]:
     """The command line stored in a file written by nbsim (empty if none)."""
     h5py, _ = _h5()
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", swmr=True) as f:
         raw = f["entry"].attrs.get("nbsim_command", "[]")
     return tuple(json.loads(raw if isinstance(raw, str) else raw.decode()))
 
@@ -339,7 +361,7 @@ class NexusSink:
         self._dtype = _dtype_of(info)
         self._shape = _shape(info)
         if resume and self.path.exists():
-            f = h5py.File(self.path, "r+", libver=_LIBVER)
+            f = _reopen_for_write(self.path)
             try:
                 data = f["entry/data/data"]
                 done = f["entry/nbsim/frame_complete"]
