@@ -47,11 +47,11 @@ from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from .labframe import mcstas_rotation, to_mcstas
+from .labframe import beam_centre_px, mcstas_rotation, to_mcstas
 from .sinks import DatasetInfo
 
 __all__ = ["NexusSink", "write_block_file", "write_master_vds", "read_nexus_command",
-           "read_frames_complete", "COMPRESSIONS", "nexus_beam_centre"]
+           "read_frames_complete", "COMPRESSIONS"]
 
 COMPRESSIONS = ("bslz4", "gzip", None)
 _MISSING_EXTRA = 'h5py and hdf5plugin are needed for NeXus output: pip install -e ".[formats]"'
@@ -116,24 +116,6 @@ def _nxgroup(parent, name, nx_class):
     g = parent.create_group(name)
     g.attrs["NX_class"] = nx_class
     return g
-
-
-def nexus_beam_centre(det) -> Tuple[float, float, float]:
-    """Where the direct beam meets the detector plane: (fast, slow) in pixels from the
-    pixel-(0,0) corner, and the sample-plane distance along the plane's normal (m).
-    NaN pixels if the beam is parallel to the plane."""
-    pix0 = np.asarray(det.pix0, dtype=np.float64)
-    fdet, sdet = np.asarray(det.fdet, float), np.asarray(det.sdet, float)
-    normal = np.cross(fdet, sdet)
-    normal /= np.linalg.norm(normal)
-    beam = np.asarray(det.beam, float)
-    dist = float(np.dot(pix0, normal))
-    bn = float(np.dot(beam, normal))
-    if bn == 0.0:
-        return float("nan"), float("nan"), abs(dist)
-    hit = beam * (dist / bn) - pix0
-    return (float(np.dot(hit, fdet)) / det.pixel_size,
-            float(np.dot(hit, sdet)) / det.pixel_size, abs(dist))
 
 
 def _wavelengths_angstrom(plan) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -205,7 +187,7 @@ def _write_metadata(f, info: DatasetInfo, data_factory) -> None:
     _str(detector, "count_time", float(info.exposure_s), units="s")
     _str(detector, "frame_time", float(info.exposure_s), units="s")
     _str(detector, "distance", abs(along) * 1e3, units="mm")
-    bf, bs, _ = nexus_beam_centre(det)
+    bf, bs, _ = beam_centre_px(det)
     _str(detector, "beam_center_x", bf, units="pixel")
     _str(detector, "beam_center_y", bs, units="pixel")
     _str(detector, "x_pixel_size", float(det.pixel_size) * 1e3, units="mm")
