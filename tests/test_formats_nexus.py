@@ -205,9 +205,14 @@ def test_lab_rotation_is_proper_and_maps_beam_to_z():
         perp = det.spindle - np.dot(det.spindle, det.beam) * det.beam
         x = R @ perp
         assert x[0] < 0 and abs(x[1]) < 1e-14 and abs(x[2]) < 1e-14
-    # the documented fixed matrix for MOSFLM
-    R = mcstas_rotation([1, 0, 0], [0, 0, 1])
-    assert np.array_equal(R, np.array([[0, 0, -1], [0, 1, 0], [1, 0, 0]], dtype=float))
+    # the matrices docs/formats.md lists (MOSFLM, XDS/ADXV, DIALS)
+    for beam, spindle, want in (([1, 0, 0], [0, 0, 1], [[0, 0, -1], [0, 1, 0], [1, 0, 0]]),
+                                ([0, 0, 1], [1, 0, 0], [[-1, 0, 0], [0, -1, 0], [0, 0, 1]]),
+                                ([0, 0, 1], [0, 1, 0], [[0, -1, 0], [1, 0, 0], [0, 0, 1]])):
+        assert np.array_equal(mcstas_rotation(beam, spindle) + 0.0, np.array(want, float))
+    # spindle along the beam: the E-vector goes to +x
+    R = mcstas_rotation([0, 0, 1], [0, 0, 1], polar=[0, 1, 0])
+    assert np.allclose(R @ [0, 1, 0], [1, 0, 0]) and abs(np.linalg.det(R) - 1) < 1e-14
 
 
 def test_layout_fields_dials_reads(tmp_path):
