@@ -40,7 +40,7 @@ Byte-offset compression (CBF spec, ``x-CBF_BYTE_OFFSET``): each pixel is stored 
 difference to the previous one (the first to 0) in 1 byte if it fits in -127..127, else
 0x80 and 2 bytes (-32767..32767), else 0x80 0x8000 and 4 bytes; little-endian.  The
 differences are int32 differences (modulo 2**32), so the 8-byte escape is never needed.
-Written with numpy, no per-pixel Python loop.
+Encoded by a Numba kernel (one pass, ~2 ns a pixel).
 """
 from __future__ import annotations
 
@@ -52,8 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Set, Tuple
 
+import numba
 import numpy as np
 
+from .._numba_setup import prepare_cpu
 from ._atomic import atomic_open
 from .labframe import beam_centre_px, mcstas_rotation, to_mcstas
 from .sinks import DatasetInfo, frame_path
@@ -86,33 +88,48 @@ class CbfHeader:
     geometry_exact: bool = True        # False: the geometry is not miniCBF's simple one
 
 
+@numba.njit(cache=True)
+def _byte_offset_kernel(v, out):
+    """Encode int32 ``v`` into ``out`` (large enough: 7 bytes a pixel); returns the
+    length used.  Differences wrap modulo 2**32 (int32 arithmetic)."""
+    pos = 0
+    prev = np.int64(0)
+    for k in range(v.size):
+        cur = np.int64(v[k])
+        d = cur - prev
+        if d > 2147483647:
+            d -= 4294967296
+        elif d < -2147483648:
+            d += 4294967296
+        prev = cur
+        if -127 <= d <= 127:
+            out[pos] = np.uint8(d & 0xFF)
+            pos += 1
+        elif -32767 <= d <= 32767:
+            out[pos] = 0x80
+            out[pos + 1] = np.uint8(d & 0xFF)
+            out[pos + 2] = np.uint8((d >> 8) & 0xFF)
+            pos += 3
+        else:
+            out[pos] = 0x80
+            out[pos + 1] = 0x00
+            out[pos + 2] = 0x80
+            for b in range(4):
+                out[pos + 3 + b] = np.uint8((d >> (8 * b)) & 0xFF)
+            pos += 7
+    return pos
+
+
 def byte_offset_compress(values: np.ndarray) -> bytes:
     """CBF byte-offset encoding of a flat int32 array (see the module docstring).
 
     Differences are taken in int32 arithmetic (modulo 2**32, as 32-bit decoders such as
     dxtbx's and fabio's accumulate), so every one fits in at most 4 bytes."""
-    v = np.ascontiguousarray(values, dtype=np.int32).ravel().astype(np.int64)
-    d = np.diff(v, prepend=np.int64(0))
-    d = (d + 2**31) % 2**32 - 2**31
-    one = np.abs(d) <= 127
-    two = ~one & (np.abs(d) <= 32767)
-    four = ~(one | two)
-    length = np.where(one, 1, np.where(two, 3, 7))
-    pos = np.cumsum(length) - length
-    out = np.zeros(int(length.sum()), dtype=np.uint8)
-    out[pos[one]] = d[one].astype(np.int8).view(np.uint8)
-    out[pos[~one]] = 0x80
-
-    def put(where, offset, arr, dtype):
-        if not where.any():
-            return
-        b = arr.astype(dtype).view(np.uint8).reshape(-1, np.dtype(dtype).itemsize)
-        out[pos[where][:, None] + offset + np.arange(b.shape[1])] = b
-
-    put(two, 1, d[two], "<i2")
-    put(four, 1, np.full(int(four.sum()), -32768), "<i2")
-    put(four, 3, d[four], "<i4")
-    return out.tobytes()
+    prepare_cpu()
+    v = np.ascontiguousarray(values, dtype=np.int32).ravel()
+    out = np.empty(7 * v.size, dtype=np.uint8)
+    n = _byte_offset_kernel(v, out)
+    return out[:n].tobytes()
 
 
 def _as_int32(data) -> np.ndarray:
