@@ -264,6 +264,17 @@ def test_layout_fields_dials_reads(tmp_path):
     assert read_nexus_command(path) == info.command
 
 
+def test_pixels_outside_roi_are_masked(tmp_path):
+    plan = _plan(GEOMETRIES["xds"] + ["-roi", "5", "20", "3", "30"])
+    path = tmp_path / "roi.h5"
+    _write_one(path, _info(plan))
+    with h5py.File(path, "r") as fh:
+        good = fh["entry/instrument/detector/pixel_mask"][()] == 0
+    want = np.zeros(plan.shape, dtype=bool)
+    want[3:31, 5:21] = True                 # -roi xmin xmax ymin ymax, inclusive
+    assert np.array_equal(good, want)
+
+
 def test_spectrum_wavelengths_and_weights(tmp_path):
     plan = _plan(GEOMETRIES["mosflm"] + ["-dispersion", "2", "-dispsteps", "3"])
     lam = np.asarray(plan.sources.wavelengths) * 1e10

@@ -12,7 +12,9 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
       instrument                NXinstrument  name="nbsim"
         beam                    NXbeam    incident_wavelength (angstrom) [+ _weights]
         detector                NXdetector depends_on, sensor_material, sensor_thickness,
-                                          saturation_value, pixel_mask, count_time,
+                                          saturation_value, pixel_mask (bit 8: pixels
+                                          not rendered -- outside -roi, zero in -mask --
+                                          and ``info.mask``), count_time,
                                           frame_time, distance, beam_center_x/y
           transformations       NXtransformations  det_z (translation along the normal)
           module                NXdetector_module  data_origin, data_size ([slow, fast]),
@@ -118,6 +120,16 @@ def _nxgroup(parent, name, nx_class):
     return g
 
 
+def _not_rendered(plan, shape) -> np.ndarray:
+    """True for the pixels nbsim leaves at zero (outside -roi, zero in -mask): not data."""
+    bad = np.ones(shape, dtype=bool)
+    rendered = getattr(plan, "rendered_pixels", None)
+    if rendered is None:
+        return ~bad
+    bad.flat[np.asarray(rendered, dtype=np.int64)] = False
+    return bad
+
+
 def _wavelengths_angstrom(plan) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Distinct source wavelengths (angstrom) and their weights: nanoBragg sums every
     source with the same weight, so a wavelength's weight is its number of sources."""
@@ -195,11 +207,13 @@ def _write_metadata(f, info: DatasetInfo, data_factory) -> None:
     if info.saturation is not None:
         _str(detector, "saturation_value", np.int64(int(info.saturation)))
     mask = np.zeros((slow, fast), dtype=np.int32)
+    bad = _not_rendered(info.plan, (slow, fast))
     if info.mask is not None:
         m = np.asarray(info.mask, dtype=bool)
         if m.shape != (slow, fast):
             raise ValueError(f"mask shape {m.shape} != detector (slow, fast) {(slow, fast)}")
-        mask[m] = _MASK_BIT
+        bad |= m
+    mask[bad] = _MASK_BIT
     detector.create_dataset("pixel_mask", data=mask, compression="gzip", shuffle=True)
     _str(detector, "pixel_mask_applied", False)
 
