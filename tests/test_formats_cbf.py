@@ -213,7 +213,8 @@ def test_fabio_reads_smv_frames(tmp_path):
     rng = np.random.default_rng(11)
     img = rng.integers(0, 65536, (30, 40)).astype(np.uint16)
     h = SMVHeader(fpixels=40, spixels=30, pixel_size=0.1e-3, distance=0.1, lambda0=1e-10,
-                  Xbeam=2e-3, Ybeam=1.5e-3, Fbeam=2e-3, Sbeam=1.5e-3, phi0=np.radians(1.5), osc=np.radians(0.25))
+                  Xbeam=2e-3, Ybeam=1.5e-3, Fbeam=2e-3, Sbeam=1.5e-3, phi0=np.radians(1.5),
+                  osc=np.radians(0.25))
     path = tmp_path / "img_00001.img"
     write_smv(path, img, h)
     im = fabio.open(str(path))

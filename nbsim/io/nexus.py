@@ -33,9 +33,11 @@ of the fast axis' whole ``depends_on`` chain (the pixel-(0,0) *corner*; pixel ce
 Streaming writes (:class:`NexusSink`) use HDF5's single-writer/multiple-reader mode: every
 object exists before the first frame, each frame is written, flushed, and only then is
 its ``frame_complete`` flag set and flushed -- a process killed at any point leaves a
-readable file (open it with ``swmr=True``, as dxtbx does) in which a frame is marked
-complete only if its bytes are on disk, and ``open(info, resume=True)`` continues from it.  Frames not yet written read as the fill
-value (-1 for int32, NaN for float32).
+readable file in which a frame is marked complete only if its bytes are on disk, and
+``open(info, resume=True)`` continues from it.  While a job runs, or after it was killed,
+the file opens with ``swmr=True`` only (dxtbx's readers use it; ``dials.import`` of a
+killed job's file works once ``-resume`` has completed it).  Frames not yet written read
+as the fill value (-1 for int32, NaN for float32).
 """
 from __future__ import annotations
 

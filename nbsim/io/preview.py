@@ -9,10 +9,11 @@ perceptually uniform colour map (``magma``)::
 
 with ``vmin``/``vmax`` the 0.5th / 99.9th percentiles of the finite pixels (so a few hot
 pixels do not set the scale) and ``knee`` the median of ``x - vmin`` over the pixels
-above ``vmin`` (the background level; at least 1e-3 of the range).  ``stretch="log"`` uses ``log1p`` instead of
-``asinh``; ``"linear"`` is ``(x - vmin) / (vmax - vmin)``.  Pass ``vmin``/``vmax``/``knee``
-(:func:`stretch_params`) to put several pictures on one scale.  A list of frames becomes a montage (rows of tiles,
-frame 0 top left, white gaps), every tile on the same scale, max-pooled so the picture
+above ``vmin`` (the background level; at least 1e-3 of the range).  ``stretch="log"``
+uses ``log1p`` instead of ``asinh``; ``"linear"`` is ``(x - vmin) / (vmax - vmin)``.
+Pass ``vmin``/``vmax``/``knee`` (:func:`stretch_params`) to put several pictures on one
+scale.  A list of frames becomes a montage (rows of tiles, frame 0 top left, white
+gaps), every tile on the same scale, max-pooled so the picture
 stays within ``max_size`` pixels (max-pooling keeps one-pixel spots visible).  Rows are
 the slow axis, top to bottom; columns the fast axis, left to right.
 
