@@ -195,6 +195,36 @@ def test_flipped_slow_axis_fails(tmp_path):
     assert _max_geometry_error(path, plan) > 1e-3
 
 
+@pytest.mark.parametrize("name", ["mosflm", "custom_rot_twotheta", "custom_oblique_beam"])
+def test_goniometer_rotation_sense_matches_render(tmp_path, name):
+    """The omega axis as nxmx turns it into a matrix (scipy rotvec, what dxtbx uses)
+    rotates the phi=0 cell into the cell nbsim renders at each frame's phi."""
+    plan = _plan(GEOMETRIES[name] + ["-phi", "30", "-osc", "14", "-phisteps", "2"])
+    phis = np.degrees(plan.crystal.phi_values())
+    assert np.allclose(phis, [30.0, 37.0])
+    info = DatasetInfo(plan=plan, nframes=2, scans=[FrameScan(p, 7.0) for p in phis])
+    path = tmp_path / "gonio.h5"
+    _write_one(path, info)
+    det = plan.detector
+    R = mcstas_rotation(det.beam, det.spindle, det.polar)
+    cell0 = np.stack([plan.crystal.a0, plan.crystal.b0, plan.crystal.c0])   # rows, m
+    rendered = plan.cells[0].reshape(-1, 3, 3)                               # per phi step
+
+    def worst(fh):
+        omega = nxmx.NXmx(fh).entries[0].samples[0].depends_on
+        mats = omega.matrix[:, :3, :3]
+        return max(float(np.max(np.abs(rendered[k] @ R.T - (cell0 @ R.T) @ mats[k].T)))
+                   for k in range(2)) / float(np.max(np.abs(cell0)))
+
+    with h5py.File(path, "r") as fh:
+        assert worst(fh) < 1e-12
+    with h5py.File(path, "r+") as fh:           # negative control: opposite sense
+        ds = fh["entry/sample/transformations/omega"]
+        ds.attrs["vector"] = -ds.attrs["vector"]
+    with h5py.File(path, "r") as fh:
+        assert worst(fh) > 0.1
+
+
 def test_lab_rotation_is_proper_and_maps_beam_to_z():
     for name in sorted(GEOMETRIES):
         det = _plan(GEOMETRIES[name]).detector
