@@ -255,6 +255,16 @@ def test_layout_fields_dials_reads(tmp_path):
     with h5py.File(path, "r") as fh:
         entry = nxmx.NXmx(fh).entries[0]
         det = entry.instruments[0].detectors[0]
+        # the other properties nxmx/dxtbx read all parse (units included)
+        assert entry.start_time is not None and entry.end_time_estimated is not None
+        assert entry.source.name and entry.instruments[0].name == "nbsim"
+        assert det.depends_on.transformation_type == "translation"
+        assert det.count_time.to("ms").magnitude == pytest.approx(200.0)
+        assert det.distance.to("mm").magnitude == pytest.approx(
+            abs(np.dot(plan.detector.pix0, np.cross(plan.detector.fdet, plan.detector.sdet)))
+            * 1e3)
+        assert det.beam_center_x.magnitude == pytest.approx(plan.detector.Fbeam / 172e-6)
+        assert det.beam_center_y.magnitude == pytest.approx(plan.detector.Sbeam / 172e-6)
         assert det.sensor_material == "Si"
         assert det.sensor_thickness.to("um").magnitude == pytest.approx(450.0)
         assert det.saturation_value == 65535
