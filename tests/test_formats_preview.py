@@ -14,14 +14,15 @@ from nbsim.simulator import Simulator                                # noqa: E40
 
 
 def _table(name):
-    return np.rint(matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255
+    """255 evenly spaced colours of a matplotlib map, bottom to top."""
+    return np.rint(matplotlib.colormaps[name](np.linspace(0, 1, 255))[:, :3] * 255
                    ).astype(np.uint8)
 
 
 def _read(path):
     with Image.open(path) as im:
-        assert im.format == "PNG" and im.mode == "RGB"
-        return np.asarray(im)
+        assert im.format == "PNG" and im.mode == "P"       # indexed colour
+        return np.asarray(im.convert("RGB"))
 
 
 def test_asinh_and_log_stretch_values():
@@ -56,7 +57,7 @@ def test_single_image_orientation_and_colours(tmp_path):
     rgb = _read(path)
     magma = _table("magma")
     assert rgb.shape == (20, 30, 3)            # rows = slow, columns = fast
-    assert tuple(rgb[2, 5]) == tuple(magma[255])
+    assert tuple(rgb[2, 5]) == tuple(magma[254])
     assert tuple(rgb[0, 0]) == tuple(magma[0])
     nan = img.copy()
     nan[7, 7] = np.nan
@@ -74,7 +75,7 @@ def test_montage_layout_shared_scale_and_gaps(tmp_path):
     for k in range(5):
         r, c = divmod(k, 3)
         tile = rgb[r * 12:r * 12 + 10, c * 14:c * 14 + 12]
-        assert np.all(tile == gray[int(round(k / 4 * 255))])
+        assert np.all(tile == gray[int(np.rint(k / 4 * 254))])
     assert np.all(rgb[10:12] == 255) and np.all(rgb[:, 12:14] == 255)
     assert np.all(rgb[12:, 2 * 14:] == 255)                 # the empty sixth tile
     # a 3-D array is a montage too, and the scale is shared (frame 4 is the brightest)
@@ -88,7 +89,7 @@ def test_max_pooling_keeps_a_single_pixel_spot():
     img[37, 61] = 1e4
     rgb = preview_rgb(img, "asinh", "magma", max_size=30)
     assert rgb.shape == (25, 25, 3)
-    assert tuple(rgb[37 // 4, 61 // 4]) == tuple(_table("magma")[255])
+    assert tuple(rgb[37 // 4, 61 // 4]) == tuple(_table("magma")[254])
 
 
 def test_bad_options_refused():
