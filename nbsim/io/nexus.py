@@ -129,6 +129,39 @@ def _nxgroup(parent, name, nx_class):
     return g
 
 
+def _axis(group, name, value, units, kind, vector, depends_on):
+    """An NXtransformations axis: ``kind`` translation or rotation along unit ``vector``
+    (McStas), zero offset, ``depends_on`` a path or "."."""
+    ds = _field(group, name, value, units=units, transformation_type=kind,
+                vector=np.asarray(vector, dtype=np.float64), depends_on=str(depends_on))
+    ds.attrs["offset"] = np.zeros(3)
+    ds.attrs["offset_units"] = "mm"
+    return ds
+
+
+def _write_module(detector, name, corner, fvec, svec, pixel_size, data_origin, data_size,
+                  base_axis, base_position):
+    """One NXdetector_module: pixels ``data_origin`` .. ``+data_size`` ([slow, fast]) of
+    the data, pixel-(0,0) corner at ``corner`` (m, McStas), axes ``fvec``/``svec``.
+    ``base_axis`` is the translation the module hangs on (det_z), which puts the origin
+    at ``base_position`` (m); ``module_offset`` adds the rest, so dxtbx's origin (the fast
+    axis' whole chain) is ``corner`` -- for a flat model and, one group per module, for a
+    hierarchical (multi-module) one alike."""
+    module = _nxgroup(detector, name, "NXdetector_module")
+    _field(module, "data_origin", np.asarray(data_origin, dtype=np.int64))
+    _field(module, "data_size", np.asarray(data_size, dtype=np.int64))
+    _field(module, "data_stride", np.array([1, 1], dtype=np.int64))
+    rest = np.asarray(corner, dtype=np.float64) - np.asarray(base_position, dtype=np.float64)
+    length = float(np.linalg.norm(rest))
+    direction = rest / length if length > 0 else np.asarray(fvec, dtype=np.float64)
+    off = _axis(module, "module_offset", length * 1e3, "mm", "translation", direction,
+                base_axis.name)
+    px_mm = pixel_size * 1e3
+    _axis(module, "fast_pixel_direction", px_mm, "mm", "translation", fvec, off.name)
+    _axis(module, "slow_pixel_direction", px_mm, "mm", "translation", svec, off.name)
+    return module
+
+
 def _not_rendered(plan, shape) -> np.ndarray:
     """True for the pixels nbsim leaves at zero (outside -roi, zero in -mask): not data."""
     bad = np.ones(shape, dtype=bool)
@@ -192,14 +225,8 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     normal = np.cross(fvec, svec)
     normal /= np.linalg.norm(normal)
     along = float(np.dot(pix0, normal))
-    in_plane = pix0 - along * normal
-    in_len = float(np.linalg.norm(in_plane))
-    in_dir = in_plane / in_len if in_len > 0 else fvec
     trans = _nxgroup(detector, "transformations", "NXtransformations")
-    z_ax = _field(trans, "det_z", along * 1e3, units="mm",
-                  transformation_type="translation", vector=normal, depends_on=".")
-    z_ax.attrs["offset"] = np.zeros(3)
-    z_ax.attrs["offset_units"] = "mm"
+    z_ax = _axis(trans, "det_z", along * 1e3, "mm", "translation", normal, ".")
     _field(detector, "depends_on", z_ax.name)
     _field(detector, "description", "nbsim simulated pixel-array detector")
     _field(detector, "type", "pixel")
@@ -226,20 +253,8 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     detector.create_dataset("pixel_mask", data=mask, compression="gzip", shuffle=True)
     _field(detector, "pixel_mask_applied", False)
 
-    module = _nxgroup(detector, "module", "NXdetector_module")
-    _field(module, "data_origin", np.array([0, 0], dtype=np.int64))
-    _field(module, "data_size", np.array([slow, fast], dtype=np.int64))
-    _field(module, "data_stride", np.array([1, 1], dtype=np.int64))
-    off = _field(module, "module_offset", in_len * 1e3, units="mm",
-                 transformation_type="translation", vector=in_dir, depends_on=z_ax.name)
-    off.attrs["offset"] = np.zeros(3)
-    off.attrs["offset_units"] = "mm"
-    px_mm = float(det.pixel_size) * 1e3
-    for name, vec in (("fast_pixel_direction", fvec), ("slow_pixel_direction", svec)):
-        ax = _field(module, name, px_mm, units="mm", transformation_type="translation",
-                    vector=vec, depends_on=off.name)
-        ax.attrs["offset"] = np.zeros(3)
-        ax.attrs["offset_units"] = "mm"
+    _write_module(detector, "module", pix0, fvec, svec, float(det.pixel_size), (0, 0),
+                  (slow, fast), z_ax, along * normal)
 
     # -- sample and goniometer
     sample = _nxgroup(entry, "sample", "NXsample")
@@ -250,10 +265,8 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
         gonio = _nxgroup(sample, "transformations", "NXtransformations")
         start = np.array([s.phi_start_deg for s in info.scans], dtype=np.float64)
         width = np.array([s.osc_deg for s in info.scans], dtype=np.float64)
-        omega = _field(gonio, "omega", start, units="deg", transformation_type="rotation",
-                       vector=to_mcstas(R, det.spindle), depends_on=".")
-        omega.attrs["offset"] = np.zeros(3)
-        omega.attrs["offset_units"] = "mm"
+        omega = _axis(gonio, "omega", start, "deg", "rotation", to_mcstas(R, det.spindle),
+                      ".")
         _field(gonio, "omega_end", start + width, units="deg")
         _field(gonio, "omega_increment_set", float(width[0]) if np.all(width == width[0])
                else width, units="deg")
