@@ -390,6 +390,27 @@ def test_resume_returns_complete_frames_and_finishes(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_resume_refuses_foreign_files(tmp_path):
+    plan = _plan(GEOMETRIES["dials"])
+    info = _info(plan, nframes=2)
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5 at all")
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        NexusSink(junk).open(info, resume=True)
+    assert junk.read_bytes() == b"not hdf5 at all"
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as fh:
+        fh["x"] = 1
+    with pytest.raises(ValueError, match="not a NeXus file written by nbsim"):
+        NexusSink(other).open(info, resume=True)
+    block = tmp_path / "b.h5"
+    write_block_file(block, info, 0, np.zeros((2,) + plan.shape, np.int32))
+    master = tmp_path / "m.h5"
+    write_master_vds(master, info, [(0, 2, str(block))])
+    with pytest.raises(ValueError, match="master over block files"):
+        NexusSink(master).open(info, resume=True)
+
+
 def test_killed_writer_leaves_resumable_file(tmp_path):
     """SIGKILL between frames: the file opens, completed frames are recorded and intact."""
     import subprocess
@@ -453,4 +474,10 @@ def test_block_files_joined_by_virtual_dataset(tmp_path, monkeypatch):
     assert read_frames_complete(master) == set(range(5))
     with pytest.raises(ValueError, match="overlap"):
         write_master_vds(tmp_path / "bad.h5", info, blocks + [(1, 1, blocks[0][2])])
+    with pytest.raises(ValueError, match="holds"):          # a block of 2 mapped as 1
+        write_master_vds(tmp_path / "bad.h5", info, [(0, 1, blocks[0][2])])
+    with pytest.raises(ValueError, match="starts at frame index 2"):
+        write_master_vds(tmp_path / "bad.h5", info, [(0, 2, blocks[1][2])])
+    with pytest.raises(ValueError, match="not a block file"):
+        write_master_vds(tmp_path / "bad.h5", info, [(0, 2, str(tmp_path / "none.h5"))])
     assert not (tmp_path / "bad.h5").exists()

@@ -380,10 +380,20 @@ class NexusSink:
         self._dtype = _dtype_of(info)
         self._shape = _shape(info)
         if resume and self.path.exists():
-            f = _reopen_for_write(self.path)
             try:
-                data = f["entry/data/data"]
-                done = f["entry/nbsim/frame_complete"]
+                f = _reopen_for_write(self.path)
+            except OSError as exc:
+                raise ValueError(f"{self.path}: cannot be resumed: {exc}") from None
+            try:
+                try:
+                    data = f["entry/data/data"]
+                    done = f["entry/nbsim/frame_complete"]
+                except KeyError:
+                    raise ValueError(f"{self.path}: cannot be resumed: not a NeXus file "
+                                     f"written by nbsim") from None
+                if data.is_virtual:
+                    raise ValueError(f"{self.path}: cannot be resumed as one file: it is a "
+                                     f"master over block files")
                 want = (info.nframes,) + self._shape
                 if data.shape != want or data.dtype != self._dtype:
                     raise ValueError(
@@ -460,12 +470,32 @@ def write_block_file(path, info: DatasetInfo, first_index: int, frames,
     _atomic_h5(path, build, libver=_LIBVER)
 
 
+def _check_block(block, first, shape, dtype) -> None:
+    """A block file must hold the frames the master maps onto it (a missing or short
+    block would silently read as fill values through the virtual dataset)."""
+    h5py, _ = _h5()
+    try:
+        with h5py.File(block, "r") as f:
+            ds = f["data"]
+            got_shape, got_dtype = ds.shape, ds.dtype
+            got_first = ds.attrs.get("first_index")
+    except (OSError, KeyError) as exc:
+        raise ValueError(f"block {block}: not a block file ({exc})") from None
+    if got_shape != shape or got_dtype != dtype:
+        raise ValueError(f"block {block}: holds {got_shape} {got_dtype}, the master maps "
+                         f"{shape} {dtype} onto it")
+    if got_first is not None and int(got_first) != first:
+        raise ValueError(f"block {block}: starts at frame index {int(got_first)}, the "
+                         f"master maps it at {first}")
+
+
 def write_master_vds(path, info: DatasetInfo,
                      blocks: Sequence[Tuple[int, int, str]]) -> None:
     """Write the NXmx master file whose ``/entry/data/data`` is an HDF5 virtual dataset
     over block files (``blocks``: (first_index, n, block_path) each, from
     :func:`write_block_file`).  Block paths are stored relative to the master's
-    directory when they are below it, so the set can be moved together.  Frames no block
+    directory when they are below it, so the set can be moved together.  Every block is
+    checked (shape, dtype, first index) before the master is written.  Frames no block
     covers read as the fill value and are not marked complete."""
     h5py, _ = _h5()
     dtype = _dtype_of(info)
@@ -481,6 +511,7 @@ def write_master_vds(path, info: DatasetInfo,
         if done[first:first + n].any():
             raise ValueError(f"block {block}: frames {first}..{first + n - 1} overlap "
                              f"another block")
+        _check_block(block, first, (n,) + shape, dtype)
         absolute = Path(os.path.abspath(block))
         try:
             name = str(absolute.relative_to(master_dir))
