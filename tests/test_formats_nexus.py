@@ -249,7 +249,8 @@ def test_layout_fields_dials_reads(tmp_path):
     plan = _plan(GEOMETRIES["mosflm"] + ["-detector_thick", "450", "-detector_abs", "500"])
     mask = np.zeros(plan.shape, dtype=bool)
     mask[3, 5] = mask[0, 0] = True
-    info = _info(plan, nframes=4, mask=mask, saturation=65535, exposure_s=0.2)
+    info = _info(plan, nframes=4, mask=mask, saturation=65535, exposure_s=0.2,
+                 extra={"seed": 7})
     path = tmp_path / "layout.h5"
     _write_one(path, info)
     with h5py.File(path, "r") as fh:
@@ -301,6 +302,9 @@ def test_layout_fields_dials_reads(tmp_path):
         assert data._filters["32008"][4] == 2       # ... with LZ4
         assert [data[i, 7, 9] for i in range(4)] == [1, 2, 3, 4]
         assert fh["entry"].attrs["nbsim_command"] == json.dumps(list(info.command))
+        assert json.loads(fh["entry/nbsim"].attrs["dataset_extra"]) == {"seed": 7}
+        assert fh["entry/sample/beam"] == fh["entry/instrument/beam"]     # one group
+        assert len(nxmx.NXmx(fh).entries[0].instruments[0].beams) == 1
     assert read_nexus_command(path) == info.command
 
 
@@ -446,6 +450,8 @@ os.kill(os.getpid(), signal.SIGKILL)
     with h5py.File(path, "r") as fh:                   # clean again after the resume
         assert fh["entry/data/data"][:, 3, 3].tolist() == [7, 8, 9, 10]
         assert fh["entry/nbsim/frame_complete"][()].tolist() == [1, 1, 1, 1]
+        assert fh["entry/sample/beam"] == fh["entry/instrument/beam"]    # links kept
+        assert fh["entry/data/data"]._filters == {"32008": (0, 4, 4, 0, 2)}
     assert _max_geometry_error(path, info.plan) <= 1e-9
 
 

@@ -21,9 +21,11 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
                                           module_offset (in-plane translation to the
                                           pixel-(0,0) corner), fast/slow_pixel_direction
       sample                    NXsample  depends_on -> transformations/omega (rotation,
-                                          one value per frame, deg) or "." (stills)
+                                          one value per frame, deg) or "." (stills);
+                                          beam = hard link to instrument/beam
       source                    NXsource
-      nbsim                     NXcollection  frame_complete [frames] uint8 (resume record)
+      nbsim                     NXcollection  frame_complete [frames] uint8 (resume record),
+                                          @dataset_extra (JSON of ``info.extra``: seeds...)
 
 Every vector is in the McStas frame, converted from nanoBragg's lab frame by the one
 rotation of :mod:`nbsim.io.labframe`.  dxtbx takes the panel origin as the translation
@@ -274,6 +276,9 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     else:
         _field(sample, "depends_on", ".")
 
+    # NXmx before 2020 put the beam under the sample; a hard link serves both readers
+    sample["beam"] = beam
+
     source = _nxgroup(entry, "source", "NXsource")
     _field(source, "name", "nbsim simulation")
     _field(source, "type", "Synchrotron X-ray Source")
@@ -285,6 +290,7 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     nb = _nxgroup(entry, "nbsim", "NXcollection")
     nb.attrs["lab_rotation_mcstas_from_nanobragg"] = R
     nb.attrs["nanobragg_convention"] = str(det.convention)
+    nb.attrs["dataset_extra"] = json.dumps(info.extra, default=str, sort_keys=True)
     return nb
 
 
