@@ -121,3 +121,29 @@ def test_png_sink_keeps_only_montage_frames(tmp_path):
     rgb = _read(tmp_path / "p.png")
     assert rgb.shape == (2 * 16 + 2, 2 * 16 + 2, 3)
     assert PngSink(tmp_path / "q.png").open(info, resume=True) == set(range(40))
+
+
+def test_compare_previews_use_preview_and_skip_without_pillow(tmp_path, monkeypatch):
+    import io
+    import sys
+    from nbsim.cli.compare import _write_outputs
+    rng = np.random.default_rng(4)
+    c = rng.poisson(4.0, (24, 32)).astype(np.float64)
+    n = c.copy()
+    n[5, 6] += 50.0
+    _write_outputs(tmp_path, c, n, {"x": 1}, None)
+    diff = _read(tmp_path / "diff.png")
+    coolwarm = _table("coolwarm")
+    assert tuple(diff[5, 6]) == tuple(coolwarm[254])          # nbsim higher: top colour
+    assert tuple(diff[0, 0]) == tuple(coolwarm[127])          # equal: the middle
+    cp, npng = _read(tmp_path / "c.png"), _read(tmp_path / "nbsim.png")
+    same = np.all(cp == npng, axis=-1)
+    assert not same[5, 6] and same.sum() == same.size - 1     # one scale for both
+    # without Pillow: one line on stderr, summary still written, no pictures
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    err = io.StringIO()
+    out = tmp_path / "nopil"
+    out.mkdir()
+    _write_outputs(out, c, n, {"x": 1}, None, err)
+    assert (out / "summary.json").exists() and not list(out.glob("*.png"))
+    assert err.getvalue().count("\n") == 1 and "pip install" in err.getvalue()
