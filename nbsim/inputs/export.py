@@ -14,9 +14,12 @@ import numpy as np
 __all__ = ["write_p1", "p1_writer"]
 
 
-def write_p1(path: str, hkl_data, p1) -> None:
-    """Write the P1 structure factors to ``path`` (format from the name, see above)."""
-    if str(path).endswith(".bin"):
+def write_p1(path: str, hkl_data, p1, *, fdump: bool = None) -> None:
+    """Write the P1 structure factors to ``path``; ``fdump`` None: decided by the name
+    (see above)."""
+    if fdump is None:
+        fdump = str(path).endswith(".bin")
+    if fdump:
         from ..io.fdump import write_fdump
         write_fdump(path, hkl_data)
         return
@@ -28,4 +31,5 @@ def write_p1(path: str, hkl_data, p1) -> None:
 
 def p1_writer(inputs) -> Callable[[str], None]:
     """A one-argument writer (the CLI's commit step passes a temporary path)."""
-    return lambda path: write_p1(path, inputs.hkl_data, inputs.p1)
+    fdump = str(inputs.write_hkl).endswith(".bin")      # the final name, not the temporary
+    return lambda path: write_p1(path, inputs.hkl_data, inputs.p1, fdump=fdump)

@@ -50,7 +50,7 @@ import numpy as np
 from ..io.errors import FormatError
 
 __all__ = ["DIALS_TO_NANOBRAGG", "ExperimentGeometry", "read_expt", "apply_to_config",
-           "CONFIG_PARAMS"]
+           "CONFIG_PARAMS", "params_set"]
 
 # rows: nanoBragg x, y, z in terms of DIALS X, Y, Z
 DIALS_TO_NANOBRAGG = np.array([[0.0, 0.0, -1.0],
@@ -58,7 +58,7 @@ DIALS_TO_NANOBRAGG = np.array([[0.0, 0.0, -1.0],
                                [1.0, 0.0, 0.0]])
 
 # Config parameters an experiment sets (a flag setting one of them too is a conflict)
-CONFIG_PARAMS = (
+_BEAM_DETECTOR_PARAMS = (
     "beam.wavelength", "beam.beam_vector", "beam.polar_vector", "beam.polarization",
     "detector.fpixels", "detector.spixels", "detector.detsize_f", "detector.detsize_s",
     "detector.pixel_size", "detector.fdet_vector", "detector.sdet_vector",
@@ -66,9 +66,24 @@ CONFIG_PARAMS = (
     "detector.close_distance", "detector.beam_center_x", "detector.beam_center_y",
     "detector.xclose", "detector.yclose", "detector.orgx", "detector.orgy",
     "detector.pivot", "detector.twotheta", "detector.twotheta_axis", "detector.rotx",
-    "detector.roty", "detector.rotz", "crystal.spindle_axis", "crystal.phi0",
-    "crystal.osc", "crystal.phistep", "crystal.a_star_matrix", "crystal.cell",
-    "crystal.misset")
+    "detector.roty", "detector.rotz")
+_GONIOMETER_PARAMS = ("crystal.spindle_axis",)
+_SCAN_PARAMS = ("crystal.phi0", "crystal.osc", "crystal.phistep")
+_CRYSTAL_PARAMS = ("crystal.a_star_matrix", "crystal.cell", "crystal.misset")
+CONFIG_PARAMS = _BEAM_DETECTOR_PARAMS + _GONIOMETER_PARAMS + _SCAN_PARAMS + _CRYSTAL_PARAMS
+
+
+def params_set(geom: "ExperimentGeometry"):
+    """The Config parameters this experiment sets (its beam and detector always; the
+    spindle, phi and the crystal only when it has a goniometer, a scan, a crystal)."""
+    out = list(_BEAM_DETECTOR_PARAMS)
+    if geom.spindle_axis is not None:
+        out += _GONIOMETER_PARAMS
+    if geom.osc is not None:
+        out += _SCAN_PARAMS
+    if geom.a_star_matrix is not None:
+        out += _CRYSTAL_PARAMS
+    return tuple(out)
 
 
 @dataclass

@@ -128,19 +128,21 @@ def resolve_inputs(st, cfg, notes: List[str]) -> InputsResult:
 
     # ---- geometry first: -model's resolution depends on the detector
     if "-expt" in req:
-        from .expt import CONFIG_PARAMS, apply_to_config, read_expt
+        from .expt import apply_to_config, params_set, read_expt
         path = req["-expt"][1]
         index = int(req["-expt_index"][1]) if "-expt_index" in req else 0
         if index < 0:
             raise _arg_error(f"-expt_index: must be >= 0, got {index}")
-        clash = [given[p][0] for p in CONFIG_PARAMS if p in given]
-        if st.mat is not None:
+        geom = _read(lambda: read_expt(path, index), "-expt", path)
+        sets = params_set(geom)
+        clash = [given[p][0] for p in sets if p in given]
+        if st.mat is not None and geom.a_star_matrix is not None:
             clash.append("-mat")
         if clash:
             raise _arg_error(f"{', '.join(dict.fromkeys(clash))}: conflicts with -expt "
-                             f"{path}, which sets the beam, the detector and the crystal "
-                             f"orientation (give one or the other)")
-        geom = _read(lambda: read_expt(path, index), "-expt", path)
+                             f"{path}, which sets the beam and the detector (and the "
+                             f"spindle, phi and crystal orientation when it has them): "
+                             f"give one or the other")
         apply_to_config(geom, cfg)
         notes.extend(geom.notes)
         res.expt_file = path
