@@ -318,7 +318,7 @@ def test_expt_image_equals_nanobragg_flags(tmp_path):
     from scipy.spatial.transform import Rotation
     U = Rotation.from_rotvec(rng.normal(size=3)).as_matrix()
     A = U @ B * lam
-    (tmp_path / "A.mat").write_text("".join(" ".join(repr(v) for v in row) + "\n" for row in A))
+    (tmp_path / "A.mat").write_text("".join(" ".join(repr(float(v)) for v in row) + "\n" for row in A))
     flags = ["-mat", str(tmp_path / "A.mat"), "-lambda", repr(lam), "-default_F", "50",
              "-N", "5", "-detpixels_f", "40", "-detpixels_s", "36", "-pixel", "0.4",
              "-distance", "70", "-Xbeam", "8.1", "-Ybeam", "6.7", "-detector_rotx", "3",
@@ -363,6 +363,7 @@ def test_expt_image_equals_nanobragg_flags(tmp_path):
         ref = nbsim.Simulator.from_args(flags, mode=mode).run()
         img = nbsim.Simulator.from_args(expt_flags, mode=mode).run()
         assert ref.max() > 0 and np.count_nonzero(ref > 1e-3 * ref.max()) > 10
+        print(mode, "max |expt - flags| / max =", np.max(np.abs(img - ref)) / ref.max())
         assert np.max(np.abs(img - ref)) <= 1e-12 * ref.max(), mode
     # the experiment index and a wrong polarization would change the image: can fail
     doc["beam"][0]["polarization_fraction"] = 0.5
@@ -450,3 +451,18 @@ def test_without_gemmi_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "gemmi", None)      # import gemmi -> ImportError
     rc, err = run_cli(["-mtz", str(tmp_path / "x.mtz")], tmp_path)
     assert_refused(rc, err, tmp_path, "-mtz", 'pip install -e ".[formats]"')
+
+
+# ------------------------------------------------------------------ 4. costs
+@pytest.mark.slow
+def test_costs_within_limits():
+    """Acceptance 4 on this machine: MTZ load + expansion <= 1 s, Fcalc <= 10 s."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "bench_inputs", Path(__file__).resolve().parent.parent / "bench" / "bench_inputs.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.run(repeats=2)
+    assert r["mtz_p1"] > 500000
+    assert r["mtz_s"] <= 1.0, r
+    assert r["fcalc_s"] <= 10.0, r

@@ -81,7 +81,8 @@ def _fft(gemmi, st, d_min: float) -> Tuple[np.ndarray, np.ndarray]:
     dc.grid.setup_from(st)
     dc.put_model_density_on_grid(st[0])
     grid = gemmi.transform_map_to_f_phi(dc.grid, half_l=True)
-    asu = grid.prepare_asu_data(dmin=d_min, unblur=dc.blur, with_000=True)
+    asu = grid.prepare_asu_data(dmin=d_min, unblur=dc.blur, with_000=True,
+                                with_sys_abs=True)     # as the direct path: F ~ 0 there
     return (np.asarray(asu.miller_array, dtype=np.int32),
             np.asarray(asu.value_array, dtype=np.complex128))
 

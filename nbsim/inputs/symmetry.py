@@ -50,8 +50,11 @@ def rotations_of(space_group: str) -> np.ndarray:
 
 def _unique_first(h, k, l, F) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Drop repeated indices, keeping the first occurrence (order of first appearance)."""
-    hkl = np.stack([h, k, l], axis=1)
-    _, first = np.unique(hkl, axis=0, return_index=True)
+    # one int64 key per index (a 1-D unique is ~10x faster than unique(axis=0))
+    lo = [int(x.min()) for x in (h, k, l)]
+    nk, nl = int(k.max()) - lo[1] + 1, int(l.max()) - lo[2] + 1
+    key = ((h - lo[0]) * nk + (k - lo[1])) * nl + (l - lo[2])
+    _, first = np.unique(key, return_index=True)
     first.sort()
     return h[first], k[first], l[first], F[first]
 
@@ -92,6 +95,8 @@ def expand_with_rotations(h, k, l, F, rotations, *, friedel: bool = True,
     allF = np.concatenate(parts_F)
     keep = ~np.isnan(allF)
     allhkl, allF = allhkl[keep], allF[keep]
+    if allF.size == 0:
+        return allhkl[:, 0], allhkl[:, 1], allhkl[:, 2], allF
     return _unique_first(allhkl[:, 0].copy(), allhkl[:, 1].copy(), allhkl[:, 2].copy(), allF)
 
 
