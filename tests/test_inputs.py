@@ -104,6 +104,21 @@ def test_mtz_image_equals_hand_expanded_hkl(tmp_path, sg_name, cell):
     assert np.max(np.abs(img_asu - img_hkl)) > 0.1 * img_hkl.max()
 
 
+def test_python_api_grid_in_config(tmp_path):
+    from nbsim.inputs import mtz_structure_factors
+    cell = (34.0, 34.0, 52.0, 90.0, 90.0, 120.0)
+    write_mtz(tmp_path / "x.mtz", "P 61 2 2", cell, 4.0, seed=8)
+    cfg = parse_args(["-default_F", "1", "-cell", "1", "1", "1", "90", "90", "90"]
+                     + RENDER).config
+    cfg.crystal.cell = None
+    sf = mtz_structure_factors(tmp_path / "x.mtz")
+    sf.apply_to(cfg)
+    assert cfg.structure.default_F == 0.0
+    img = nbsim.Simulator(cfg).run()
+    ref = nbsim.Simulator.from_args(["-mtz", str(tmp_path / "x.mtz")] + RENDER).run()
+    assert ref.max() > 0 and np.array_equal(img, ref)
+
+
 def test_c_parity_uses_the_same_p1_list(tmp_path):
     hkl, F = write_mtz(tmp_path / "x.mtz", "P 21 21 21", (31, 37, 43, 90, 90, 90), 4.0, 3)
     spec = parse_args(["-mtz", str(tmp_path / "x.mtz")] + RENDER).hkl_data

@@ -15,6 +15,8 @@ Each reader returns nbsim's own data, never gemmi objects:
 | :mod:`.symmetry` | P1 expansion with the space group's operators and Friedel mates |
 | :mod:`.resolution` | the resolution a detector reaches (its corners) |
 | :mod:`.expt` | DIALS experiment lists (``-expt``, ``-expt_index``) |
+| :mod:`.api` | one call per source -> :class:`~nbsim.inputs.api.StructureFactors` (grid + cell) |
+| :mod:`.export` | ``-write_hkl``: the P1 list as HKL text or Fdump |
 | :mod:`.flags` | the command-line glue called by :mod:`nbsim.args` |
 
 gemmi is an optional dependency (extra ``formats``); it is imported only inside the
@@ -32,6 +34,9 @@ _PUBLIC = {
     "detector_dmin": ".resolution",
     "ExperimentGeometry": ".expt", "read_expt": ".expt",
     "MissingDependency": "._gemmi",
+    "StructureFactors": ".api", "mtz_structure_factors": ".api",
+    "sfcif_structure_factors": ".api", "model_structure_factors": ".api",
+    "structure_factors_from_reflections": ".api",
 }
 
 __all__ = list(_PUBLIC)
