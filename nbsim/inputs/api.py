@@ -27,7 +27,7 @@ class StructureFactors:
     grid: HKLData
     p1: tuple                     # (h, k, l, F): the distinct P1 reflections
     cell: Tuple[float, float, float, float, float, float]   # A, deg
-    space_group: Optional[str]    # Hall symbol
+    space_group: Optional[str]    # extended Hermann-Mauguin name (gemmi)
     source: str
 
     def apply_to(self, cfg, *, set_cell: bool = True):

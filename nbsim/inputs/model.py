@@ -132,7 +132,7 @@ def fcalc(structure, d_min: float, *, solvent: Optional[Tuple[float, float]] = N
     hkl = hkl.astype(np.int64)
     return Reflections(h=hkl[:, 0].copy(), k=hkl[:, 1].copy(), l=hkl[:, 2].copy(),
                        F=np.abs(F), cell=(c.a, c.b, c.c, c.alpha, c.beta, c.gamma),
-                       space_group=sg.hall, source=f"{source} (Fcalc {method}, "
+                       space_group=sg.xhm(), source=f"{source} (Fcalc {method}, "
                        f"{n_atoms} atoms, d_min {d_min:g} A)")
 
 

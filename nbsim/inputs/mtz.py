@@ -121,7 +121,7 @@ def reflections_from_mtz(mtz, *, label: Optional[str] = None, anomalous: bool = 
     c = mtz.cell
     return Reflections(h=hkl[:, 0].copy(), k=hkl[:, 1].copy(), l=hkl[:, 2].copy(), F=F,
                        F_minus=F_minus, cell=(c.a, c.b, c.c, c.alpha, c.beta, c.gamma),
-                       space_group=mtz.spacegroup.hall, source=f"{source} ({used})",
+                       space_group=mtz.spacegroup.xhm(), source=f"{source} ({used})",
                        notes=notes)
 
 

@@ -16,7 +16,7 @@ class Reflections:
     ``h``, ``k``, ``l``: int64 Miller indices; ``F``: float64 amplitudes (electrons) of
     (h, k, l).  ``F_minus``: for anomalous data, the amplitude of (-h, -k, -l) for the
     same row (NaN where the file has none), else None.  ``cell``: a, b, c (Angstrom),
-    alpha, beta, gamma (degrees).  ``space_group``: a Hall symbol (gemmi spelling), or
+    alpha, beta, gamma (degrees).  ``space_group``: gemmi's extended Hermann-Mauguin name, or
     None when the file has none.  ``source``: what the values came from, for messages.
     ``notes``: lines for stderr (e.g. how many negative intensities were set to 0).
     """

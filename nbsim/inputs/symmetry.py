@@ -29,7 +29,9 @@ __all__ = ["rotations_of", "expand_with_rotations", "expand_to_p1", "p1_hkl_data
 
 def rotations_of(space_group: str) -> np.ndarray:
     """The rotation parts (n, 3, 3) int64 of a space group's operators (centring left
-    out), from gemmi's tables; ``space_group`` is a Hall symbol or an H-M name."""
+    out), from gemmi's tables.  ``space_group``: an H-M name (gemmi's extended form,
+    ``SpaceGroup.xhm()``, names every setting unambiguously); a Hall symbol is tried
+    when no name matches."""
     from ._gemmi import import_gemmi
     gemmi = import_gemmi("space-group symmetry")
     sg = gemmi.find_spacegroup_by_name(space_group)
