@@ -129,13 +129,12 @@ def test_c_parity_uses_the_same_p1_list(tmp_path):
 def test_intensities_and_anomalous_pairs(tmp_path):
     hkl, I = write_mtz(tmp_path / "i.mtz", "P 21 21 21", (31, 37, 43, 90, 90, 90), 4.0, 5,
                        label="IMEAN", intensities=True)
-    err = io.StringIO()
     parsed = parse_args(["-mtz", str(tmp_path / "i.mtz")] + RENDER)
     g = parsed.hkl_data
     for (h, k, l), i in zip(hkl.tolist(), I.tolist()):
         assert g.F[h - g.h_min, k - g.k_min, l - g.l_min] == math.sqrt(max(i, 0.0))
     neg = int(np.count_nonzero(I < 0))
-    assert any(f"{neg} negative intensities set to 0" in n for n in parsed.notes), err
+    assert any(f"{neg} negative intensities set to 0" in n for n in parsed.notes)
 
     # F(+)/F(-): F(+) at h R, F(-) at -h R (P212121 has proper rotations only)
     rng = np.random.default_rng(9)
@@ -159,6 +158,19 @@ def test_intensities_and_anomalous_pairs(tmp_path):
             hp = x @ R
             assert g.F[tuple(hp - (g.h_min, g.k_min, g.l_min))] == fp
             assert g.F[tuple(-hp - (g.h_min, g.k_min, g.l_min))] == fm
+
+
+def test_anomalous_rule_for_improper_operators():
+    """Pm (x,y,z and x,-y,z): |F(h R)| = |F(-h)| for the mirror, so F(-) goes to h R."""
+    from nbsim.inputs.symmetry import expand_with_rotations, rotations_of
+    R = rotations_of("P 1 m 1")
+    assert sorted(int(round(np.linalg.det(r))) for r in R) == [-1, 1]
+    h, k, l, F = expand_with_rotations([1], [2], [3], [10.0], R, F_minus=np.array([7.0]))
+    got = {(a, b, c): f for a, b, c, f in zip(h.tolist(), k.tolist(), l.tolist(), F.tolist())}
+    assert got == {(1, 2, 3): 10.0, (-1, -2, -3): 7.0, (1, -2, 3): 7.0, (-1, 2, -3): 10.0}
+    # without anomalous data: the four indices all hold F
+    h, k, l, F = expand_with_rotations([1], [2], [3], [10.0], R)
+    assert len(F) == 4 and np.all(F == 10.0)
 
 
 def test_sfcif_first_block_same_label_rule(tmp_path):
