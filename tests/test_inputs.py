@@ -342,10 +342,13 @@ def test_expt_image_equals_nanobragg_flags(tmp_path):
     # a known crystal orientation: a MOSFLM A matrix (columns a*, b*, c* times lambda)
     cell = gemmi.UnitCell(33, 41, 47, 90, 90, 90)
     B = np.array(cell.frac.mat.tolist()).T           # columns: reciprocal vectors (1/A)
-    from scipy.spatial.transform import Rotation
-    U = Rotation.from_rotvec(rng.normal(size=3)).as_matrix()
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    U = np.eye(3) + math.sin(1.1) * K + (1 - math.cos(1.1)) * K @ K     # Rodrigues
     A = U @ B * lam
-    (tmp_path / "A.mat").write_text("".join(" ".join(repr(float(v)) for v in row) + "\n" for row in A))
+    (tmp_path / "A.mat").write_text("".join(" ".join(repr(float(v)) for v in row) + "\n"
+                                            for row in A))
     flags = ["-mat", str(tmp_path / "A.mat"), "-lambda", repr(lam), "-default_F", "50",
              "-N", "5", "-detpixels_f", "40", "-detpixels_s", "36", "-pixel", "0.4",
              "-distance", "70", "-Xbeam", "8.1", "-Ybeam", "6.7", "-detector_rotx", "3",

@@ -90,7 +90,8 @@ def _fft(gemmi, st, d_min: float) -> Tuple[np.ndarray, np.ndarray]:
 def _solvent(gemmi, st, hkl: np.ndarray, d_min: float, k_sol: float,
              b_sol: float) -> np.ndarray:
     grid = gemmi.FloatGrid()
-    grid.setup_from(st, spacing=min(d_min / 4.0, 0.6))
+    # fine enough for the mask edge at any d_min, coarse enough for large cells
+    grid.setup_from(st, spacing=min(d_min / 4.0, 1.0))
     masker = gemmi.SolventMasker(gemmi.AtomicRadiiSet.Refmac)
     masker.put_mask_on_float_grid(grid, st[0])
     fmask = gemmi.transform_map_to_f_phi(grid, half_l=False)

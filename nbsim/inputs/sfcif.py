@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+
 from ..io.errors import FormatError
 from ._gemmi import import_gemmi
 from .mtz import reflections_from_mtz
@@ -57,7 +59,6 @@ def read_sfcif(path, *, label: Optional[str] = None, anomalous: bool = False) ->
             # the mmCIF tag of a column: the MTZ column gemmi made from it holds the
             # same numbers in the same rows
             values = rblock.make_float_array(tag)
-            import numpy as np
             for mc in mtz.columns:
                 arr = np.asarray(mc.array, dtype=np.float64)
                 if mc.type not in ("H",) and arr.shape == values.shape and \
