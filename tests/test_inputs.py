@@ -327,6 +327,16 @@ def test_model_resolution_from_detector_corners(tmp_path):
     two_theta = math.atan2(r, 50.0)
     d = 1.5 / (2 * math.sin(two_theta / 2)) / MARGIN
     assert detector_dmin(cfg) == pytest.approx(d, rel=1e-12)
+    # -model without -model_dmin computes Fcalc to exactly that resolution
+    small_model(tmp_path / "m.pdb")
+    p = parse_args(["-model", str(tmp_path / "m.pdb"), "-detpixels", "100", "-pixel", "0.2",
+                    "-distance", "50", "-lambda", "1.5"])
+    assert any(f"d_min {detector_dmin(cfg):g} A" in n for n in p.notes), p.notes
+    g = p.hkl_data
+    hkl = np.argwhere(g.F > 0) + (g.h_min, g.k_min, g.l_min)
+    inv_d2 = [gemmi.UnitCell(21, 27, 24, 90, 104, 90).calculate_1_d2([int(v) for v in x])
+              for x in hkl]
+    assert 1 / math.sqrt(max(inv_d2)) >= detector_dmin(cfg) - 1e-9
 
 
 # ----------------------------------------------- 3. -expt equals the nanoBragg flags
