@@ -188,6 +188,20 @@ def test_sfcif_first_block_same_label_rule(tmp_path):
     c = parse_args(["-sfcif", str(tmp_path / "x.cif"), "-mtz_label", "F_meas_au"]
                    + RENDER).hkl_data
     assert np.array_equal(a.F, c.F)
+    # intensities (intensity_meas -> IMEAN in gemmi's mapping) become sqrt(max(I, 0))
+    (tmp_path / "i.cif").write_text(
+        "data_i\n_cell.length_a 31\n_cell.length_b 37\n_cell.length_c 43\n"
+        "_cell.angle_alpha 90\n_cell.angle_beta 90\n_cell.angle_gamma 90\n"
+        "_symmetry.space_group_name_H-M 'P 21 21 21'\nloop_\n_refln.index_h\n"
+        "_refln.index_k\n_refln.index_l\n_refln.intensity_meas\n"
+        "1 2 3 16.0\n2 0 1 -4.0\n0 0 2 ?\n")
+    p = parse_args(["-sfcif", str(tmp_path / "i.cif")] + RENDER)
+    g = p.hkl_data
+    assert g.F[1 - g.h_min, 2 - g.k_min, 3 - g.l_min] == 4.0
+    assert g.F[-1 - g.h_min, 2 - g.k_min, -3 - g.l_min] == 4.0      # 2-fold about y
+    assert g.F[2 - g.h_min, 0 - g.k_min, 1 - g.l_min] == 0.0
+    assert g.F[0 - g.h_min, 0 - g.k_min, 2 - g.l_min] == 0.0 and g.hkls == 8 + 4
+    assert any("1 negative intensity set to 0" in n for n in p.notes)
 
 
 def test_cell_disagreement_is_a_warning_and_write_hkl_roundtrip(tmp_path):

@@ -2,7 +2,7 @@
 
 The first data block is read.  Its ``_refln`` (or ``_diffrn_refln``) columns are mapped
 to MTZ column names by gemmi's own mmCIF -> MTZ conversion (the table of
-``gemmi cif2mtz``: F_meas_au -> FP, intensity_meas -> I, F_calc -> FC,
+``gemmi cif2mtz``: F_meas_au -> FP, intensity_meas -> IMEAN, F_calc -> FC,
 pdbx_F_plus / pdbx_F_minus -> F(+) / F(-), pdbx_I_plus / pdbx_I_minus -> I(+) / I(-),
 ...), and the MTZ rule of :mod:`nbsim.inputs.mtz` chooses the column.
 ``-mtz_label`` may name the MTZ name or the mmCIF tag (``F_meas_au`` or
