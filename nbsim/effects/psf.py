@@ -223,31 +223,56 @@ def _add_source(acc, img, radii, kernel, R, xs, ys, dx, dy):
     return np.float32(np.float64(acc) + np.float64(v) * kv)
 
 
+@numba.njit(cache=True)
+def _column0(img, radii, kernel, R, yt):
+    """Output pixel (yt, 0): its own sources plus what sources one row up threw to
+    x == nx (C tests ``x > xpixels``), interleaved in C's raster order of sources."""
+    ny, nx = img.shape
+    acc = np.float32(0.0)
+    for ys in range(max(0, yt - R - 1), min(ny - 1, yt + R) + 1):
+        for xs in range(0, nx):
+            if xs > R and xs < nx - R:
+                continue
+            if xs <= R:
+                acc = _add_source(acc, img, radii, kernel, R, xs, ys, -xs, yt - ys)
+            if yt >= 1 and xs >= nx - R:
+                acc = _add_source(acc, img, radii, kernel, R, xs, ys, nx - xs, yt - 1 - ys)
+    return acc
+
+
 @numba.njit(cache=True, parallel=True)
 def _gather_exact(img, radii, kernel, R, lost_each, out):
+    """C's scatter as a gather: every output pixel adds its sources in raster order.
+
+    For one output row the sources of one input row are taken in increasing x (that is
+    decreasing dx), each as one pass over the whole row, so the float32 accumulator of
+    every output pixel sees exactly C's sequence of (double add, float round) steps while
+    the pass vectorises.  Column 0 (the wrap quirk) is done separately.
+    """
     ny, nx = img.shape
     for yt in prange(ny):
+        acc = np.zeros(nx, dtype=np.float32)
+        for ys in range(max(0, yt - R), min(ny - 1, yt + R) + 1):
+            dy = yt - ys
+            row = img[ys]
+            rrow = radii[ys]
+            for dx in range(R, -R - 1, -1):
+                kv = kernel[R + dy, R + dx]
+                if kv == 0.0:
+                    continue
+                d2 = dx * dx + dy * dy
+                lo = max(1, dx)
+                hi = min(nx - 1, nx - 1 + dx)
+                for xt in range(lo, hi + 1):
+                    v = row[xt - dx]
+                    r = rrow[xt - dx]
+                    # C skips sources <= 0 (NaN is not) and targets beyond their radius
+                    if not (v <= 0.0) and d2 <= r * r:
+                        acc[xt] = np.float32(np.float64(acc[xt]) + np.float64(v) * kv)
+        if nx > 0:
+            acc[0] = _column0(img, radii, kernel, R, yt)
         for xt in range(nx):
-            acc = np.float32(0.0)
-            if xt != 0:
-                for ys in range(max(0, yt - R), min(ny - 1, yt + R) + 1):
-                    for xs in range(max(0, xt - R), min(nx - 1, xt + R) + 1):
-                        acc = _add_source(acc, img, radii, kernel, R, xs, ys, xt - xs, yt - ys)
-            else:
-                # column 0 also receives what sources one row up threw to x == nx
-                # (C tests x > xpixels); interleave both in C's raster order of sources
-                ylo = max(0, yt - R - 1)
-                yhi = min(ny - 1, yt + R)
-                for ys in range(ylo, yhi + 1):
-                    for xs in range(0, nx):
-                        if xs > R and xs < nx - R:
-                            continue
-                        if xs <= R:
-                            acc = _add_source(acc, img, radii, kernel, R, xs, ys, -xs, yt - ys)
-                        if yt >= 1 and xs >= nx - R:
-                            acc = _add_source(acc, img, radii, kernel, R, xs, ys, nx - xs,
-                                              yt - 1 - ys)
-            out[yt, xt] = np.float32(np.float64(acc) + lost_each)
+            out[yt, xt] = np.float32(np.float64(acc[xt]) + lost_each)
 
 
 def _prepare(image, psf_type, fwhm_pixels, user_radius):
