@@ -20,7 +20,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 FIX = HERE / "fixtures" / "noisify"
 sys.path.insert(0, str(FIX))
-from make_fixtures import CASES, case_input, output_flags  # noqa: E402
+from make_fixtures import CASES, case_input, expand, output_flags  # noqa: E402
 
 from nbsim.cli import noisify as cli  # noqa: E402
 
@@ -28,7 +28,7 @@ from nbsim.cli import noisify as cli  # noqa: E402
 def _run_nbsim(tmp_path, golden_case, crop, flags, extra=()):
     inp = tmp_path / "in.bin"
     case_input(golden_case, crop).tofile(inp)
-    rc = cli.main(["-floatfile", str(inp)] + list(flags) + output_flags(tmp_path) + list(extra))
+    rc = cli.main(["-floatfile", str(inp)] + expand(flags) + output_flags(tmp_path) + list(extra))
     assert rc == 0
 
 

@@ -18,9 +18,9 @@ explicitly; unknown flags, missing or non-numeric values, an unknown ``-psf`` ty
 non-positive ``-psf_fwhm`` with a PSF, a negative ``-psf_radius``, ``-bits`` other than 16
 or 32, an unreadable ``-header`` and a float file whose size does not match
 ``-detpixels``/the header are errors (one line on stderr, exit 2, nothing written) where
-C warns and goes on.  ``-psf_method exact|fft|auto`` (nbsim's own, default auto) picks
+C warns and goes on.  ``-psf_method exact|fft|auto`` (nbsim's own, default exact) picks
 the PSF path: exact is C's arithmetic bit for bit, fft equals it within float rounding
-and is the default for fixed radii with more than 81 taps.
+(auto: fft for fixed radii with more than 81 taps).
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class NoisifyArgs:
     psf: Optional[str] = None
     psf_fwhm: float = float(np.float32(46e-6))   # m, a C float
     psf_radius: int = 0
-    psf_method: str = "auto"
+    psf_method: str = "exact"            # noisify.c's integers; fft/auto: faster
     fluence: float = 125932015286227086360700780544.0
     bits: int = 16
     readout: float = 0.0
@@ -409,7 +409,7 @@ _HELP = """usage: nbsim-noisify -floatfile floatimage.bin [options]
   -seed N             seed of the noise (default -time)  -calib_seed N  seed of the calibration error
   -psf gauss|fiber    point spread function         -psf_fwhm UM  its FWHM in um (46)
   -psf_radius PX      rendering radius in pixels (0 = automatic)
-  -psf_method auto|exact|fft  nbsim: exact = noisify.c bit for bit, fft = within float rounding
+  -psf_method exact|fft|auto  nbsim: exact (default) = noisify.c bit for bit, fft = within float rounding
   -bits 16|32         integer width of the SMV files (16)
   -distance MM -detsize MM -detpixels N (_x/_y) -pixel MM -Xbeam MM -Ybeam MM -lambda A -phi D -osc D
                       header values (and the image size)

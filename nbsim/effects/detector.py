@@ -30,6 +30,7 @@ import numba
 import numpy as np
 
 from .. import rng
+from . import _streams
 from .._numba_setup import prepare_cpu
 
 __all__ = ["R_E_SQR", "DEFAULT_FLUENCE", "DEFAULT_CALIB_IDUM", "NoisifyStreams",
@@ -60,22 +61,6 @@ class NoisifyStreams:
 
 
 @numba.njit(cache=True)
-def _gauss(state, idums, which):
-    state[rng.S_IDUM] = idums[which]
-    v = rng.gaussdev(state)
-    idums[which] = state[rng.S_IDUM]
-    return v
-
-
-@numba.njit(cache=True)
-def _poisson(xm, state, idums):
-    state[rng.S_IDUM] = idums[0]
-    v = rng.poidev(xm, state)
-    idums[0] = state[rng.S_IDUM]
-    return v
-
-
-@numba.njit(cache=True)
 def _scale(img, factor, out):
     flat = img.ravel()
     o = out.ravel()
@@ -97,15 +82,23 @@ def _photon_noise(photons, flicker, calibration, state, idums, out):
     flat = photons.ravel()
     o = out.ravel()
     total = 0.0
+    iy, iv, iset, gset = _streams.load(state)
+    seed = idums[0]
+    calib = idums[1]
     for i in range(flat.size):
         p = np.float64(flat[i])
         if flicker > 0.0:
-            p *= 1.0 + flicker * np.float64(_gauss(state, idums, 0))
+            seed, iy, iset, gset, g = _streams.gaussdev(seed, iy, iv, iset, gset)
+            p *= 1.0 + flicker * np.float64(g)
         if calibration > 0.0:
-            p *= 1.0 + calibration * np.float64(_gauss(state, idums, 1))
-        v = _poisson(np.float32(p), state, idums)
+            calib, iy, iset, gset, g = _streams.gaussdev(calib, iy, iv, iset, gset)
+            p *= 1.0 + calibration * np.float64(g)
+        seed, iy, iset, gset, v = _streams.poidev(np.float32(p), seed, iy, iv, iset, gset)
         o[i] = v
         total += np.float64(v)
+    idums[0] = seed
+    idums[1] = calib
+    _streams.store(state, iy, iv, iset, gset)
     return total
 
 
@@ -145,11 +138,14 @@ def _adu(photons, gain, adc, readout, noisy, state, idums, out16, out32):
     total = 0.0
     over16 = 0
     over32 = 0
+    iy, iv, iset, gset = _streams.load(state)
+    seed = idums[0]
     for i in range(flat.size):
         total += np.float64(flat[i])
         adu = np.float64(flat[i]) * gain + adc
         if readout > 0.0:
-            adu += readout * np.float64(_gauss(state, idums, 0))
+            seed, iy, iset, gset, g = _streams.gaussdev(seed, iy, iv, iset, gset)
+            adu += readout * np.float64(g)
         if adu > 2147483647.0:
             adu = 2147483647.0
             over32 += 1
@@ -161,6 +157,8 @@ def _adu(photons, gain, adc, readout, noisy, state, idums, out16, out32):
             adu = 65535.0
             over16 += 1
         o16[i] = _c_to_u16(adu)
+    idums[0] = seed
+    _streams.store(state, iy, iv, iset, gset)
     return total, over16, over32
 
 
