@@ -35,7 +35,7 @@ CASES = {
 
 
 def _setup(name, roi):
-    from make_fixtures import CASES as FLAGS, expand
+    from make_nonbragg_fixtures import CASES as FLAGS, expand
     from nbsim.cli import nonbragg as cli
     from nbsim.amorphous import read_stol, resolve_nonbragg_geometry
     a, d, s = cli.parse(expand(FLAGS[name], FIX))

@@ -1,6 +1,6 @@
 """nbsim-noisify against noisify.c: identical files (headers and every integer).
 
-References: tests/fixtures/noisify/<case>/ made by make_fixtures.py from /work/cbin/noisify
+References: tests/fixtures/noisify/<case>/ made by make_noisify_fixtures.py from /work/cbin/noisify
 (noisify.c of bl831/nanoBragg, cc -O2).  Inputs are crops of golden nanoBragg.c float
 images.  When the C binary is present (NB_NOISIFY_BIN or /work/cbin/noisify) the
 comparison is also made live against it on one more case.
@@ -20,7 +20,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 FIX = HERE / "fixtures" / "noisify"
 sys.path.insert(0, str(FIX))
-from make_fixtures import CASES, case_input, expand, output_flags  # noqa: E402
+from make_noisify_fixtures import CASES, case_input, expand, output_flags  # noqa: E402
 
 from nbsim.cli import noisify as cli  # noqa: E402
 

@@ -1,6 +1,6 @@
 """nbsim-nonbragg against nonBragg.c (water.stol, air.stol; 8 geometries).
 
-References: tests/fixtures/nonbragg/<case>/ made by make_fixtures.py with
+References: tests/fixtures/nonbragg/<case>/ made by make_nonbragg_fixtures.py with
 /work/cbin/nonBragg.  Float images must agree within 1e-6 * max (they are in fact
 bit-identical on x86-64); the SMV int images' headers byte for byte.
 """
@@ -16,7 +16,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 FIX = HERE / "fixtures" / "nonbragg"
 sys.path.insert(0, str(FIX))
-from make_fixtures import CASES, expand  # noqa: E402
+from make_nonbragg_fixtures import CASES, expand  # noqa: E402
 
 from nbsim.cli import nonbragg as cli  # noqa: E402
 
