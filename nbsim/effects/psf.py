@@ -241,7 +241,7 @@ def _column0(img, radii, kernel, R, yt):
 
 
 @numba.njit(cache=True, parallel=True)
-def _gather_exact(img, radii, kernel, R, lost_each, out):
+def _gather_exact(img, radii, kernel, R, lost_each, uniform, out):
     """C's scatter as a gather: every output pixel adds its sources in raster order.
 
     For one output row the sources of one input row are taken in increasing x (that is
@@ -263,12 +263,22 @@ def _gather_exact(img, radii, kernel, R, lost_each, out):
                 d2 = dx * dx + dy * dy
                 lo = max(1, dx)
                 hi = min(nx - 1, nx - 1 + dx)
-                for xt in range(lo, hi + 1):
-                    v = row[xt - dx]
-                    r = rrow[xt - dx]
-                    # C skips sources <= 0 (NaN is not) and targets beyond their radius
-                    if not (v <= 0.0) and d2 <= r * r:
-                        acc[xt] = np.float32(np.float64(acc[xt]) + np.float64(v) * kv)
+                if uniform:
+                    # one radius for all sources (-psf_radius): the disc is the kernel's
+                    for xt in range(lo, hi + 1):
+                        v = row[xt - dx]
+                        # C skips sources <= 0 (NaN is not); adding +0.0 instead leaves
+                        # the float32 sum unchanged (it is never -0.0), and vectorises
+                        t = np.float64(v) * kv if not (v <= 0.0) else 0.0
+                        acc[xt] = np.float32(np.float64(acc[xt]) + t)
+                else:
+                    for xt in range(lo, hi + 1):
+                        v = row[xt - dx]
+                        r = rrow[xt - dx]
+                        # ... and targets beyond the source's own radius
+                        ok = (not (v <= 0.0)) and d2 <= r * r
+                        t = np.float64(v) * kv if ok else 0.0
+                        acc[xt] = np.float32(np.float64(acc[xt]) + t)
         if nx > 0:
             acc[0] = _column0(img, radii, kernel, R, yt)
         for xt in range(nx):
@@ -319,7 +329,7 @@ def apply_psf_exact(image, psf_type: str, fwhm_pixels: float, radius: int = 0) -
     kernel = _kernel(code, fwhm_pixels, R)
     radii, total_lost = _source_radii(img, code, fwhm_pixels, user_radius, maxwidth)
     out = np.empty_like(img)
-    _gather_exact(img, radii, kernel, R, total_lost / img.size, out)
+    _gather_exact(img, radii, kernel, R, total_lost / img.size, user_radius > 0, out)
     return PSFResult(out, R, total_lost, max_I)
 
 
