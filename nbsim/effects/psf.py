@@ -20,6 +20,11 @@ end.  Two C quirks are kept because they change the integers:
   past the right edge wraps to column 0 of the next row;
 * with no positive pixel and an automatic radius the result is all zeros.
 
+Where noisify.c crashes -- the automatic Gaussian radius of a pixel below 0.01
+photons is NaN (``sqrt`` of a negative number), C then indexes its kernel out of
+bounds (a segmentation fault with ``-nonoise`` on such images) -- such a pixel spreads
+nothing here (its loss estimate is 0, as C computes it).
+
 Two paths give this result:
 
 * :func:`apply_psf_exact` -- C's arithmetic bit for bit, rewritten as a gather (each
@@ -213,7 +218,7 @@ def _add_source(acc, img, radii, kernel, R, xs, ys, dx, dy):
     if v <= 0.0:
         return acc
     r = radii[ys, xs]
-    if dx < -r or dx > r or dy < -r or dy > r:
+    if r < 0 or dx < -r or dx > r or dy < -r or dy > r:
         return acc
     kv = kernel[R + dy, R + dx]
     if kv == 0.0:
@@ -276,7 +281,7 @@ def _gather_exact(img, radii, kernel, R, lost_each, uniform, out):
                         v = row[xt - dx]
                         r = rrow[xt - dx]
                         # ... and targets beyond the source's own radius
-                        ok = (not (v <= 0.0)) and d2 <= r * r
+                        ok = (not (v <= 0.0)) and r >= 0 and d2 <= r * r
                         t = np.float64(v) * kv if ok else 0.0
                         acc[xt] = np.float32(np.float64(acc[xt]) + t)
         if nx > 0:
