@@ -64,3 +64,16 @@ def test_forward_scatter_of_water_by_hand(tmp_path):
     omega = (1e-5 / 0.1) ** 2
     want = F0 ** 2 * 7.94079248018965e-30 * 125932015286227086360700780544.0 * molecules * omega
     assert abs(v / want - 1) < 1e-4
+
+
+def test_4stol_and_Q_files_give_the_stol_image(tmp_path):
+    """-4stol (4 sin(theta)/lambda) and -Q (4 pi sin(theta)/lambda) files: same table."""
+    pts = np.loadtxt(FIX / "air.stol")
+    np.savetxt(tmp_path / "air.4stol", np.c_[4 * pts[:, 0], pts[:, 1]])
+    np.savetxt(tmp_path / "air.Q", np.c_[4 * np.pi * pts[:, 0], pts[:, 1]])
+    geo = ["-detpixels", "12", "-pixel", "4", "-distance", "60"]
+    ref = _run(tmp_path, ["-stol", str(FIX / "air.stol")] + geo).astype(np.float64)
+    for flag, f in (("-4stol", "air.4stol"), ("-Q", "air.Q")):
+        got = _run(tmp_path, [flag, str(tmp_path / f)] + geo)
+        np.testing.assert_allclose(got, ref, rtol=1e-6)
+    assert ref.min() > 0
