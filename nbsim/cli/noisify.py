@@ -320,7 +320,6 @@ def _check_writable(path: str, flag: str) -> None:
 def run(argv: Sequence[str], out=None) -> int:
     """Parse, compute and write; raises UsageError for bad input (nothing written)."""
     from ..effects import NoisifyParams, NoisifyStreams, noisify
-    from ..io._atomic import atomic_open
     from ..io.errors import FormatError
     from ..io.smv import read_smv_header_text
     out = out or sys.stdout
@@ -393,11 +392,26 @@ def run(argv: Sequence[str], out=None) -> int:
                       % (a.xpixels, a.ypixels) + pgm.tobytes()))
     if res.noisy is not None:
         files.append((a.noisefile, hdr + res.noisy.image(a.bits).astype(dtype).tobytes()))
-    for path, data in files:
-        with atomic_open(path, "wb") as fh:
-            fh.write(data)
+    _write_all(files)
+    for path, _ in files:
         pr("writing %s" % path)
     return 0
+
+
+def _write_all(files) -> None:
+    """Every file to a temporary name beside it, then all renamed (nbsim's commit): an
+    output appears complete or not at all, and a failure leaves none of them."""
+    from .main import NbsimError, _commit
+
+    def writer(data):
+        def w(tmp):
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+        return w
+    try:
+        _commit([("output", path, writer(data), False) for path, data in files], sys.stderr)
+    except NbsimError as e:
+        raise UsageError(str(e)) from None
 
 
 _HELP = """usage: nbsim-noisify -floatfile floatimage.bin [options]

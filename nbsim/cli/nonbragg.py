@@ -342,7 +342,6 @@ def _check_writable(path: str, flag: str) -> None:
 def run(argv: Sequence[str], out=None) -> int:
     from ..amorphous import amorphous_image, read_stol, resolve_nonbragg_geometry
     from ..geometry.rotations import unitize
-    from ..io._atomic import atomic_open
     from ..io.errors import FormatError
     from ..io.sources import read_sources
     from ..noise import noise_image
@@ -427,11 +426,26 @@ def run(argv: Sequence[str], out=None) -> int:
         nres = noise_image(img, idum=seed, adc_offset=a.adc, roi=(r[0], r[1], r[2], r[3]))
         pr(nres.message)
         files.append((a.noisefile, hdr + nres.image.astype("<u2").tobytes()))
-    for path, data in files:
-        with atomic_open(path, "wb") as fh:
-            fh.write(data)
+    _write_all(files)
+    for path, _ in files:
         pr("writing %s" % path)
     return 0
+
+
+def _write_all(files) -> None:
+    """Every file to a temporary name beside it, then all renamed (nbsim's commit): an
+    output appears complete or not at all, and a failure leaves none of them."""
+    from .main import NbsimError, _commit
+
+    def writer(data):
+        def w(tmp):
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+        return w
+    try:
+        _commit([("output", path, writer(data), False) for path, data in files], sys.stderr)
+    except NbsimError as e:
+        raise UsageError(str(e)) from None
 
 
 _HELP = """usage: nbsim-nonbragg -stol water.stol [options]
