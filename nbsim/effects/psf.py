@@ -352,9 +352,10 @@ FFT_TILE = 512
 
 
 def _fft_convolve(src, kernel, R, workers=None):
-    """Full linear convolution of ``src`` (float64) with the (2R+1)^2 ``kernel``:
-    shape (ny+2R, nx+2R), by overlap-add over tiles; tiles run on ``workers`` threads
-    (default: Numba's thread count)."""
+    """Full linear convolution of ``src`` with the (2R+1)^2 ``kernel`` in float64: shape
+    (ny+2R, nx+2R), by overlap-add over tiles; tiles run on ``workers`` threads (default:
+    Numba's thread count).  A float32 ``src`` (an image) spreads its positive pixels only,
+    as C; a float64 one is taken as given."""
     fft, is_scipy = _rfft_mod()
     ny, nx = src.shape
     T = max(FFT_TILE, 4 * (2 * R + 1))
@@ -370,6 +371,9 @@ def _fft_convolve(src, kernel, R, workers=None):
     def one(yx):
         y, x = yx
         t = src[y:y + T, x:x + T]
+        if t.dtype != np.float64:
+            # only positive pixels spread light (C skips in <= 0)
+            t = np.where(t > 0.0, t.astype(np.float64), 0.0)
         o = fft.irfft2(fft.rfft2(t, (L, L)) * K, (L, L))
         return yx, t.shape, o
 
@@ -401,16 +405,15 @@ def apply_psf_fft(image, psf_type: str, fwhm_pixels: float, radius: int,
     ny, nx = img.shape
     R, max_I, maxwidth = _kernel_radius(img, code, fwhm_pixels, user_radius)
     kernel = _kernel(code, fwhm_pixels, R)
-    # only positive pixels spread light (C skips in <= 0); the tail uses the same set
-    src = np.where(img > 0.0, img, np.float32(0.0)).astype(np.float64)
     if code == _GAUSS:
         rsq = (float(R) / fwhm_pixels) ** 2
         lost_frac = math.exp(-math.log(16.0) * rsq)
     else:
         g = fwhm_pixels * FIBER_G_PER_FWHM
         lost_frac = g / math.sqrt(g * g + float(R * R))
-    total_lost = float(src.sum()) * lost_frac
-    full = _fft_convolve(src, kernel, R, workers)
+    # the tail of the positive pixels (the ones that spread)
+    total_lost = float(np.sum(img, where=img > 0.0, dtype=np.float64)) * lost_frac
+    full = _fft_convolve(img, kernel, R, workers)
     # full[R + y, R + x] is the output at (y, x); column nx is C's wrap column
     conv = full[R:R + ny, R:R + nx + 1]
     out = conv[:, :nx].copy()
