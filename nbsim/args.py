@@ -14,8 +14,13 @@ Differences from C's parser, on purpose:
   (:class:`ArgError`, whose message names the flag), where C would read ``atof`` garbage
   as 0;
 * ``-nonoise`` wins over ``-noisefile`` whatever their order;
-* flags C reads without any effect on the image (``-stol``, ``-4stol``, ``-Q``,
-  ``-stolout``, ``-coherent``, ``-density``, ``-MW``) are accepted with a note.
+* flags C reads without any effect on the image (``-stolout``, ``-coherent``) are
+  accepted with a note; ``-stol``/``-4stol``/``-Q`` (with ``-thickness``, ``-density``,
+  ``-MW``) add nonBragg.c's amorphous background in the default mode and change nothing
+  (a note) under ``-c_parity``, as in nanoBragg.c (:mod:`nbsim.cli.suite_hooks`);
+* noisify.c's detector-effect flags (``-psf``, ``-readout``, ``-flicker``,
+  ``-calibration``, ``-calib_seed``, ``-gain``, ``-bits`` ...) make the noise image with
+  noisify.c's chain (:mod:`nbsim.effects`).
 
 What C does and nbsim keeps: the ``-mask`` then ``-img`` headers are read before every
 other flag (the last ``-img``/``-mask`` given wins; ``-mask`` flips BEAM_CENTER_Y), later
@@ -67,6 +72,7 @@ class Outputs:
     progress: bool = True
     write_dump: bool = False        # an -hkl file was read: write the dump file as C does
     stol_inputs: List[str] = field(default_factory=list)
+    suite: Dict[str, object] = field(default_factory=dict)   # nbsim.cli.suite_hooks
 
 
 @dataclass
@@ -325,9 +331,14 @@ def _ignored(st, flag, vals):
                     f"it changes nothing in the outputs")
 
 
-def _stol(st, flag, vals):
-    st.out.stol_inputs.append(vals[0])
-    _ignored(st, flag, vals)
+def _suite(key, flavour=None):
+    """Record a noisify/nonBragg-suite flag (interpreted by nbsim.cli.suite_hooks)."""
+    def apply(st, flag, vals):
+        st.out.suite[key] = (flag, vals[0] if vals else None)
+        if flavour is not None:
+            st.out.suite["stol_flavour"] = flavour
+            st.out.stol_inputs.append(vals[0])
+    return apply
 
 
 def _mode(st, flag, vals):
@@ -443,9 +454,9 @@ FLAGS: List[Flag] = [
        "right-handed phi rotation axis (selects CUSTOM)", _vector("crystal.spindle_axis"),
        "crystal.spindle_axis", "x y z"),
     _F(("-density", "-sample_density", "-sample_den"), 1, F, "g/cm^3", "1",
-       "accepted; nanoBragg.c overwrites it (changes nothing)", _ignored),
+       "amorphous (-stol) sample density; nanoBragg.c overwrites it", _suite("density")),
     _F(("-MW", "-molecular_weight", "-molecules", "-molec"), 1, F, "g/mol", "18",
-       "accepted; nanoBragg.c overwrites it (changes nothing)", _ignored),
+       "amorphous (-stol) molecular weight; nanoBragg.c overwrites it", _suite("MW")),
     # -------------------------------------------------------- structure factors
     _F("-hkl", 1, S, "file", "none (read the dump file)",
        "structure factors: text 'h k l F' per line", _file("hkl"), "structure.grid"),
@@ -668,10 +679,31 @@ FLAGS: List[Flag] = [
     _F("-progress", 0, N0, "", "on", "progress bar on stderr (renders over 1 s)",
        _set_out("progress", True)),
     _F("-coherent", 0, N0, "", "off", "accepted; nanoBragg.c never uses it", _ignored),
-    _F("-stol", 1, S, "file", "none", "accepted; nanoBragg.c reads it but it changes nothing",
-       _stol),
-    _F("-4stol", 1, S, "file", "none", "accepted; changes nothing", _stol),
-    _F("-Q", 1, S, "file", "none", "accepted; changes nothing", _stol),
+    _F("-stol", 1, S, "file", "none",
+       "amorphous background (nonBragg.c) added to the image; c-parity: changes nothing",
+       _suite("stol", "stol")),
+    _F("-4stol", 1, S, "file", "none", "as -stol, file in 4 sin(theta)/lambda",
+       _suite("stol", "4stol")),
+    _F("-Q", 1, S, "file", "none", "as -stol, file in Q = 4 pi sin(theta)/lambda",
+       _suite("stol", "Q")),
+    _F("-thickness", 1, F, "mm", "0.1", "amorphous (-stol) sample thickness along the beam",
+       _suite("thickness")),
+    # noisify.c's detector effects on the noise image (nbsim.effects; docs/effects.md)
+    _F("-psf", 1, S, "gauss|fiber", "none", "point-spread function of the noise image",
+       _suite("psf")),
+    _F("-psf_fwhm", 1, F, "um", "46", "PSF full width at half maximum", _suite("psf_fwhm")),
+    _F("-psf_radius", 1, F, "pixels", "0 (automatic)", "PSF rendering radius",
+       _suite("psf_radius")),
+    _F("-psf_method", 1, S, "auto|exact|fft", "auto", "PSF path (exact = noisify.c's bits)",
+       _suite("psf_method")),
+    _F("-readout", 1, F, "ADU", "0", "Gaussian readout noise (rms)", _suite("readout")),
+    _F("-flicker", 1, F, "fraction", "0", "source flicker per pixel", _suite("flicker")),
+    _F("-calibration", 1, F, "fraction", "0.03 (with any effect flag)",
+       "static pixel calibration error", _suite("calibration")),
+    _F("-calib_seed", 1, I, "", "noisify.c's", "seed of the calibration error",
+       _suite("calib_seed")),
+    _F("-gain", 1, F, "ADU/photon", "1", "quantum gain", _suite("gain")),
+    _F("-bits", 1, I, "16|32", "16", "integer width of the noise image", _suite("bits")),
     _F("-stolout", 1, S, "file", "none", "accepted; nanoBragg.c never writes it", _ignored),
     # ------------------------------------------------------------- nbsim's own
     _F("-c_parity", 0, N0, "", "off (spec mode)",

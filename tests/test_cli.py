@@ -201,8 +201,10 @@ def test_mask_header_flips_beam_center_and_img_last_wins(tmp_path):
 
 
 def test_ignored_flags_note(tmp_path):
+    # -c_parity: nanoBragg.c reads -stol and -MW without effect (the default mode adds the
+    # amorphous background of -stol, see tests/test_suite_nbsim.py)
     rc, out, err = run_cli(BASE + ["-nonoise", "-nopgm", "-stol", "x", "-coherent",
-                                   "-MW", "300"], cwd=tmp_path)
+                                   "-MW", "300", "-c_parity"], cwd=tmp_path)
     assert rc == 0
     notes = err.splitlines()
     for flag in ("-stol", "-coherent", "-MW"):

@@ -152,6 +152,8 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
         raise NbsimError(f"the flags give a degenerate geometry ({type(e).__name__}: {e}); "
                          f"check the distance, the detector and beam vectors and "
                          f"-pix0_vector") from None
+    from . import suite_hooks       # noisify / nonBragg flags: checked before the render
+    suite = suite_hooks.prepare(parsed, outs.adc_offset)
     # after the plan: with -device cuda|auto the driver thread (started first thing)
     # has had the imports and the plan to create the GPU context meanwhile
     _check_device(cfg)
@@ -168,7 +170,8 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     noise_idum = _noise_idum(cfg) if outs.calculate_noise else None
 
     # notes only once the inputs are known to be good (an error is one line)
-    stdout_notes, err_notes = report.split_notes(list(parsed.notes) + list(plan.notes))
+    stdout_notes, err_notes = report.split_notes(list(parsed.notes) + list(plan.notes)
+                                                 + suite.notes)
     for n in err_notes:
         _note(err, n)
 
@@ -189,6 +192,8 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
                    f"{sp % det.fpixels} {sp // det.fpixels} and is off from there on, "
                    f"as in nanoBragg.c")
     img32 = np.ascontiguousarray(image, dtype=np.float32)
+    img32, suite_lines = suite.background(plan, img32)      # -stol: amorphous background
+    out.lines(suite_lines)
 
     if pixel_to_print is not None:
         block = 1 << 16                 # one kernel call per block of traced pixels
@@ -229,7 +234,12 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
         pending.append(("-pgmfile", outs.pgmfile, lambda p: write_pgm(p, pgm, pgm_scale),
                         False))
         out.lines(report.pgm_lines(outs.pgmfile, pgm_scale))
-    if outs.calculate_noise:
+    if outs.calculate_noise and suite.effects is not None:    # noisify.c's chain
+        noise_ints, bits, noise_lines = suite.noise(img32, noise_idum)
+        pending.append(("-noisefile", outs.noisefile, lambda p: suite_hooks.write_noise_smv(
+            p, noise_ints, header, bits), False))
+        out.lines(noise_lines)
+    elif outs.calculate_noise:
         noisy = noise_image(img32, idum=noise_idum, adc_offset=outs.adc_offset, roi=det.roi,
                             previous_state=_mosaic_stream_state(cfg, plan, noise_idum))
         pending.append(("-noisefile", outs.noisefile,
