@@ -1,0 +1,75 @@
+"""The dataset driver: render the frames not done yet and feed every sink in frame order.
+
+Order of events per frame ``i``: the executor returns the frame; every output's sink
+writes it (durable in the OS when ``write`` returns); only then is ``i`` added to the job
+record (:mod:`.manifest`).  An exception or Ctrl-C aborts the sinks (each leaves what is
+complete resumable) and propagates; the record already names exactly the frames on disk.
+On resume the frames done are those the record lists *and* every sink reports complete.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+from .manifest import JobRecord
+from .outputs import Output
+
+__all__ = ["run_frames", "JobResult"]
+
+
+@dataclass
+class JobResult:
+    nframes: int
+    rendered: int                  # frames rendered by this run
+    kept: int                      # frames already complete (resume)
+    seconds: float                 # wall time of the frame loop
+    driver_seconds: float          # time the driver spent writing and recording
+    previews: dict = field(default_factory=dict)   # index -> float32 image (for -png)
+
+
+def run_frames(dataset, outputs: Sequence[Output], record: JobRecord, executor, info, *,
+               resume: bool = False, progress: Optional[Callable[[int, int], None]] = None,
+               keep_previews: Sequence[int] = ()) -> JobResult:
+    n = dataset.nframes
+    done = set(record.done) if resume else set()
+    opened: List[Output] = []
+    try:
+        for o in outputs:
+            have = o.sink.open(info, resume=resume)
+            opened.append(o)
+            if resume:
+                done &= set(have)
+        record.done = done
+        record.save()
+        todo = [i for i in range(n) if i not in done]
+        keep = set(keep_previews)
+        previews = {}
+        t0 = time.perf_counter()
+        drive = 0.0
+        count = 0
+        if progress:
+            progress(len(done), n)
+        for frame in executor.results(dataset, todo):
+            t1 = time.perf_counter()
+            for o in outputs:
+                o.sink.write(frame.index, o.product(frame))
+            record.mark_done([frame.index])
+            if frame.index in keep:
+                previews[frame.index] = frame.image32
+            drive += time.perf_counter() - t1
+            count += 1
+            if progress:
+                progress(len(record.done), n)
+        for o in outputs:
+            o.sink.close()
+        return JobResult(nframes=n, rendered=count, kept=len(done),
+                         seconds=time.perf_counter() - t0, driver_seconds=drive,
+                         previews=previews)
+    except BaseException:
+        for o in opened:
+            try:
+                o.sink.abort()
+            except Exception:      # noqa: BLE001 - the first error is the one to report
+                pass
+        raise
