@@ -40,7 +40,7 @@ def run_frames(dataset, outputs: Sequence[Output], record: JobRecord, executor, 
             opened.append(o)
             if resume:
                 done &= set(have)
-        record.done = done
+        record.done = set(done)
         record.save()
         todo = [i for i in range(n) if i not in done]
         keep = set(keep_previews)
@@ -56,7 +56,8 @@ def run_frames(dataset, outputs: Sequence[Output], record: JobRecord, executor, 
                 o.sink.write(frame.index, o.product(frame))
             record.mark_done([frame.index])
             if frame.index in keep:
-                previews[frame.index] = frame.image32
+                previews[frame.index] = (frame.counts if frame.counts is not None
+                                          else frame.image32)
             drive += time.perf_counter() - t1
             count += 1
             if progress:

@@ -128,7 +128,7 @@ class JobRecord:
              "flags": [[k, v] for k, v in self.flags.items()],
              "done": format_ranges(self.done), "ndone": len(self.done),
              "extra": self.extra}
-        return (json.dumps(d, indent=1) + "\n").encode("utf-8")
+        return (json.dumps(d, separators=(",", ":")) + "\n").encode("utf-8")
 
     def save(self) -> None:
         atomic_write_bytes(self.path, self.to_json())
