@@ -1,0 +1,479 @@
+"""NeXus NXmx writer: a streaming frame sink, block files and a virtual-dataset master.
+
+Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md)::
+
+    /entry                      NXentry   definition="NXmx", start_time, end_time_estimated,
+                                          program_name (@configuration = the command line),
+                                          @nbsim_command (JSON list of the argv)
+      data                      NXdata    @signal="data"
+        data                    [frames, slow, fast] int32|float32, chunk = one frame,
+                                          Bitshuffle-LZ4 (default) or gzip; a virtual
+                                          dataset over block files for write_master_vds
+      instrument                NXinstrument  name="nbsim"
+        beam                    NXbeam    incident_wavelength (angstrom) [+ _weights]
+        detector                NXdetector depends_on, sensor_material, sensor_thickness,
+                                          saturation_value, pixel_mask, count_time,
+                                          frame_time, distance, beam_center_x/y
+          transformations       NXtransformations  det_z (translation along the normal)
+          module                NXdetector_module  data_origin, data_size ([slow, fast]),
+                                          module_offset (in-plane translation to the
+                                          pixel-(0,0) corner), fast/slow_pixel_direction
+      sample                    NXsample  depends_on -> transformations/omega (rotation,
+                                          one value per frame, deg) or "." (stills)
+      source                    NXsource
+      nbsim                     NXcollection  frame_complete [frames] uint8 (resume record)
+
+Every vector is in the McStas frame, converted from nanoBragg's lab frame by the one
+rotation of :mod:`nbsim.io.labframe`.  dxtbx takes the panel origin as the translation
+of the fast axis' whole ``depends_on`` chain (the pixel-(0,0) *corner*; pixel centres at
++0.5 pixel, as in nanoBragg) and ignores the fast/slow axes' own offsets, so those are 0.
+
+Streaming writes (:class:`NexusSink`) use HDF5's single-writer/multiple-reader mode: every
+object exists before the first frame, each frame is written, flushed, and only then is
+its ``frame_complete`` flag set and flushed -- a process killed at any point leaves a
+readable file (open it with ``swmr=True``, as dxtbx does) in which a frame is marked
+complete only if its bytes are on disk, and ``open(info, resume=True)`` continues from it.  Frames not yet written read as the fill
+value (-1 for int32, NaN for float32).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from .labframe import mcstas_rotation, to_mcstas
+from .sinks import DatasetInfo
+
+__all__ = ["NexusSink", "write_block_file", "write_master_vds", "read_nexus_command",
+           "read_frames_complete", "COMPRESSIONS", "nexus_beam_centre"]
+
+COMPRESSIONS = ("bslz4", "gzip", None)
+_MISSING_EXTRA = 'h5py and hdf5plugin are needed for NeXus output: pip install -e ".[formats]"'
+_LIBVER = ("v110", "latest")      # SWMR needs the HDF5 1.10 file format
+_MASK_BIT = 1 << 8                # NeXus pixel_mask bit 8: user-defined mask (nanoBragg -mask)
+_FILL = {"int32": -1, "float32": np.nan}
+
+
+def _h5():
+    """h5py and hdf5plugin (which registers the Bitshuffle/LZ4 filter), or a clear error."""
+    try:
+        import h5py
+        import hdf5plugin
+    except ImportError as exc:            # pragma: no cover - extras installed in CI
+        raise ImportError(_MISSING_EXTRA) from exc
+    return h5py, hdf5plugin
+
+
+def _check_compression(compression):
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"NeXus compression must be one of bslz4, gzip or none, "
+                         f"not {compression!r}")
+
+
+def _filter_kwargs(compression) -> dict:
+    _, hdf5plugin = _h5()
+    if compression == "bslz4":
+        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    return {}
+
+
+def _dtype_of(info: DatasetInfo) -> np.dtype:
+    if info.dtype not in _FILL:
+        raise ValueError(f"NeXus frames are int32 or float32, not {info.dtype!r}")
+    return np.dtype(info.dtype)
+
+
+def _frame_as(data, dtype: np.dtype, shape) -> np.ndarray:
+    a = np.asarray(data)
+    if a.shape != tuple(shape):
+        raise ValueError(f"frame shape {a.shape} != detector (slow, fast) {tuple(shape)}")
+    if dtype.kind == "i" and a.dtype.kind == "f":
+        a = np.rint(a)
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _shape(info: DatasetInfo) -> Tuple[int, int]:
+    det = info.plan.detector
+    return int(det.spixels), int(det.fpixels)
+
+
+def _str(group, name, value, **attrs):
+    ds = group.create_dataset(name, data=value)
+    for k, v in attrs.items():
+        ds.attrs[k] = v
+    return ds
+
+
+def _nxgroup(parent, name, nx_class):
+    g = parent.create_group(name)
+    g.attrs["NX_class"] = nx_class
+    return g
+
+
+def nexus_beam_centre(det) -> Tuple[float, float, float]:
+    """Where the direct beam meets the detector plane: (fast, slow) in pixels from the
+    pixel-(0,0) corner, and the sample-plane distance along the plane's normal (m).
+    NaN pixels if the beam is parallel to the plane."""
+    pix0 = np.asarray(det.pix0, dtype=np.float64)
+    fdet, sdet = np.asarray(det.fdet, float), np.asarray(det.sdet, float)
+    normal = np.cross(fdet, sdet)
+    normal /= np.linalg.norm(normal)
+    beam = np.asarray(det.beam, float)
+    dist = float(np.dot(pix0, normal))
+    bn = float(np.dot(beam, normal))
+    if bn == 0.0:
+        return float("nan"), float("nan"), abs(dist)
+    hit = beam * (dist / bn) - pix0
+    return (float(np.dot(hit, fdet)) / det.pixel_size,
+            float(np.dot(hit, sdet)) / det.pixel_size, abs(dist))
+
+
+def _wavelengths_angstrom(plan) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Distinct source wavelengths (angstrom) and their weights: nanoBragg sums every
+    source with the same weight, so a wavelength's weight is its number of sources."""
+    lam = np.asarray(plan.sources.wavelengths, dtype=np.float64) * 1e10
+    values, counts = np.unique(lam, return_counts=True)
+    if values.size == 1:
+        return values, None
+    return values, counts.astype(np.float64) / counts.sum()
+
+
+def _write_metadata(f, info: DatasetInfo, data_factory) -> None:
+    """Everything except the frame data, which ``data_factory(nxdata_group)`` creates."""
+    det = info.plan.detector
+    if getattr(det, "curved", False):
+        raise ValueError("NeXus: a curved detector (-curved_det) cannot be written as a "
+                         "flat NXdetector_module")
+    R = mcstas_rotation(det.beam, det.spindle, det.polar)
+    slow, fast = _shape(info)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    f.attrs["default"] = "entry"
+    f.attrs["creator"] = "nbsim"
+    entry = _nxgroup(f, "entry", "NXentry")
+    entry.attrs["default"] = "data"
+    entry.attrs["nbsim_command"] = json.dumps(list(info.command))
+    _str(entry, "definition", "NXmx")
+    _str(entry, "start_time", now)
+    _str(entry, "end_time_estimated", now)
+    from .. import __version__ as nbsim_version
+    _str(entry, "program_name", "nbsim", version=str(nbsim_version),
+         configuration=shlex.join(info.command))
+
+    # -- beam
+    instrument = _nxgroup(entry, "instrument", "NXinstrument")
+    _str(instrument, "name", "nbsim", short_name="nbsim")
+    beam = _nxgroup(instrument, "beam", "NXbeam")
+    lam, weights = _wavelengths_angstrom(info.plan)
+    if weights is None:
+        _str(beam, "incident_wavelength", float(lam[0]), units="angstrom")
+    else:
+        _str(beam, "incident_wavelength", lam, units="angstrom")
+        _str(beam, "incident_wavelength_weights", weights)
+    # the direction of travel, recorded for readers that look (dxtbx assumes +z)
+    _str(beam, "incident_beam_direction", to_mcstas(R, det.beam))
+
+    # -- detector: det_z along the normal, module_offset in plane to the (0,0) corner
+    detector = _nxgroup(instrument, "detector", "NXdetector")
+    pix0 = to_mcstas(R, det.pix0)
+    fvec = to_mcstas(R, det.fdet)
+    svec = to_mcstas(R, det.sdet)
+    normal = np.cross(fvec, svec)
+    normal /= np.linalg.norm(normal)
+    along = float(np.dot(pix0, normal))
+    in_plane = pix0 - along * normal
+    in_len = float(np.linalg.norm(in_plane))
+    in_dir = in_plane / in_len if in_len > 0 else fvec
+    trans = _nxgroup(detector, "transformations", "NXtransformations")
+    z_ax = _str(trans, "det_z", along * 1e3, units="mm", transformation_type="translation",
+                vector=normal, depends_on=".")
+    z_ax.attrs["offset"] = np.zeros(3)
+    z_ax.attrs["offset_units"] = "mm"
+    _str(detector, "depends_on", z_ax.name)
+    _str(detector, "description", "nbsim simulated pixel-array detector")
+    _str(detector, "type", "pixel")
+    _str(detector, "sensor_material", "Si")
+    _str(detector, "sensor_thickness", float(det.thick) * 1e3, units="mm")
+    _str(detector, "count_time", float(info.exposure_s), units="s")
+    _str(detector, "frame_time", float(info.exposure_s), units="s")
+    _str(detector, "distance", abs(along) * 1e3, units="mm")
+    bf, bs, _ = nexus_beam_centre(det)
+    _str(detector, "beam_center_x", bf, units="pixel")
+    _str(detector, "beam_center_y", bs, units="pixel")
+    _str(detector, "x_pixel_size", float(det.pixel_size) * 1e3, units="mm")
+    _str(detector, "y_pixel_size", float(det.pixel_size) * 1e3, units="mm")
+    if info.saturation is not None:
+        _str(detector, "saturation_value", np.int64(int(info.saturation)))
+    mask = np.zeros((slow, fast), dtype=np.int32)
+    if info.mask is not None:
+        m = np.asarray(info.mask, dtype=bool)
+        if m.shape != (slow, fast):
+            raise ValueError(f"mask shape {m.shape} != detector (slow, fast) {(slow, fast)}")
+        mask[m] = _MASK_BIT
+    detector.create_dataset("pixel_mask", data=mask, compression="gzip", shuffle=True)
+    _str(detector, "pixel_mask_applied", False)
+
+    module = _nxgroup(detector, "module", "NXdetector_module")
+    _str(module, "data_origin", np.array([0, 0], dtype=np.int64))
+    _str(module, "data_size", np.array([slow, fast], dtype=np.int64))
+    _str(module, "data_stride", np.array([1, 1], dtype=np.int64))
+    off = _str(module, "module_offset", in_len * 1e3, units="mm",
+               transformation_type="translation", vector=in_dir, depends_on=z_ax.name)
+    off.attrs["offset"] = np.zeros(3)
+    off.attrs["offset_units"] = "mm"
+    px_mm = float(det.pixel_size) * 1e3
+    for name, vec in (("fast_pixel_direction", fvec), ("slow_pixel_direction", svec)):
+        ax = _str(module, name, px_mm, units="mm", transformation_type="translation",
+                  vector=vec, depends_on=off.name)
+        ax.attrs["offset"] = np.zeros(3)
+        ax.attrs["offset_units"] = "mm"
+
+    # -- sample and goniometer
+    sample = _nxgroup(entry, "sample", "NXsample")
+    _str(sample, "name", "nbsim simulated crystal")
+    if info.scans is not None:
+        if len(info.scans) != info.nframes:
+            raise ValueError(f"{len(info.scans)} scan ranges for {info.nframes} frames")
+        gonio = _nxgroup(sample, "transformations", "NXtransformations")
+        start = np.array([s.phi_start_deg for s in info.scans], dtype=np.float64)
+        width = np.array([s.osc_deg for s in info.scans], dtype=np.float64)
+        omega = _str(gonio, "omega", start, units="deg", transformation_type="rotation",
+                     vector=to_mcstas(R, det.spindle), depends_on=".")
+        omega.attrs["offset"] = np.zeros(3)
+        omega.attrs["offset_units"] = "mm"
+        _str(gonio, "omega_end", start + width, units="deg")
+        _str(gonio, "omega_increment_set", float(width[0]) if np.all(width == width[0])
+             else width, units="deg")
+        _str(sample, "depends_on", omega.name)
+    else:
+        _str(sample, "depends_on", ".")
+
+    source = _nxgroup(entry, "source", "NXsource")
+    _str(source, "name", "nbsim simulation")
+    _str(source, "type", "Synchrotron X-ray Source")
+
+    nxdata = _nxgroup(entry, "data", "NXdata")
+    nxdata.attrs["signal"] = "data"
+    data = data_factory(nxdata)
+    data.attrs["units"] = "counts" if data.dtype.kind == "i" else "photons"
+    nb = _nxgroup(entry, "nbsim", "NXcollection")
+    nb.attrs["lab_rotation_mcstas_from_nanobragg"] = R
+    nb.attrs["nanobragg_convention"] = str(det.convention)
+    return nb
+
+
+def _create_frames(nxdata, info, compression, nframes=None):
+    n = info.nframes if nframes is None else nframes
+    slow, fast = _shape(info)
+    dtype = _dtype_of(info)
+    return nxdata.create_dataset("data", shape=(n, slow, fast), dtype=dtype,
+                                 chunks=(1, slow, fast), fillvalue=_FILL[info.dtype],
+                                 **_filter_kwargs(compression))
+
+
+def _atomic_h5(path, build, **file_kw):
+    """Write an HDF5 file with ``build(h5file)`` to a temporary name, then rename it."""
+    h5py, _ = _h5()
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w", **file_kw) as f:
+            build(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _reopen_for_write(path):
+    """Open an existing file for writing.  A writer that was killed leaves the file's
+    "open for write" flags set (the file still reads, with ``swmr=True``, as dxtbx opens
+    it); HDF5 then refuses to reopen it for writing, so its objects are copied -- chunks
+    as stored, no recompression -- into a fresh file that atomically replaces it."""
+    h5py, _ = _h5()
+    try:
+        return h5py.File(path, "r+", libver=_LIBVER)
+    except OSError as exc:
+        if "already open for write" not in str(exc):
+            raise
+
+    def build(dst):
+        with h5py.File(path, "r", swmr=True) as src:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            for name in src:
+                src.copy(src[name], dst, name=name)
+    _atomic_h5(path, build, libver=_LIBVER)
+    return h5py.File(path, "r+", libver=_LIBVER)
+
+
+def read_nexus_command(path) -> Tuple[str, ...]:
+    """The command line stored in a file written by nbsim (empty if none)."""
+    h5py, _ = _h5()
+    with h5py.File(path, "r", swmr=True) as f:
+        raw = f["entry"].attrs.get("nbsim_command", "[]")
+    return tuple(json.loads(raw if isinstance(raw, str) else raw.decode()))
+
+
+def read_frames_complete(path) -> Set[int]:
+    """0-based indices of the frames whose data are complete in ``path``."""
+    h5py, _ = _h5()
+    with h5py.File(path, "r", swmr=True) as f:
+        flags = f["entry/nbsim/frame_complete"][()]
+    return set(int(i) for i in np.flatnonzero(flags))
+
+
+class NexusSink:
+    """Stream frames into one NXmx file (see the module docstring for the layout).
+
+    ``compression``: ``"bslz4"`` (Bitshuffle + LZ4, HDF5 filter 32008, default), ``"gzip"``
+    (deflate level 4 with shuffle) or ``None``.
+    """
+
+    def __init__(self, path, compression: Optional[str] = "bslz4"):
+        _check_compression(compression)
+        self.path = Path(path)
+        self.compression = compression
+        self._file = None
+        self._data = None
+        self._done = None
+        self._dtype = None
+        self._shape = None
+
+    def open(self, info: DatasetInfo, resume: bool = False) -> Set[int]:
+        h5py, _ = _h5()
+        self._dtype = _dtype_of(info)
+        self._shape = _shape(info)
+        if resume and self.path.exists():
+            f = _reopen_for_write(self.path)
+            try:
+                data = f["entry/data/data"]
+                done = f["entry/nbsim/frame_complete"]
+                want = (info.nframes,) + self._shape
+                if data.shape != want or data.dtype != self._dtype:
+                    raise ValueError(
+                        f"{self.path}: holds {data.shape[0]} frames of "
+                        f"{data.shape[1]}x{data.shape[2]} {data.dtype}, the job makes "
+                        f"{info.nframes} of {self._shape[0]}x{self._shape[1]} {self._dtype}")
+            except BaseException:
+                f.close()
+                raise
+            complete = set(int(i) for i in np.flatnonzero(done[()]))
+        else:
+            def build(f):
+                nb = _write_metadata(f, info, lambda g: _create_frames(g, info,
+                                                                       self.compression))
+                nb.create_dataset("frame_complete", data=np.zeros(info.nframes, np.uint8))
+            _atomic_h5(self.path, build, libver=_LIBVER)
+            f = h5py.File(self.path, "r+", libver=_LIBVER)
+            complete = set()
+        f.swmr_mode = True
+        self._file = f
+        self._data = f["entry/data/data"]
+        self._done = f["entry/nbsim/frame_complete"]
+        return complete
+
+    def write(self, index: int, data: np.ndarray) -> None:
+        if self._file is None:
+            raise RuntimeError("NexusSink.write before open")
+        self._data[index] = _frame_as(data, self._dtype, self._shape)
+        self._file.flush()              # the frame's bytes first ...
+        self._done[index] = 1
+        self._file.flush()              # ... then the record that it is complete
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            self._file.close()
+        self._file = self._data = self._done = None
+
+    def abort(self) -> None:
+        """Close without finalising: complete frames stay recorded for ``resume``."""
+        if self._file is not None:
+            try:
+                self._file.flush()
+            finally:
+                self._file.close()
+        self._file = self._data = self._done = None
+
+
+def write_block_file(path, info: DatasetInfo, first_index: int, frames,
+                     compression: Optional[str] = "bslz4") -> None:
+    """Write frames ``first_index ..`` of a dataset to a data-only HDF5 file, atomically.
+
+    ``frames``: an array [n, slow, fast] or a sequence of (slow, fast) frames.  The file
+    holds ``/data`` [n, slow, fast] (chunk = one frame, the dataset's compression) with
+    attributes ``first_index`` (0-based) and ``nframes``; a master file made by
+    :func:`write_master_vds` joins such files.
+    """
+    _check_compression(compression)
+    dtype = _dtype_of(info)
+    shape = _shape(info)
+    frames = list(frames) if not isinstance(frames, np.ndarray) else frames
+    n = len(frames)
+    if n == 0:
+        raise ValueError("a block file needs at least one frame")
+
+    def build(f):
+        ds = f.create_dataset("data", shape=(n,) + shape, dtype=dtype, chunks=(1,) + shape,
+                              fillvalue=_FILL[info.dtype], **_filter_kwargs(compression))
+        for k in range(n):
+            ds[k] = _frame_as(frames[k], dtype, shape)
+        ds.attrs["first_index"] = int(first_index)
+        ds.attrs["nframes"] = int(n)
+        f.attrs["creator"] = "nbsim"
+    _atomic_h5(path, build, libver=_LIBVER)
+
+
+def write_master_vds(path, info: DatasetInfo,
+                     blocks: Sequence[Tuple[int, int, str]]) -> None:
+    """Write the NXmx master file whose ``/entry/data/data`` is an HDF5 virtual dataset
+    over block files (``blocks``: (first_index, n, block_path) each, from
+    :func:`write_block_file`).  Block paths are stored relative to the master's
+    directory when they are below it, so the set can be moved together.  Frames no block
+    covers read as the fill value and are not marked complete."""
+    h5py, _ = _h5()
+    dtype = _dtype_of(info)
+    shape = _shape(info)
+    master_dir = Path(os.path.abspath(path)).parent
+    done = np.zeros(info.nframes, np.uint8)
+    layout = h5py.VirtualLayout(shape=(info.nframes,) + shape, dtype=dtype)
+    for first, n, block in blocks:
+        first, n = int(first), int(n)
+        if first < 0 or n <= 0 or first + n > info.nframes:
+            raise ValueError(f"block {block}: frames {first}..{first + n - 1} outside "
+                             f"0..{info.nframes - 1}")
+        if done[first:first + n].any():
+            raise ValueError(f"block {block}: frames {first}..{first + n - 1} overlap "
+                             f"another block")
+        absolute = Path(os.path.abspath(block))
+        try:
+            name = str(absolute.relative_to(master_dir))
+        except ValueError:
+            name = str(absolute)
+        layout[first:first + n] = h5py.VirtualSource(name, "data", shape=(n,) + shape,
+                                                     dtype=dtype)
+        done[first:first + n] = 1
+
+    def build(f):
+        nb = _write_metadata(f, info, lambda g: g.create_virtual_dataset(
+            "data", layout, fillvalue=_FILL[info.dtype]))
+        nb.create_dataset("frame_complete", data=done)
+        nb.attrs["blocks"] = json.dumps([[int(a), int(b), str(c)] for a, b, c in blocks])
+    _atomic_h5(path, build, libver=_LIBVER)
