@@ -257,7 +257,8 @@ def _interrupt(argv, sig, record, min_done=3, timeout=120):
     return p.returncode, done, err.decode()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+                         ids=["SIGKILL", "SIGINT"])
 def test_interrupted_job_resumes_to_the_identical_dataset(sig, tmp_path):
     pytest.importorskip("h5py")
     ref, job = tmp_path / "ref", tmp_path / "job"
