@@ -266,7 +266,8 @@ def run_dataset(argv, out, err) -> int:
                 from None
         outputs.append(Output("-nexus", nexus,
                               NexusSink(nexus, compression=None if compression == "none"
-                                        else compression), prod.detector_data))
+                                        else compression), prod.detector_data,
+                              needs_image=False))
     writers = {"-floatfile": (prod.write_float, prod.float32),
                "-intfile": (prod.write_int, prod.int_smv),
                "-noisefile": (prod.write_noise, prod.noise_smv),
@@ -277,10 +278,12 @@ def run_dataset(argv, out, err) -> int:
                 from ..io.cbf import CbfSink
             except ImportError:
                 raise _error("-cbf: the miniCBF writer is not available") from None
-            outputs.append(Output(flag, t, CbfSink(t), prod.detector_counts))
+            outputs.append(Output(flag, t, CbfSink(t), prod.detector_counts,
+                                  needs_image=False))
         else:
             w, p = writers[flag]
-            outputs.append(Output(flag, t, TemplateSink(t, w), p))
+            outputs.append(Output(flag, t, TemplateSink(t, w), p,
+                                  needs_image=flag != "-noisefile"))
 
     # ---- summary (stdout)
     from ..units import RTD

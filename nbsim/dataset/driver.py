@@ -15,7 +15,10 @@ from typing import Callable, List, Optional, Sequence
 from .manifest import JobRecord
 from .outputs import Output
 
-__all__ = ["run_frames", "JobResult"]
+__all__ = ["run_frames", "JobResult", "RECORD_INTERVAL_S"]
+
+#: the job record is rewritten at most this often (seconds) while frames stream
+RECORD_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -50,11 +53,13 @@ def run_frames(dataset, outputs: Sequence[Output], record: JobRecord, executor, 
         count = 0
         if progress:
             progress(len(done), n)
-        for frame in executor.results(dataset, todo):
+        # previews take the counts when there are counts, like the NeXus data
+        need_image = not dataset.noise or any(o.needs_image for o in outputs)
+        for frame in executor.results(dataset, todo, need_image=need_image):
             t1 = time.perf_counter()
             for o in outputs:
                 o.sink.write(frame.index, o.product(frame))
-            record.mark_done([frame.index])
+            record.mark_done([frame.index], min_interval=RECORD_INTERVAL_S)
             if frame.index in keep:
                 previews[frame.index] = (frame.counts if frame.counts is not None
                                           else frame.image32)
@@ -64,10 +69,12 @@ def run_frames(dataset, outputs: Sequence[Output], record: JobRecord, executor, 
                 progress(len(record.done), n)
         for o in outputs:
             o.sink.close()
+        record.flush()
         return JobResult(nframes=n, rendered=count, kept=len(done),
                          seconds=time.perf_counter() - t0, driver_seconds=drive,
                          previews=previews)
     except BaseException:
+        record.flush()               # only frames every sink has written are in it
         for o in opened:
             try:
                 o.sink.abort()

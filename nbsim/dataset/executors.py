@@ -38,7 +38,8 @@ class InProcess:
     """Render in this process, one frame after the other, on all cores."""
     workers = 0
 
-    def results(self, dataset, indices: Iterable[int]) -> Iterator[FrameImage]:
+    def results(self, dataset, indices: Iterable[int],
+                need_image: bool = True) -> Iterator[FrameImage]:
         for i in indices:
             yield dataset.render(i)
 
@@ -46,11 +47,13 @@ class InProcess:
         pass
 
 
-def _render_task(dataset, index: int) -> FrameImage:
+def _render_task(dataset, index: int, need_image: bool = True) -> FrameImage:
     """A Dask task: one frame, shipped back as float32 (what every output uses) and the
-    counts."""
+    counts; without ``need_image`` (outputs that take only the counts) just the counts,
+    half the bytes through the driver."""
     f = dataset.render(index)
-    return FrameImage(index=f.index, image=f.image32, counts=f.counts)
+    keep = need_image or f.counts is None
+    return FrameImage(index=f.index, image=f.image32 if keep else None, counts=f.counts)
 
 
 class DaskExecutor:
@@ -95,7 +98,8 @@ class DaskExecutor:
             ds.threads = self.threads_per_task
         return self.client.scatter(ds, broadcast=True, hash=False)
 
-    def results(self, dataset, indices: Iterable[int]) -> Iterator[FrameImage]:
+    def results(self, dataset, indices: Iterable[int],
+                need_image: bool = True) -> Iterator[FrameImage]:
         order = list(indices)
         if not order:
             return
@@ -108,7 +112,7 @@ class DaskExecutor:
             nonlocal nxt
             while nxt < len(order) and len(futures) < self.window:
                 i = order[nxt]
-                futures[i] = self.client.submit(_render_task, remote, i,
+                futures[i] = self.client.submit(_render_task, remote, i, need_image,
                                                 key=f"nbsim-frame-{token}-{i}",
                                                 retries=self.retries, pure=False)
                 nxt += 1

@@ -6,13 +6,16 @@ only say where or how fast it runs: ``-resume``, ``-workers``, ``-scheduler``, `
 resumes with the same seed), the number of frames and the frames complete, as ranges
 (``"0-41,43"``).  The driver records a frame only after every sink has written it
 (its bytes handed to the operating system), and rewrites the record atomically
-(``io._atomic``), so after a crash or Ctrl-C the record never claims more than the files
-hold.
+(``io._atomic``) at most every 0.5 s and at the end or on an interrupt, so after a crash
+or Ctrl-C the record never claims more than the files hold (and a crash re-renders at
+most half a second of frames).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 from ..io._atomic import atomic_write_bytes
@@ -132,11 +135,24 @@ class JobRecord:
 
     def save(self) -> None:
         atomic_write_bytes(self.path, self.to_json())
+        self._dirty = False
+        self._saved_at = time.monotonic()
 
-    def mark_done(self, indices: Iterable[int]) -> None:
-        """Record frames as complete (call only after their bytes are written)."""
+    def mark_done(self, indices: Iterable[int], min_interval: float = 0.0) -> None:
+        """Record frames as complete (call only after their bytes are written).  The file
+        is rewritten at most every ``min_interval`` seconds (then :meth:`flush` at the
+        end): a crash loses at most that much finished work, never claims unwritten
+        frames."""
         self.done.update(int(i) for i in indices)
-        self.save()
+        self._dirty = True
+        now = time.monotonic()
+        if now - getattr(self, "_saved_at", -math.inf) >= min_interval:
+            self.save()
+
+    def flush(self) -> None:
+        """Write the record if frames were marked since the last write."""
+        if getattr(self, "_dirty", False):
+            self.save()
 
     @property
     def complete(self) -> bool:

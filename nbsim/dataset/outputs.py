@@ -39,6 +39,7 @@ class Output:
     target: str                # file or '#' template
     sink: Any                  # a FrameSink
     product: Callable[[FrameImage], Any]
+    needs_image: bool = True   # False: the product uses only the counts (when there are)
 
 
 class TemplateSink:
