@@ -353,7 +353,9 @@ def run_dataset(argv, out, err) -> int:
         per = 1e3 * result.driver_seconds / max(1, result.rendered)
         _note(err, f"timing: {result.rendered} frames in {result.seconds:.3f} s "
                    f"({rate:.2f} frames/s), driver {per:.2f} ms/frame "
-                   f"(writing and recording), workers {executor.workers or 'in-process'}")
+                   f"(writing and recording), workers {executor.workers or 'in-process'}"
+                   + (f", master file {result.finish_seconds:.3f} s"
+                      if result.finish_seconds else ""))
     return EXIT_OK
 
 

@@ -130,7 +130,6 @@ def run_blocks(dataset, nexus: str, info, record, executor, *, block: int, compr
         raise
     t1 = time.perf_counter()
     write_master_vds(nexus, info, sorted(complete))
-    drive += time.perf_counter() - t1
     return JobResult(nframes=nfr, rendered=count, kept=nfr - count,
                      seconds=time.perf_counter() - t0, driver_seconds=drive,
-                     previews=previews)
+                     previews=previews, finish_seconds=time.perf_counter() - t1)

@@ -28,7 +28,8 @@ class JobResult:
     kept: int                      # frames already complete (resume)
     seconds: float                 # wall time of the frame loop
     driver_seconds: float          # time the driver spent writing and recording
-    previews: dict = field(default_factory=dict)   # index -> float32 image (for -png)
+    previews: dict = field(default_factory=dict)   # index -> detector data (for -png)
+    finish_seconds: float = 0.0    # once at the end (the VDS master of worker blocks)
 
 
 def run_frames(dataset, outputs: Sequence[Output], record: JobRecord, executor, info, *,
