@@ -195,6 +195,36 @@ def test_flipped_slow_axis_fails(tmp_path):
     assert _max_geometry_error(path, plan) > 1e-3
 
 
+@pytest.mark.parametrize("name", ["mosflm", "custom_rot_twotheta", "custom_oblique_beam"])
+def test_goniometer_rotation_sense_matches_render(tmp_path, name):
+    """The omega axis as nxmx turns it into a matrix (scipy rotvec, what dxtbx uses)
+    rotates the phi=0 cell into the cell nbsim renders at each frame's phi."""
+    plan = _plan(GEOMETRIES[name] + ["-phi", "30", "-osc", "14", "-phisteps", "2"])
+    phis = np.degrees(plan.crystal.phi_values())
+    assert np.allclose(phis, [30.0, 37.0])
+    info = DatasetInfo(plan=plan, nframes=2, scans=[FrameScan(p, 7.0) for p in phis])
+    path = tmp_path / "gonio.h5"
+    _write_one(path, info)
+    det = plan.detector
+    R = mcstas_rotation(det.beam, det.spindle, det.polar)
+    cell0 = np.stack([plan.crystal.a0, plan.crystal.b0, plan.crystal.c0])   # rows, m
+    rendered = plan.cells[0].reshape(-1, 3, 3)                               # per phi step
+
+    def worst(fh):
+        omega = nxmx.NXmx(fh).entries[0].samples[0].depends_on
+        mats = omega.matrix[:, :3, :3]
+        return max(float(np.max(np.abs(rendered[k] @ R.T - (cell0 @ R.T) @ mats[k].T)))
+                   for k in range(2)) / float(np.max(np.abs(cell0)))
+
+    with h5py.File(path, "r") as fh:
+        assert worst(fh) < 1e-12
+    with h5py.File(path, "r+") as fh:           # negative control: opposite sense
+        ds = fh["entry/sample/transformations/omega"]
+        ds.attrs["vector"] = -ds.attrs["vector"]
+    with h5py.File(path, "r") as fh:
+        assert worst(fh) > 0.1
+
+
 def test_lab_rotation_is_proper_and_maps_beam_to_z():
     for name in sorted(GEOMETRIES):
         det = _plan(GEOMETRIES[name]).detector
@@ -205,9 +235,14 @@ def test_lab_rotation_is_proper_and_maps_beam_to_z():
         perp = det.spindle - np.dot(det.spindle, det.beam) * det.beam
         x = R @ perp
         assert x[0] < 0 and abs(x[1]) < 1e-14 and abs(x[2]) < 1e-14
-    # the documented fixed matrix for MOSFLM
-    R = mcstas_rotation([1, 0, 0], [0, 0, 1])
-    assert np.array_equal(R, np.array([[0, 0, -1], [0, 1, 0], [1, 0, 0]], dtype=float))
+    # the matrices docs/formats.md lists (MOSFLM, XDS/ADXV, DIALS)
+    for beam, spindle, want in (([1, 0, 0], [0, 0, 1], [[0, 0, -1], [0, 1, 0], [1, 0, 0]]),
+                                ([0, 0, 1], [1, 0, 0], [[-1, 0, 0], [0, -1, 0], [0, 0, 1]]),
+                                ([0, 0, 1], [0, 1, 0], [[0, -1, 0], [1, 0, 0], [0, 0, 1]])):
+        assert np.array_equal(mcstas_rotation(beam, spindle) + 0.0, np.array(want, float))
+    # spindle along the beam: the E-vector goes to +x
+    R = mcstas_rotation([0, 0, 1], [0, 0, 1], polar=[0, 1, 0])
+    assert np.allclose(R @ [0, 1, 0], [1, 0, 0]) and abs(np.linalg.det(R) - 1) < 1e-14
 
 
 def test_layout_fields_dials_reads(tmp_path):
@@ -220,6 +255,16 @@ def test_layout_fields_dials_reads(tmp_path):
     with h5py.File(path, "r") as fh:
         entry = nxmx.NXmx(fh).entries[0]
         det = entry.instruments[0].detectors[0]
+        # the other properties nxmx/dxtbx read all parse (units included)
+        assert entry.start_time is not None and entry.end_time_estimated is not None
+        assert entry.source.name and entry.instruments[0].name == "nbsim"
+        assert det.depends_on.transformation_type == "translation"
+        assert det.count_time.to("ms").magnitude == pytest.approx(200.0)
+        assert det.distance.to("mm").magnitude == pytest.approx(
+            abs(np.dot(plan.detector.pix0, np.cross(plan.detector.fdet, plan.detector.sdet)))
+            * 1e3)
+        assert det.beam_center_x.magnitude == pytest.approx(plan.detector.Fbeam / 172e-6)
+        assert det.beam_center_y.magnitude == pytest.approx(plan.detector.Sbeam / 172e-6)
         assert det.sensor_material == "Si"
         assert det.sensor_thickness.to("um").magnitude == pytest.approx(450.0)
         assert det.saturation_value == 65535
@@ -257,6 +302,17 @@ def test_layout_fields_dials_reads(tmp_path):
         assert [data[i, 7, 9] for i in range(4)] == [1, 2, 3, 4]
         assert fh["entry"].attrs["nbsim_command"] == json.dumps(list(info.command))
     assert read_nexus_command(path) == info.command
+
+
+def test_pixels_outside_roi_are_masked(tmp_path):
+    plan = _plan(GEOMETRIES["xds"] + ["-roi", "5", "20", "3", "30"])
+    path = tmp_path / "roi.h5"
+    _write_one(path, _info(plan))
+    with h5py.File(path, "r") as fh:
+        good = fh["entry/instrument/detector/pixel_mask"][()] == 0
+    want = np.zeros(plan.shape, dtype=bool)
+    want[3:31, 5:21] = True                 # -roi xmin xmax ymin ymax, inclusive
+    assert np.array_equal(good, want)
 
 
 def test_spectrum_wavelengths_and_weights(tmp_path):

@@ -26,9 +26,11 @@ handedness relation between pixels, sample (origin), beam and spindle is unchang
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
 
-__all__ = ["mcstas_rotation", "to_mcstas"]
+__all__ = ["mcstas_rotation", "to_mcstas", "beam_centre_px"]
 
 _DEGENERATE = 1e-12
 
@@ -73,3 +75,21 @@ def mcstas_rotation(beam, spindle, polar=None) -> np.ndarray:
 def to_mcstas(rotation: np.ndarray, v) -> np.ndarray:
     """``rotation @ v`` for a 3-vector (or an (..., 3) array of them)."""
     return np.asarray(v, dtype=np.float64) @ np.asarray(rotation).T
+
+
+def beam_centre_px(det) -> Tuple[float, float, float]:
+    """Where the direct beam meets the detector plane: (fast, slow) in pixels from the
+    pixel-(0,0) corner, and the sample-plane distance along the plane's normal (m).
+    NaN pixels if the beam is parallel to the plane."""
+    pix0 = np.asarray(det.pix0, dtype=np.float64)
+    fdet, sdet = np.asarray(det.fdet, float), np.asarray(det.sdet, float)
+    normal = np.cross(fdet, sdet)
+    normal /= np.linalg.norm(normal)
+    beam = np.asarray(det.beam, float)
+    dist = float(np.dot(pix0, normal))
+    bn = float(np.dot(beam, normal))
+    if bn == 0.0:
+        return float("nan"), float("nan"), abs(dist)
+    hit = beam * (dist / bn) - pix0
+    return (float(np.dot(hit, fdet)) / det.pixel_size,
+            float(np.dot(hit, sdet)) / det.pixel_size, abs(dist))

@@ -12,7 +12,9 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
       instrument                NXinstrument  name="nbsim"
         beam                    NXbeam    incident_wavelength (angstrom) [+ _weights]
         detector                NXdetector depends_on, sensor_material, sensor_thickness,
-                                          saturation_value, pixel_mask, count_time,
+                                          saturation_value, pixel_mask (bit 8: pixels
+                                          not rendered -- outside -roi, zero in -mask --
+                                          and ``info.mask``), count_time,
                                           frame_time, distance, beam_center_x/y
           transformations       NXtransformations  det_z (translation along the normal)
           module                NXdetector_module  data_origin, data_size ([slow, fast]),
@@ -31,9 +33,11 @@ of the fast axis' whole ``depends_on`` chain (the pixel-(0,0) *corner*; pixel ce
 Streaming writes (:class:`NexusSink`) use HDF5's single-writer/multiple-reader mode: every
 object exists before the first frame, each frame is written, flushed, and only then is
 its ``frame_complete`` flag set and flushed -- a process killed at any point leaves a
-readable file (open it with ``swmr=True``, as dxtbx does) in which a frame is marked
-complete only if its bytes are on disk, and ``open(info, resume=True)`` continues from it.  Frames not yet written read as the fill
-value (-1 for int32, NaN for float32).
+readable file in which a frame is marked complete only if its bytes are on disk, and
+``open(info, resume=True)`` continues from it.  While a job runs, or after it was killed,
+the file opens with ``swmr=True`` only (dxtbx's readers use it; ``dials.import`` of a
+killed job's file works once ``-resume`` has completed it).  Frames not yet written read
+as the fill value (-1 for int32, NaN for float32).
 """
 from __future__ import annotations
 
@@ -43,15 +47,16 @@ import os
 import shlex
 import tempfile
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from .labframe import mcstas_rotation, to_mcstas
+from .. import __version__ as nbsim_version
+from .labframe import beam_centre_px, mcstas_rotation, to_mcstas
 from .sinks import DatasetInfo
 
 __all__ = ["NexusSink", "write_block_file", "write_master_vds", "read_nexus_command",
-           "read_frames_complete", "COMPRESSIONS", "nexus_beam_centre"]
+           "read_frames_complete", "COMPRESSIONS"]
 
 COMPRESSIONS = ("bslz4", "gzip", None)
 _MISSING_EXTRA = 'h5py and hdf5plugin are needed for NeXus output: pip install -e ".[formats]"'
@@ -95,8 +100,13 @@ def _frame_as(data, dtype: np.dtype, shape) -> np.ndarray:
     a = np.asarray(data)
     if a.shape != tuple(shape):
         raise ValueError(f"frame shape {a.shape} != detector (slow, fast) {tuple(shape)}")
-    if dtype.kind == "i" and a.dtype.kind == "f":
-        a = np.rint(a)
+    if a.dtype == dtype:
+        return np.ascontiguousarray(a)
+    if dtype.kind == "i":
+        if a.dtype.kind == "f":
+            a = np.rint(np.nan_to_num(a.astype(np.float64), nan=0.0))
+        info = np.iinfo(dtype)
+        a = np.clip(a, info.min, info.max)      # never wrap around
     return np.ascontiguousarray(a, dtype=dtype)
 
 
@@ -105,7 +115,8 @@ def _shape(info: DatasetInfo) -> Tuple[int, int]:
     return int(det.spixels), int(det.fpixels)
 
 
-def _str(group, name, value, **attrs):
+def _field(group, name, value, **attrs):
+    """A dataset ``name`` holding ``value`` (scalar, string or array) with attributes."""
     ds = group.create_dataset(name, data=value)
     for k, v in attrs.items():
         ds.attrs[k] = v
@@ -118,22 +129,14 @@ def _nxgroup(parent, name, nx_class):
     return g
 
 
-def nexus_beam_centre(det) -> Tuple[float, float, float]:
-    """Where the direct beam meets the detector plane: (fast, slow) in pixels from the
-    pixel-(0,0) corner, and the sample-plane distance along the plane's normal (m).
-    NaN pixels if the beam is parallel to the plane."""
-    pix0 = np.asarray(det.pix0, dtype=np.float64)
-    fdet, sdet = np.asarray(det.fdet, float), np.asarray(det.sdet, float)
-    normal = np.cross(fdet, sdet)
-    normal /= np.linalg.norm(normal)
-    beam = np.asarray(det.beam, float)
-    dist = float(np.dot(pix0, normal))
-    bn = float(np.dot(beam, normal))
-    if bn == 0.0:
-        return float("nan"), float("nan"), abs(dist)
-    hit = beam * (dist / bn) - pix0
-    return (float(np.dot(hit, fdet)) / det.pixel_size,
-            float(np.dot(hit, sdet)) / det.pixel_size, abs(dist))
+def _not_rendered(plan, shape) -> np.ndarray:
+    """True for the pixels nbsim leaves at zero (outside -roi, zero in -mask): not data."""
+    bad = np.ones(shape, dtype=bool)
+    rendered = getattr(plan, "rendered_pixels", None)
+    if rendered is None:
+        return ~bad
+    bad.flat[np.asarray(rendered, dtype=np.int64)] = False
+    return bad
 
 
 def _wavelengths_angstrom(plan) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -146,8 +149,9 @@ def _wavelengths_angstrom(plan) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     return values, counts.astype(np.float64) / counts.sum()
 
 
-def _write_metadata(f, info: DatasetInfo, data_factory) -> None:
-    """Everything except the frame data, which ``data_factory(nxdata_group)`` creates."""
+def _write_metadata(f, info: DatasetInfo, data_factory):
+    """Everything except the frame data, which ``data_factory(nxdata_group)`` creates;
+    returns the ``/entry/nbsim`` group (for the resume record)."""
     det = info.plan.detector
     if getattr(det, "curved", False):
         raise ValueError("NeXus: a curved detector (-curved_det) cannot be written as a "
@@ -161,25 +165,24 @@ def _write_metadata(f, info: DatasetInfo, data_factory) -> None:
     entry = _nxgroup(f, "entry", "NXentry")
     entry.attrs["default"] = "data"
     entry.attrs["nbsim_command"] = json.dumps(list(info.command))
-    _str(entry, "definition", "NXmx")
-    _str(entry, "start_time", now)
-    _str(entry, "end_time_estimated", now)
-    from .. import __version__ as nbsim_version
-    _str(entry, "program_name", "nbsim", version=str(nbsim_version),
-         configuration=shlex.join(info.command))
+    _field(entry, "definition", "NXmx")
+    _field(entry, "start_time", now)
+    _field(entry, "end_time_estimated", now)
+    _field(entry, "program_name", "nbsim", version=str(nbsim_version),
+           configuration=shlex.join(info.command))
 
     # -- beam
     instrument = _nxgroup(entry, "instrument", "NXinstrument")
-    _str(instrument, "name", "nbsim", short_name="nbsim")
+    _field(instrument, "name", "nbsim", short_name="nbsim")
     beam = _nxgroup(instrument, "beam", "NXbeam")
     lam, weights = _wavelengths_angstrom(info.plan)
     if weights is None:
-        _str(beam, "incident_wavelength", float(lam[0]), units="angstrom")
+        _field(beam, "incident_wavelength", float(lam[0]), units="angstrom")
     else:
-        _str(beam, "incident_wavelength", lam, units="angstrom")
-        _str(beam, "incident_wavelength_weights", weights)
+        _field(beam, "incident_wavelength", lam, units="angstrom")
+        _field(beam, "incident_wavelength_weights", weights)
     # the direction of travel, recorded for readers that look (dxtbx assumes +z)
-    _str(beam, "incident_beam_direction", to_mcstas(R, det.beam))
+    _field(beam, "incident_beam_direction", to_mcstas(R, det.beam))
 
     # -- detector: det_z along the normal, module_offset in plane to the (0,0) corner
     detector = _nxgroup(instrument, "detector", "NXdetector")
@@ -193,72 +196,74 @@ def _write_metadata(f, info: DatasetInfo, data_factory) -> None:
     in_len = float(np.linalg.norm(in_plane))
     in_dir = in_plane / in_len if in_len > 0 else fvec
     trans = _nxgroup(detector, "transformations", "NXtransformations")
-    z_ax = _str(trans, "det_z", along * 1e3, units="mm", transformation_type="translation",
-                vector=normal, depends_on=".")
+    z_ax = _field(trans, "det_z", along * 1e3, units="mm",
+                  transformation_type="translation", vector=normal, depends_on=".")
     z_ax.attrs["offset"] = np.zeros(3)
     z_ax.attrs["offset_units"] = "mm"
-    _str(detector, "depends_on", z_ax.name)
-    _str(detector, "description", "nbsim simulated pixel-array detector")
-    _str(detector, "type", "pixel")
-    _str(detector, "sensor_material", "Si")
-    _str(detector, "sensor_thickness", float(det.thick) * 1e3, units="mm")
-    _str(detector, "count_time", float(info.exposure_s), units="s")
-    _str(detector, "frame_time", float(info.exposure_s), units="s")
-    _str(detector, "distance", abs(along) * 1e3, units="mm")
-    bf, bs, _ = nexus_beam_centre(det)
-    _str(detector, "beam_center_x", bf, units="pixel")
-    _str(detector, "beam_center_y", bs, units="pixel")
-    _str(detector, "x_pixel_size", float(det.pixel_size) * 1e3, units="mm")
-    _str(detector, "y_pixel_size", float(det.pixel_size) * 1e3, units="mm")
+    _field(detector, "depends_on", z_ax.name)
+    _field(detector, "description", "nbsim simulated pixel-array detector")
+    _field(detector, "type", "pixel")
+    _field(detector, "sensor_material", "Si")
+    _field(detector, "sensor_thickness", float(det.thick) * 1e3, units="mm")
+    _field(detector, "count_time", float(info.exposure_s), units="s")
+    _field(detector, "frame_time", float(info.exposure_s), units="s")
+    _field(detector, "distance", abs(along) * 1e3, units="mm")
+    bf, bs, _ = beam_centre_px(det)
+    _field(detector, "beam_center_x", bf, units="pixel")
+    _field(detector, "beam_center_y", bs, units="pixel")
+    _field(detector, "x_pixel_size", float(det.pixel_size) * 1e3, units="mm")
+    _field(detector, "y_pixel_size", float(det.pixel_size) * 1e3, units="mm")
     if info.saturation is not None:
-        _str(detector, "saturation_value", np.int64(int(info.saturation)))
+        _field(detector, "saturation_value", np.int64(int(info.saturation)))
     mask = np.zeros((slow, fast), dtype=np.int32)
+    bad = _not_rendered(info.plan, (slow, fast))
     if info.mask is not None:
         m = np.asarray(info.mask, dtype=bool)
         if m.shape != (slow, fast):
             raise ValueError(f"mask shape {m.shape} != detector (slow, fast) {(slow, fast)}")
-        mask[m] = _MASK_BIT
+        bad |= m
+    mask[bad] = _MASK_BIT
     detector.create_dataset("pixel_mask", data=mask, compression="gzip", shuffle=True)
-    _str(detector, "pixel_mask_applied", False)
+    _field(detector, "pixel_mask_applied", False)
 
     module = _nxgroup(detector, "module", "NXdetector_module")
-    _str(module, "data_origin", np.array([0, 0], dtype=np.int64))
-    _str(module, "data_size", np.array([slow, fast], dtype=np.int64))
-    _str(module, "data_stride", np.array([1, 1], dtype=np.int64))
-    off = _str(module, "module_offset", in_len * 1e3, units="mm",
-               transformation_type="translation", vector=in_dir, depends_on=z_ax.name)
+    _field(module, "data_origin", np.array([0, 0], dtype=np.int64))
+    _field(module, "data_size", np.array([slow, fast], dtype=np.int64))
+    _field(module, "data_stride", np.array([1, 1], dtype=np.int64))
+    off = _field(module, "module_offset", in_len * 1e3, units="mm",
+                 transformation_type="translation", vector=in_dir, depends_on=z_ax.name)
     off.attrs["offset"] = np.zeros(3)
     off.attrs["offset_units"] = "mm"
     px_mm = float(det.pixel_size) * 1e3
     for name, vec in (("fast_pixel_direction", fvec), ("slow_pixel_direction", svec)):
-        ax = _str(module, name, px_mm, units="mm", transformation_type="translation",
-                  vector=vec, depends_on=off.name)
+        ax = _field(module, name, px_mm, units="mm", transformation_type="translation",
+                    vector=vec, depends_on=off.name)
         ax.attrs["offset"] = np.zeros(3)
         ax.attrs["offset_units"] = "mm"
 
     # -- sample and goniometer
     sample = _nxgroup(entry, "sample", "NXsample")
-    _str(sample, "name", "nbsim simulated crystal")
+    _field(sample, "name", "nbsim simulated crystal")
     if info.scans is not None:
         if len(info.scans) != info.nframes:
             raise ValueError(f"{len(info.scans)} scan ranges for {info.nframes} frames")
         gonio = _nxgroup(sample, "transformations", "NXtransformations")
         start = np.array([s.phi_start_deg for s in info.scans], dtype=np.float64)
         width = np.array([s.osc_deg for s in info.scans], dtype=np.float64)
-        omega = _str(gonio, "omega", start, units="deg", transformation_type="rotation",
-                     vector=to_mcstas(R, det.spindle), depends_on=".")
+        omega = _field(gonio, "omega", start, units="deg", transformation_type="rotation",
+                       vector=to_mcstas(R, det.spindle), depends_on=".")
         omega.attrs["offset"] = np.zeros(3)
         omega.attrs["offset_units"] = "mm"
-        _str(gonio, "omega_end", start + width, units="deg")
-        _str(gonio, "omega_increment_set", float(width[0]) if np.all(width == width[0])
-             else width, units="deg")
-        _str(sample, "depends_on", omega.name)
+        _field(gonio, "omega_end", start + width, units="deg")
+        _field(gonio, "omega_increment_set", float(width[0]) if np.all(width == width[0])
+               else width, units="deg")
+        _field(sample, "depends_on", omega.name)
     else:
-        _str(sample, "depends_on", ".")
+        _field(sample, "depends_on", ".")
 
     source = _nxgroup(entry, "source", "NXsource")
-    _str(source, "name", "nbsim simulation")
-    _str(source, "type", "Synchrotron X-ray Source")
+    _field(source, "name", "nbsim simulation")
+    _field(source, "type", "Synchrotron X-ray Source")
 
     nxdata = _nxgroup(entry, "data", "NXdata")
     nxdata.attrs["signal"] = "data"
@@ -305,7 +310,8 @@ def _reopen_for_write(path):
     """Open an existing file for writing.  A writer that was killed leaves the file's
     "open for write" flags set (the file still reads, with ``swmr=True``, as dxtbx opens
     it); HDF5 then refuses to reopen it for writing, so its objects are copied -- chunks
-    as stored, no recompression -- into a fresh file that atomically replaces it."""
+    as stored, no recompression -- into a fresh file that atomically replaces it.  (Never
+    resume a job that is still running: its writer would be cut off.)"""
     h5py, _ = _h5()
     try:
         return h5py.File(path, "r+", libver=_LIBVER)
