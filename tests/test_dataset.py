@@ -371,3 +371,29 @@ def test_workers_without_dask_is_refused(tmp_path, monkeypatch):
     rc, out, err = run_cli(SMALL + ["-workers", "2", "-noisefile", tmp_path / "n_#.img"])
     _one_error_line(rc, err, "-workers", 'pip install -e ".[distributed]"')
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stills_dataset_to_nexus_cbf_and_png(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    fabio = pytest.importorskip("fabio")
+    PIL = pytest.importorskip("PIL.Image")
+    import hdf5plugin  # noqa: F401
+    flags = CELL + ["-detpixels", "64", "-pixel", "0.4", "-stills", "4", "-misset", "random",
+                    "-misset_seed", "31", "-seed", "9", "-noprogress"]
+    rc, out, err = run_cli(flags + ["-nexus", tmp_path / "s.h5", "-cbf", tmp_path / "s_#.cbf",
+                                    "-noisefile", tmp_path / "s_#.img",
+                                    "-png", tmp_path / "s.png"])
+    assert rc == 0, err
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        data = f["entry/data/data"][()]
+        assert f["entry/sample/depends_on"][()] in (b".", ".")      # stills: no goniometer
+    ds = Dataset.from_args(flags, Stills(4, "random"), seed=9, misset_seed=31)
+    for i in range(4):
+        counts = ds.render(i).counts
+        assert np.array_equal(data[i], counts)
+        assert np.array_equal(fabio.open(str(tmp_path / f"s_{i + 1}.cbf")).data, counts)
+        _h, smv = read_smv(tmp_path / f"s_{i + 1}.img")
+        assert np.array_equal(smv.astype(np.int64) - 40, counts)
+    assert not np.array_equal(data[0], data[1])
+    with PIL.open(tmp_path / "s.png") as im:       # a 2x2 montage of 64^2 frames
+        assert im.format == "PNG" and im.size[0] > 2 * 64 - 8 and im.size[1] > 2 * 64 - 8

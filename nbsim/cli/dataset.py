@@ -274,12 +274,13 @@ def run_dataset(argv, out, err) -> int:
                "-pgmfile": (prod.write_pgm, prod.pgm)}
     for flag, t in targets:
         if flag == "-cbf":
-            try:
-                from ..io.cbf import CbfSink
-            except ImportError:
-                raise _error("-cbf: the miniCBF writer is not available") from None
-            outputs.append(Output(flag, t, CbfSink(t), prod.detector_counts,
-                                  needs_image=False))
+            from ..io.cbf import CbfSink, cbf_header_for, write_cbf
+            if "#" in os.path.basename(t):
+                sink = CbfSink(t)
+            else:                       # one frame, one named file
+                sink = TemplateSink(t, lambda path, i, data: write_cbf(
+                    path, data, cbf_header_for(info, i)))
+            outputs.append(Output(flag, t, sink, prod.detector_counts, needs_image=False))
         else:
             w, p = writers[flag]
             outputs.append(Output(flag, t, TemplateSink(t, w), p,
@@ -307,8 +308,14 @@ def run_dataset(argv, out, err) -> int:
         executor = DaskExecutor.local(int(workers), threads_total=parsed.threads)
     elif scheduler is not None:
         executor = DaskExecutor.connect(str(scheduler), threads_per_task=parsed.threads)
-    previews = sorted({round(k * (n - 1) / max(1, _PREVIEW_FRAMES - 1))
-                       for k in range(min(n, _PREVIEW_FRAMES))}) if png else []
+    previews = []
+    if png:
+        from ..io.preview import montage_indices
+        if blocks is None:
+            previews = montage_indices(n, _PREVIEW_FRAMES)
+        else:                           # the first frame of blocks (what workers return)
+            starts = list(range(0, n, blocks))
+            previews = [starts[k] for k in montage_indices(len(starts), _PREVIEW_FRAMES)]
     bar = _FrameProgress(err) if outs.progress else None
     t0 = time.perf_counter()
     try:
@@ -334,16 +341,23 @@ def run_dataset(argv, out, err) -> int:
         bar.finish()
     wall = time.perf_counter() - t0
 
+    for o in outputs:
+        for msg in getattr(o.sink, "notes", []):
+            _note(err, f"{o.flag}: {msg}")
     if png is not None:
+        # frames kept by a resumed job are rendered again for the picture (at most 9),
+        # except worker-written blocks, whose pixels stay off the driver
         images = [result.previews[i] if i in result.previews else
-                  _detector_data(ds.render(i)) for i in previews]
+                  _detector_data(ds.render(i)) for i in previews
+                  if i in result.previews or blocks is None]
         try:
             from ..io.preview import write_png
         except ImportError:
             raise _error("-png needs Pillow and matplotlib: pip install -e \".[formats]\"") \
                 from None
         try:
-            write_png(png, images if len(images) > 1 else images[0])
+            if images:
+                write_png(png, images if len(images) > 1 else images[0])
         except OSError as e:
             raise _error(f"-png: cannot write {png}: {e.strerror or e}") from None
     rate = result.rendered / result.seconds if result.seconds > 0 else math.inf
