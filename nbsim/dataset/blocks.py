@@ -53,7 +53,9 @@ def render_block(dataset, first: int, n: int, path: str, compression, outputs_sp
     """A worker task: render frames first..first+n-1, write their per-frame files, then the
     block's data file.  Returns (first, n, path, first frame's detector data)."""
     from ..io.nexus import write_block_file
+    from .executors import assign_gpu
     from .outputs import dataset_info, frame_products
+    assign_gpu(dataset)
     info = dataset_info(dataset, command)
     prod = frame_products(dataset, outs)
     sinks = _template_sinks(prod, outputs_spec)

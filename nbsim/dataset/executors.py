@@ -47,10 +47,37 @@ class InProcess:
         pass
 
 
+_GPU_CHOSEN = False
+
+
+def assign_gpu(dataset) -> None:
+    """With ``-device cuda|auto`` on a Dask worker: use GPU ``worker name mod GPUs`` (a
+    LocalCluster names its workers 0..N-1), once per worker process, before the first
+    CUDA context.  Workers started one per GPU (``CUDA_VISIBLE_DEVICES``, dask-cuda)
+    see one GPU and keep it."""
+    global _GPU_CHOSEN
+    if _GPU_CHOSEN or dataset.config.device not in ("cuda", "auto"):
+        return
+    _GPU_CHOSEN = True
+    try:
+        import zlib
+
+        from distributed import get_worker
+        from numba import cuda
+        name = get_worker().name
+        k = int(name) if str(name).isdigit() else zlib.crc32(str(name).encode())
+        n = len(cuda.gpus)
+        if n > 1:
+            cuda.select_device(k % n)
+    except Exception:      # noqa: BLE001 - no worker / no GPU: the renderer decides
+        pass
+
+
 def _render_task(dataset, index: int, need_image: bool = True) -> FrameImage:
     """A Dask task: one frame, shipped back as float32 (what every output uses) and the
     counts; without ``need_image`` (outputs that take only the counts) just the counts,
     half the bytes through the driver."""
+    assign_gpu(dataset)
     f = dataset.render(index)
     keep = need_image or f.counts is None
     return FrameImage(index=f.index, image=f.image32 if keep else None, counts=f.counts)
