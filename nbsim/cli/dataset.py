@@ -177,10 +177,11 @@ def run_dataset(argv, out, err) -> int:
     if "cbf" in d:
         targets.append(("-cbf", str(d["cbf"])))
     nexus = str(d["nexus"]) if "nexus" in d else None
-    if nexus is None and not targets:
+    png = str(d["png"]) if "png" in d else None
+    if nexus is None and not targets and png is None:
         raise _error(f"a series of {n} frame{'s' if n > 1 else ''} needs an output: "
-                     f"-nexus FILE.h5, or a '#' template with -cbf, -floatfile, -intfile, "
-                     f"-noisefile or -pgmfile")
+                     f"-nexus FILE.h5, a '#' template with -cbf, -floatfile, -intfile, "
+                     f"-noisefile or -pgmfile, or -png FILE")
     for flag, t in targets:
         if n > 1 and "#" not in os.path.basename(t):
             stem, ext = os.path.splitext(os.path.basename(t))
@@ -189,7 +190,6 @@ def run_dataset(argv, out, err) -> int:
         _check_target(flag, frame_path(t, 0) if "#" in os.path.basename(t) else t)
     if nexus is not None:
         _check_target("-nexus", nexus)
-    png = str(d["png"]) if "png" in d else None
     if png is not None:
         _check_target("-png", png)
     compression = str(d.get("nexus_compression", "bslz4")).lower()
@@ -224,7 +224,7 @@ def run_dataset(argv, out, err) -> int:
 
     # ---- the job record: new, or the one -resume continues
     resume = bool(d.get("resume"))
-    first = nexus if nexus is not None else targets[0][1]
+    first = nexus if nexus is not None else (targets[0][1] if targets else png)
     record_path = JobRecord.path_for(first)
     flags = job_flags(argv)
     seed = misset_seed = None
@@ -297,8 +297,12 @@ def run_dataset(argv, out, err) -> int:
                      f"{c.phisteps} phi steps each")
     lines.append(f"  seeds: noise {ds.seeds.seed}, misset {ds.seeds.misset_seed} "
                  f"(frame i: nbsim.dataset.frame_seed(seed, i))")
-    lines.append("  outputs: " + ", ".join(f"{o.flag} {o.target}" for o in outputs)
-                 + (f", -nexus {nexus} (worker blocks of {blocks})" if blocks else ""))
+    shown = [f"{o.flag} {o.target}" for o in outputs]
+    if blocks:
+        shown.append(f"-nexus {nexus} (worker blocks of {blocks})")
+    if png:
+        shown.append(f"-png {png}")
+    lines.append("  outputs: " + ", ".join(shown))
     lines.append(f"  job record: {record_path}")
     out.lines(lines)
 
@@ -361,7 +365,7 @@ def run_dataset(argv, out, err) -> int:
         except OSError as e:
             raise _error(f"-png: cannot write {png}: {e.strerror or e}") from None
     rate = result.rendered / result.seconds if result.seconds > 0 else math.inf
-    out.lines([f"wrote {n} frames ({result.rendered} rendered, {result.kept} kept) in "
+    out.lines([f"wrote {n} frame{'s' if n != 1 else ''} ({result.rendered} rendered, {result.kept} kept) in "
                f"{wall:.2f} s: {rate:.2f} frames/s"])
     if os.environ.get("NBSIM_TIMING"):
         per = 1e3 * result.driver_seconds / max(1, result.rendered)

@@ -85,11 +85,15 @@ class FrameRenderer:
             cryst = dataclasses.replace(base.crystal, phi0=float(frame.phi0))
         cells, carry = cell_tables(cfg, cryst, base.detector.spindle)
         ast = np.concatenate([cryst.a_star, cryst.b_star, cryst.c_star]).astype(np.float64)
-        return dataclasses.replace(
+        plan = dataclasses.replace(
             base, config=cfg, crystal=cryst, cells=cells, ast=ast,
             lattice=np.array([cryst.Na, cryst.Nb, cryst.Nc, cfg.crystal.fudge]),
             carry_needed=carry, options=base.options._replace(carry=carry),
             notes=list(base.detector.notes) + list(cryst.notes))
+        # share the pixel index (a field, or a cached property built on first use)
+        if "pixel_index" in base.__dict__:
+            plan.__dict__["pixel_index"] = base.__dict__["pixel_index"]
+        return plan
 
     def render(self, frame: FrameSpec) -> np.ndarray:
         """The frame's (slow, fast) float64 image in photons per pixel."""
