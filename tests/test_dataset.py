@@ -397,3 +397,26 @@ def test_stills_dataset_to_nexus_cbf_and_png(tmp_path):
     assert not np.array_equal(data[0], data[1])
     with PIL.open(tmp_path / "s.png") as im:       # a 2x2 montage of 64^2 frames
         assert im.format == "PNG" and im.size[0] > 2 * 64 - 8 and im.size[1] > 2 * 64 - 8
+
+
+C_BIN = os.environ.get("NB_C_BIN", "/work/cbin/nanoBragg")
+
+
+@pytest.mark.skipif(not os.access(C_BIN, os.X_OK), reason="no nanoBragg.c binary (NB_C_BIN)")
+def test_c_parity_random_stills_are_nanoBragg_runs_with_the_frame_seeds(tmp_path):
+    flags = CELL + ["-detpixels", "48", "-pixel", "0.5", "-mosaic", "0.5",
+                    "-mosaic_domains", "4"]
+    rc, out, err = run_cli(flags + ["-c_parity", "-stills", "2", "-misset", "random",
+                                    "-misset_seed", "5", "-seed", "6", "-noprogress",
+                                    "-noisefile", tmp_path / "s_#.img"])
+    assert rc == 0, err
+    for i in range(2):
+        c_out = tmp_path / f"c_{i}.img"
+        # -misset_seed first: C's strstr also takes it for -misset (REFERENCE.md 5)
+        p = subprocess.run([C_BIN] + flags + [
+            "-misset_seed", str(frame_seed(5, i, "misset")), "-misset", "random",
+            "-seed", str(frame_seed(6, i, "noise")), "-noisefile", str(c_out),
+            "-floatfile", "/dev/null", "-intfile", "/dev/null", "-nopgm"],
+            capture_output=True, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert p.returncode == 0, p.stderr
+        assert c_out.read_bytes() == (tmp_path / f"s_{i + 1}.img").read_bytes()

@@ -21,7 +21,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import List, Optional, TextIO
+from typing import List, TextIO
 
 DATASET_FLAGS = ("-nimages", "-stills", "-orientations", "-nexus", "-nexus_compression",
                  "-cbf", "-png", "-workers", "-scheduler", "-worker_blocks", "-resume")

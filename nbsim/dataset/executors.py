@@ -14,7 +14,6 @@ import copy
 import os
 from typing import Iterable, Iterator, Optional
 
-import numpy as np
 
 from .render import FrameImage
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Set
+from typing import Any, Callable, Set
 
 import numpy as np
 

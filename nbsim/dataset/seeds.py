@@ -13,7 +13,8 @@ SplitMix64's output function (Steele, Lea & Flood 2014), arithmetic modulo 2**64
 ``K_noise = 1 * G`` and ``K_misset = 2 * G``.  The result is a positive 31-bit integer,
 a value nanoBragg.c accepts as ``-seed`` / ``-misset_seed``: frame ``i`` of a c-parity
 dataset is what ``nanoBragg -seed frame_seed(S, i, "noise")`` draws, and a random still's
-orientation is ``nanoBragg -misset random -misset_seed frame_seed(M, i, "misset")``.
+orientation is ``nanoBragg -misset_seed frame_seed(M, i, "misset") -misset random``
+(in that order: nanoBragg.c's substring match also reads ``-misset_seed`` as ``-misset``).
 A hash (rather than ``S + i``) keeps neighbouring frames' ran1 streams unrelated.
 """
 from __future__ import annotations
