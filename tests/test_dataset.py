@@ -420,3 +420,28 @@ def test_c_parity_random_stills_are_nanoBragg_runs_with_the_frame_seeds(tmp_path
             capture_output=True, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"))
         assert p.returncode == 0, p.stderr
         assert c_out.read_bytes() == (tmp_path / f"s_{i + 1}.img").read_bytes()
+
+
+def test_frame_progress_bar_reports_frames_rate_and_time_left():
+    from nbsim.cli.dataset import _FrameProgress
+    s = io.StringIO()
+    bar = _FrameProgress(s, delay=0.0)
+    bar(0, 10)
+    time.sleep(0.01)
+    bar(5, 10)
+    bar(5, 10)                        # same decile: no new line
+    lines = s.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "5/10" in lines[1] and "frames/s" in lines[1] and "left" in lines[1]
+    assert "50.0%" in lines[1]
+
+
+def test_resume_of_a_complete_job_renders_nothing(tmp_path):
+    outs = ["-noisefile", tmp_path / "n_#.img"]
+    rc, out, err = run_cli(SMALL + outs)
+    assert rc == 0, err
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("n_*.img")}
+    rc, out, err = run_cli(SMALL + outs + ["-resume"])
+    assert rc == 0, err
+    assert "(0 rendered, 3 kept)" in out
+    assert before == {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("n_*.img")}
