@@ -128,3 +128,25 @@ def test_worker_written_blocks_joined_by_a_virtual_dataset(tmp_path):
     assert "(2 rendered, 4 kept)" in out, out
     db, cb = nexus_data(b / "s.h5")
     assert cb.all() and np.array_equal(da, db)
+
+
+@pytest.mark.slow
+def test_scheduler_address_uses_a_running_cluster(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    rc, out, err = run_cli(JOB + ["-nexus", a / "s.h5"])
+    assert rc == 0, err
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=50)
+    try:
+        rc, out, err = run_cli(JOB + ["-scheduler", cluster.scheduler_address,
+                                      "-threads", "1", "-nexus", b / "s.h5"])
+    finally:
+        cluster.close()
+    assert rc == 0, err
+    assert "worker blocks of 16" in out           # the workers wrote the data
+    assert (b / "s_block_000001.h5").exists()
+    da, _ = nexus_data(a / "s.h5")
+    db, cb = nexus_data(b / "s.h5")
+    assert cb.all() and np.array_equal(da, db)
