@@ -20,8 +20,6 @@ import dataclasses
 import time
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
-import numpy as np
-
 from ..config import Config
 from .frames import FrameSpec, RotationScan, Stills
 from .noise import poisson_counts
@@ -124,12 +122,11 @@ class Dataset:
         """Render frame ``i`` (and its noise); depends on nothing but the frame index."""
         spec = self.frame(i)
         image = self.renderer.render(spec)
-        counts = None
+        frame = FrameImage(index=int(i), image=image)
         if self.noise:
-            counts = poisson_counts(np.ascontiguousarray(image, dtype=np.float32),
-                                    spec.noise_seed, self.config.mode,
-                                    roi=self.renderer.base.detector.roi)
-        return FrameImage(index=int(i), image=image, counts=counts)
+            frame.counts = poisson_counts(frame.image32, spec.noise_seed, self.config.mode,
+                                          roi=self.renderer.base.detector.roi)
+        return frame
 
     def frames(self, indices: Optional[Iterable[int]] = None) -> Iterator[FrameImage]:
         """The frames (all, or ``indices``) in order, rendered one at a time."""

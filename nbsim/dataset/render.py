@@ -34,8 +34,13 @@ class FrameImage:
 
     @property
     def image32(self) -> np.ndarray:
-        """The float32 image (what C's float file holds, and what noise is drawn from)."""
-        return np.ascontiguousarray(self.image, dtype=np.float32)
+        """The float32 image (what C's float file holds, and what noise is drawn from);
+        converted once."""
+        cached = self.__dict__.get("_image32")
+        if cached is None:
+            cached = np.ascontiguousarray(self.image, dtype=np.float32)
+            self.__dict__["_image32"] = cached
+        return cached
 
 
 def frame_config(config: Config, frame: FrameSpec) -> Config:
