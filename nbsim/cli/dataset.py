@@ -251,6 +251,10 @@ def run_dataset(argv, out, err) -> int:
     except ConfigError as e:
         from .main import _config_message
         raise _error(_config_message(e, parsed)) from None
+    except ArithmeticError as e:
+        raise _error(f"the flags give a degenerate geometry ({type(e).__name__}: {e}); "
+                     f"check the distance, the detector and beam vectors and "
+                     f"-pix0_vector") from None
     if not resume:
         rec = JobRecord(record_path, flags, kind=frames.kind, nframes=n,
                         seed=ds.seeds.seed, misset_seed=ds.seeds.misset_seed)
