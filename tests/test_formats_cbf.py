@@ -143,16 +143,21 @@ def test_float_frames_are_rounded(tmp_path):
     assert got.tolist() == [[0, 1, 2, 2**31 - 1], [-4, 0, 7, 8]]
 
 
-def _imgcif_simple_model_positions(header: CbfHeader, shape):
-    """Pixel centres (m, imgCIF frame) of the model dxtbx builds from a miniCBF:
-    fast +x, slow -y, normal to the beam at Detector_distance, Beam_xy from the corner."""
-    slow, fast = shape
+def _imgcif_simple_model_positions(path):
+    """Pixel centres (m, imgCIF frame) of the model dxtbx builds from a miniCBF file's
+    header text: fast +x, slow -y, normal to the beam at Detector_distance, Beam_xy
+    (pixels from the corner)."""
+    d, *_ = _dxtbx_style_header(path)
+    distance = float(d["Detector_distance"].split()[0])
+    bx, by = map(float, d["Beam_xy"].replace("(", "").replace(")", "").replace(",", "")
+                 .split()[:2])
+    px, py = map(float, d["Pixel_size"].replace("m", "").replace("x", "").split())
+    fast, slow = (int(d["X-Binary-Size-Fastest-Dimension"]),
+                  int(d["X-Binary-Size-Second-Dimension"]))
     fast_ax, slow_ax = np.array([1.0, 0, 0]), np.array([0, -1.0, 0])
-    px = header.pixel_size
-    origin = (header.distance * np.array([0, 0, -1.0]) - header.beam_xy[0] * px * fast_ax
-              - header.beam_xy[1] * px * slow_ax)
+    origin = distance * np.array([0, 0, -1.0]) - bx * px * fast_ax - by * py * slow_ax
     s, f = np.mgrid[0:slow, 0:fast].astype(np.float64)
-    return origin + (f[..., None] + 0.5) * px * fast_ax + (s[..., None] + 0.5) * px * slow_ax
+    return origin + (f[..., None] + 0.5) * px * fast_ax + (s[..., None] + 0.5) * py * slow_ax
 
 
 @pytest.mark.parametrize("extra,exact", [
@@ -162,7 +167,7 @@ def _imgcif_simple_model_positions(header: CbfHeader, shape):
     (["-detpixels", "30", "-twotheta", "10"], False),
     (["-dials", "-detpixels", "30"], False),
 ])
-def test_cbf_geometry_matches_render_when_exact(extra, exact):
+def test_cbf_geometry_matches_render_when_exact(tmp_path, extra, exact):
     plan = Simulator.from_args(BASE + extra).plan
     det = plan.detector
     info = DatasetInfo(plan=plan, nframes=1, scans=[FrameScan(0.0, 0.1)])
@@ -176,7 +181,10 @@ def test_cbf_geometry_matches_render_when_exact(extra, exact):
     render = np.stack([x, y, z], axis=-1)
     R = np.diag([-1.0, 1.0, -1.0]) @ mcstas_rotation(det.beam, det.spindle, det.polar)
     render_imgcif = render @ R.T
-    model = _imgcif_simple_model_positions(h, plan.shape)
+    path = tmp_path / "g.cbf"
+    write_cbf(path, np.zeros(plan.shape, np.int32), h)
+    model = _imgcif_simple_model_positions(path)
+    assert model.shape == render_imgcif.shape
     assert np.max(np.abs(render_imgcif - model)) <= 1e-9
     assert h.wavelength_A == pytest.approx(1.3, rel=1e-12)
 

@@ -249,7 +249,8 @@ def test_layout_fields_dials_reads(tmp_path):
     plan = _plan(GEOMETRIES["mosflm"] + ["-detector_thick", "450", "-detector_abs", "500"])
     mask = np.zeros(plan.shape, dtype=bool)
     mask[3, 5] = mask[0, 0] = True
-    info = _info(plan, nframes=4, mask=mask, saturation=65535, exposure_s=0.2)
+    info = _info(plan, nframes=4, mask=mask, saturation=65535, exposure_s=0.2,
+                 extra={"seed": 7})
     path = tmp_path / "layout.h5"
     _write_one(path, info)
     with h5py.File(path, "r") as fh:
@@ -301,6 +302,9 @@ def test_layout_fields_dials_reads(tmp_path):
         assert data._filters["32008"][4] == 2       # ... with LZ4
         assert [data[i, 7, 9] for i in range(4)] == [1, 2, 3, 4]
         assert fh["entry"].attrs["nbsim_command"] == json.dumps(list(info.command))
+        assert json.loads(fh["entry/nbsim"].attrs["dataset_extra"]) == {"seed": 7}
+        assert fh["entry/sample/beam"] == fh["entry/instrument/beam"]     # one group
+        assert len(nxmx.NXmx(fh).entries[0].instruments[0].beams) == 1
     assert read_nexus_command(path) == info.command
 
 
@@ -390,6 +394,27 @@ def test_resume_returns_complete_frames_and_finishes(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_resume_refuses_foreign_files(tmp_path):
+    plan = _plan(GEOMETRIES["dials"])
+    info = _info(plan, nframes=2)
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5 at all")
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        NexusSink(junk).open(info, resume=True)
+    assert junk.read_bytes() == b"not hdf5 at all"
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as fh:
+        fh["x"] = 1
+    with pytest.raises(ValueError, match="not a NeXus file written by nbsim"):
+        NexusSink(other).open(info, resume=True)
+    block = tmp_path / "b.h5"
+    write_block_file(block, info, 0, np.zeros((2,) + plan.shape, np.int32))
+    master = tmp_path / "m.h5"
+    write_master_vds(master, info, [(0, 2, str(block))])
+    with pytest.raises(ValueError, match="master over block files"):
+        NexusSink(master).open(info, resume=True)
+
+
 def test_killed_writer_leaves_resumable_file(tmp_path):
     """SIGKILL between frames: the file opens, completed frames are recorded and intact."""
     import subprocess
@@ -425,6 +450,8 @@ os.kill(os.getpid(), signal.SIGKILL)
     with h5py.File(path, "r") as fh:                   # clean again after the resume
         assert fh["entry/data/data"][:, 3, 3].tolist() == [7, 8, 9, 10]
         assert fh["entry/nbsim/frame_complete"][()].tolist() == [1, 1, 1, 1]
+        assert fh["entry/sample/beam"] == fh["entry/instrument/beam"]    # links kept
+        assert fh["entry/data/data"]._filters == {"32008": (0, 4, 4, 0, 2)}
     assert _max_geometry_error(path, info.plan) <= 1e-9
 
 
@@ -453,4 +480,10 @@ def test_block_files_joined_by_virtual_dataset(tmp_path, monkeypatch):
     assert read_frames_complete(master) == set(range(5))
     with pytest.raises(ValueError, match="overlap"):
         write_master_vds(tmp_path / "bad.h5", info, blocks + [(1, 1, blocks[0][2])])
+    with pytest.raises(ValueError, match="holds"):          # a block of 2 mapped as 1
+        write_master_vds(tmp_path / "bad.h5", info, [(0, 1, blocks[0][2])])
+    with pytest.raises(ValueError, match="starts at frame index 2"):
+        write_master_vds(tmp_path / "bad.h5", info, [(0, 2, blocks[1][2])])
+    with pytest.raises(ValueError, match="not a block file"):
+        write_master_vds(tmp_path / "bad.h5", info, [(0, 2, str(tmp_path / "none.h5"))])
     assert not (tmp_path / "bad.h5").exists()

@@ -14,14 +14,15 @@ from nbsim.simulator import Simulator                                # noqa: E40
 
 
 def _table(name):
-    return np.rint(matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255
+    """255 evenly spaced colours of a matplotlib map, bottom to top."""
+    return np.rint(matplotlib.colormaps[name](np.linspace(0, 1, 255))[:, :3] * 255
                    ).astype(np.uint8)
 
 
 def _read(path):
     with Image.open(path) as im:
-        assert im.format == "PNG" and im.mode == "RGB"
-        return np.asarray(im)
+        assert im.format == "PNG" and im.mode == "P"       # indexed colour
+        return np.asarray(im.convert("RGB"))
 
 
 def test_asinh_and_log_stretch_values():
@@ -56,7 +57,7 @@ def test_single_image_orientation_and_colours(tmp_path):
     rgb = _read(path)
     magma = _table("magma")
     assert rgb.shape == (20, 30, 3)            # rows = slow, columns = fast
-    assert tuple(rgb[2, 5]) == tuple(magma[255])
+    assert tuple(rgb[2, 5]) == tuple(magma[254])
     assert tuple(rgb[0, 0]) == tuple(magma[0])
     nan = img.copy()
     nan[7, 7] = np.nan
@@ -74,7 +75,7 @@ def test_montage_layout_shared_scale_and_gaps(tmp_path):
     for k in range(5):
         r, c = divmod(k, 3)
         tile = rgb[r * 12:r * 12 + 10, c * 14:c * 14 + 12]
-        assert np.all(tile == gray[int(round(k / 4 * 255))])
+        assert np.all(tile == gray[int(np.rint(k / 4 * 254))])
     assert np.all(rgb[10:12] == 255) and np.all(rgb[:, 12:14] == 255)
     assert np.all(rgb[12:, 2 * 14:] == 255)                 # the empty sixth tile
     # a 3-D array is a montage too, and the scale is shared (frame 4 is the brightest)
@@ -88,7 +89,7 @@ def test_max_pooling_keeps_a_single_pixel_spot():
     img[37, 61] = 1e4
     rgb = preview_rgb(img, "asinh", "magma", max_size=30)
     assert rgb.shape == (25, 25, 3)
-    assert tuple(rgb[37 // 4, 61 // 4]) == tuple(_table("magma")[255])
+    assert tuple(rgb[37 // 4, 61 // 4]) == tuple(_table("magma")[254])
 
 
 def test_bad_options_refused():
@@ -120,3 +121,29 @@ def test_png_sink_keeps_only_montage_frames(tmp_path):
     rgb = _read(tmp_path / "p.png")
     assert rgb.shape == (2 * 16 + 2, 2 * 16 + 2, 3)
     assert PngSink(tmp_path / "q.png").open(info, resume=True) == set(range(40))
+
+
+def test_compare_previews_use_preview_and_skip_without_pillow(tmp_path, monkeypatch):
+    import io
+    import sys
+    from nbsim.cli.compare import _write_outputs
+    rng = np.random.default_rng(4)
+    c = rng.poisson(4.0, (24, 32)).astype(np.float64)
+    n = c.copy()
+    n[5, 6] += 50.0
+    _write_outputs(tmp_path, c, n, {"x": 1}, None)
+    diff = _read(tmp_path / "diff.png")
+    coolwarm = _table("coolwarm")
+    assert tuple(diff[5, 6]) == tuple(coolwarm[254])          # nbsim higher: top colour
+    assert tuple(diff[0, 0]) == tuple(coolwarm[127])          # equal: the middle
+    cp, npng = _read(tmp_path / "c.png"), _read(tmp_path / "nbsim.png")
+    same = np.all(cp == npng, axis=-1)
+    assert not same[5, 6] and same.sum() == same.size - 1     # one scale for both
+    # without Pillow: one line on stderr, summary still written, no pictures
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    err = io.StringIO()
+    out = tmp_path / "nopil"
+    out.mkdir()
+    _write_outputs(out, c, n, {"x": 1}, None, err)
+    assert (out / "summary.json").exists() and not list(out.glob("*.png"))
+    assert err.getvalue().count("\n") == 1 and "pip install" in err.getvalue()

@@ -153,7 +153,7 @@ def _header_text(h: CbfHeader, fast: int, slow: int) -> str:
     lines = [
         f"# Detector: {detector}",
         f"# {stamp}",
-        f"# Pixel_size {h.pixel_size * 1e6:.6g}e-6 m x {h.pixel_size * 1e6:.6g}e-6 m",
+        f"# Pixel_size {h.pixel_size * 1e6:.10g}e-6 m x {h.pixel_size * 1e6:.10g}e-6 m",
         f"# Silicon sensor, thickness {h.thickness:.6f} m",
         f"# Exposure_time {h.exposure_s:.7f} s",
         f"# Exposure_period {h.exposure_s:.7f} s",
@@ -166,13 +166,13 @@ def _header_text(h: CbfHeader, fast: int, slow: int) -> str:
         "# Flat_field: (nil)",
         "# Trim_file: (nil)",
         "# Image_path: (nil)",
-        f"# Wavelength {h.wavelength_A:.6f} A",
-        f"# Detector_distance {h.distance:.6f} m",
-        f"# Beam_xy ({h.beam_xy[0]:.3f}, {h.beam_xy[1]:.3f}) pixels",
-        f"# Start_angle {h.start_angle_deg:.6f} deg.",
-        f"# Angle_increment {h.angle_increment_deg:.6f} deg.",
+        f"# Wavelength {h.wavelength_A:.10g} A",
+        f"# Detector_distance {h.distance:.10g} m",
+        f"# Beam_xy ({h.beam_xy[0]:.8f}, {h.beam_xy[1]:.8f}) pixels",
+        f"# Start_angle {h.start_angle_deg:.10g} deg.",
+        f"# Angle_increment {h.angle_increment_deg:.10g} deg.",
         f"# Detector_2theta {h.twotheta_deg:.4f} deg.",
-        f"# Phi {h.start_angle_deg:.6f} deg.",
+        f"# Phi {h.start_angle_deg:.10g} deg.",
         "# Oscillation_axis X.CW",
     ]
     return "\r\n".join(lines)

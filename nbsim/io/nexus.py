@@ -21,9 +21,11 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
                                           module_offset (in-plane translation to the
                                           pixel-(0,0) corner), fast/slow_pixel_direction
       sample                    NXsample  depends_on -> transformations/omega (rotation,
-                                          one value per frame, deg) or "." (stills)
+                                          one value per frame, deg) or "." (stills);
+                                          beam = hard link to instrument/beam
       source                    NXsource
-      nbsim                     NXcollection  frame_complete [frames] uint8 (resume record)
+      nbsim                     NXcollection  frame_complete [frames] uint8 (resume record),
+                                          @dataset_extra (JSON of ``info.extra``: seeds...)
 
 Every vector is in the McStas frame, converted from nanoBragg's lab frame by the one
 rotation of :mod:`nbsim.io.labframe`.  dxtbx takes the panel origin as the translation
@@ -129,6 +131,39 @@ def _nxgroup(parent, name, nx_class):
     return g
 
 
+def _axis(group, name, value, units, kind, vector, depends_on):
+    """An NXtransformations axis: ``kind`` translation or rotation along unit ``vector``
+    (McStas), zero offset, ``depends_on`` a path or "."."""
+    ds = _field(group, name, value, units=units, transformation_type=kind,
+                vector=np.asarray(vector, dtype=np.float64), depends_on=str(depends_on))
+    ds.attrs["offset"] = np.zeros(3)
+    ds.attrs["offset_units"] = "mm"
+    return ds
+
+
+def _write_module(detector, name, corner, fvec, svec, pixel_size, data_origin, data_size,
+                  base_axis, base_position):
+    """One NXdetector_module: pixels ``data_origin`` .. ``+data_size`` ([slow, fast]) of
+    the data, pixel-(0,0) corner at ``corner`` (m, McStas), axes ``fvec``/``svec``.
+    ``base_axis`` is the translation the module hangs on (det_z), which puts the origin
+    at ``base_position`` (m); ``module_offset`` adds the rest, so dxtbx's origin (the fast
+    axis' whole chain) is ``corner`` -- for a flat model and, one group per module, for a
+    hierarchical (multi-module) one alike."""
+    module = _nxgroup(detector, name, "NXdetector_module")
+    _field(module, "data_origin", np.asarray(data_origin, dtype=np.int64))
+    _field(module, "data_size", np.asarray(data_size, dtype=np.int64))
+    _field(module, "data_stride", np.array([1, 1], dtype=np.int64))
+    rest = np.asarray(corner, dtype=np.float64) - np.asarray(base_position, dtype=np.float64)
+    length = float(np.linalg.norm(rest))
+    direction = rest / length if length > 0 else np.asarray(fvec, dtype=np.float64)
+    off = _axis(module, "module_offset", length * 1e3, "mm", "translation", direction,
+                base_axis.name)
+    px_mm = pixel_size * 1e3
+    _axis(module, "fast_pixel_direction", px_mm, "mm", "translation", fvec, off.name)
+    _axis(module, "slow_pixel_direction", px_mm, "mm", "translation", svec, off.name)
+    return module
+
+
 def _not_rendered(plan, shape) -> np.ndarray:
     """True for the pixels nbsim leaves at zero (outside -roi, zero in -mask): not data."""
     bad = np.ones(shape, dtype=bool)
@@ -192,14 +227,8 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     normal = np.cross(fvec, svec)
     normal /= np.linalg.norm(normal)
     along = float(np.dot(pix0, normal))
-    in_plane = pix0 - along * normal
-    in_len = float(np.linalg.norm(in_plane))
-    in_dir = in_plane / in_len if in_len > 0 else fvec
     trans = _nxgroup(detector, "transformations", "NXtransformations")
-    z_ax = _field(trans, "det_z", along * 1e3, units="mm",
-                  transformation_type="translation", vector=normal, depends_on=".")
-    z_ax.attrs["offset"] = np.zeros(3)
-    z_ax.attrs["offset_units"] = "mm"
+    z_ax = _axis(trans, "det_z", along * 1e3, "mm", "translation", normal, ".")
     _field(detector, "depends_on", z_ax.name)
     _field(detector, "description", "nbsim simulated pixel-array detector")
     _field(detector, "type", "pixel")
@@ -226,20 +255,8 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     detector.create_dataset("pixel_mask", data=mask, compression="gzip", shuffle=True)
     _field(detector, "pixel_mask_applied", False)
 
-    module = _nxgroup(detector, "module", "NXdetector_module")
-    _field(module, "data_origin", np.array([0, 0], dtype=np.int64))
-    _field(module, "data_size", np.array([slow, fast], dtype=np.int64))
-    _field(module, "data_stride", np.array([1, 1], dtype=np.int64))
-    off = _field(module, "module_offset", in_len * 1e3, units="mm",
-                 transformation_type="translation", vector=in_dir, depends_on=z_ax.name)
-    off.attrs["offset"] = np.zeros(3)
-    off.attrs["offset_units"] = "mm"
-    px_mm = float(det.pixel_size) * 1e3
-    for name, vec in (("fast_pixel_direction", fvec), ("slow_pixel_direction", svec)):
-        ax = _field(module, name, px_mm, units="mm", transformation_type="translation",
-                    vector=vec, depends_on=off.name)
-        ax.attrs["offset"] = np.zeros(3)
-        ax.attrs["offset_units"] = "mm"
+    _write_module(detector, "module", pix0, fvec, svec, float(det.pixel_size), (0, 0),
+                  (slow, fast), z_ax, along * normal)
 
     # -- sample and goniometer
     sample = _nxgroup(entry, "sample", "NXsample")
@@ -250,16 +267,17 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
         gonio = _nxgroup(sample, "transformations", "NXtransformations")
         start = np.array([s.phi_start_deg for s in info.scans], dtype=np.float64)
         width = np.array([s.osc_deg for s in info.scans], dtype=np.float64)
-        omega = _field(gonio, "omega", start, units="deg", transformation_type="rotation",
-                       vector=to_mcstas(R, det.spindle), depends_on=".")
-        omega.attrs["offset"] = np.zeros(3)
-        omega.attrs["offset_units"] = "mm"
+        omega = _axis(gonio, "omega", start, "deg", "rotation", to_mcstas(R, det.spindle),
+                      ".")
         _field(gonio, "omega_end", start + width, units="deg")
         _field(gonio, "omega_increment_set", float(width[0]) if np.all(width == width[0])
                else width, units="deg")
         _field(sample, "depends_on", omega.name)
     else:
         _field(sample, "depends_on", ".")
+
+    # NXmx before 2020 put the beam under the sample; a hard link serves both readers
+    sample["beam"] = beam
 
     source = _nxgroup(entry, "source", "NXsource")
     _field(source, "name", "nbsim simulation")
@@ -272,6 +290,7 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     nb = _nxgroup(entry, "nbsim", "NXcollection")
     nb.attrs["lab_rotation_mcstas_from_nanobragg"] = R
     nb.attrs["nanobragg_convention"] = str(det.convention)
+    nb.attrs["dataset_extra"] = json.dumps(info.extra, default=str, sort_keys=True)
     return nb
 
 
@@ -367,10 +386,20 @@ class NexusSink:
         self._dtype = _dtype_of(info)
         self._shape = _shape(info)
         if resume and self.path.exists():
-            f = _reopen_for_write(self.path)
             try:
-                data = f["entry/data/data"]
-                done = f["entry/nbsim/frame_complete"]
+                f = _reopen_for_write(self.path)
+            except OSError as exc:
+                raise ValueError(f"{self.path}: cannot be resumed: {exc}") from None
+            try:
+                try:
+                    data = f["entry/data/data"]
+                    done = f["entry/nbsim/frame_complete"]
+                except KeyError:
+                    raise ValueError(f"{self.path}: cannot be resumed: not a NeXus file "
+                                     f"written by nbsim") from None
+                if data.is_virtual:
+                    raise ValueError(f"{self.path}: cannot be resumed as one file: it is a "
+                                     f"master over block files")
                 want = (info.nframes,) + self._shape
                 if data.shape != want or data.dtype != self._dtype:
                     raise ValueError(
@@ -447,12 +476,32 @@ def write_block_file(path, info: DatasetInfo, first_index: int, frames,
     _atomic_h5(path, build, libver=_LIBVER)
 
 
+def _check_block(block, first, shape, dtype) -> None:
+    """A block file must hold the frames the master maps onto it (a missing or short
+    block would silently read as fill values through the virtual dataset)."""
+    h5py, _ = _h5()
+    try:
+        with h5py.File(block, "r") as f:
+            ds = f["data"]
+            got_shape, got_dtype = ds.shape, ds.dtype
+            got_first = ds.attrs.get("first_index")
+    except (OSError, KeyError) as exc:
+        raise ValueError(f"block {block}: not a block file ({exc})") from None
+    if got_shape != shape or got_dtype != dtype:
+        raise ValueError(f"block {block}: holds {got_shape} {got_dtype}, the master maps "
+                         f"{shape} {dtype} onto it")
+    if got_first is not None and int(got_first) != first:
+        raise ValueError(f"block {block}: starts at frame index {int(got_first)}, the "
+                         f"master maps it at {first}")
+
+
 def write_master_vds(path, info: DatasetInfo,
                      blocks: Sequence[Tuple[int, int, str]]) -> None:
     """Write the NXmx master file whose ``/entry/data/data`` is an HDF5 virtual dataset
     over block files (``blocks``: (first_index, n, block_path) each, from
     :func:`write_block_file`).  Block paths are stored relative to the master's
-    directory when they are below it, so the set can be moved together.  Frames no block
+    directory when they are below it, so the set can be moved together.  Every block is
+    checked (shape, dtype, first index) before the master is written.  Frames no block
     covers read as the fill value and are not marked complete."""
     h5py, _ = _h5()
     dtype = _dtype_of(info)
@@ -468,6 +517,7 @@ def write_master_vds(path, info: DatasetInfo,
         if done[first:first + n].any():
             raise ValueError(f"block {block}: frames {first}..{first + n - 1} overlap "
                              f"another block")
+        _check_block(block, first, (n,) + shape, dtype)
         absolute = Path(os.path.abspath(block))
         try:
             name = str(absolute.relative_to(master_dir))

@@ -17,8 +17,9 @@ gaps), every tile on the same scale, max-pooled so the picture
 stays within ``max_size`` pixels (max-pooling keeps one-pixel spots visible).  Rows are
 the slow axis, top to bottom; columns the fast axis, left to right.
 
-Pillow writes the file (through :mod:`nbsim.io._atomic`); matplotlib supplies only the
-colour table (no pyplot, no figure).  Both are in the ``formats`` extra.
+Pillow writes the file (an indexed-colour PNG: 255 colour levels + the gap colour,
+through :mod:`nbsim.io._atomic`); matplotlib supplies only the colour table (no pyplot,
+no figure).  Both are in the ``formats`` extra.
 """
 from __future__ import annotations
 
@@ -29,16 +30,19 @@ import numpy as np
 
 from ._atomic import atomic_open
 
-__all__ = ["write_png", "preview_rgb", "stretch_unit", "stretch_params", "montage_indices",
+__all__ = ["write_png", "preview_rgb", "preview_indexed", "stretch_unit", "stretch_params", "montage_indices",
            "PngSink", "STRETCHES"]
 
 STRETCHES = ("asinh", "log", "linear")
 _MISSING_EXTRA = 'Pillow and matplotlib are needed for PNG previews: pip install -e ".[formats]"'
 _GAP_RGB = (255, 255, 255)
+_LEVELS = 255                     # colour levels; palette index 255 is the gap
+_SAMPLE = 1 << 20                 # pixels enough to set a display scale
 
 
-def _colour_table(cmap: str) -> np.ndarray:
-    """(256, 3) uint8 RGB table of a matplotlib colour map."""
+def _palette(cmap: str) -> np.ndarray:
+    """(256, 3) uint8 palette: entries 0..254 sample the matplotlib colour map evenly
+    from its bottom to its top colour, entry 255 is the montage gap colour."""
     try:
         import matplotlib
     except ImportError as exc:                # pragma: no cover - extras installed in CI
@@ -48,18 +52,21 @@ def _colour_table(cmap: str) -> np.ndarray:
     except KeyError:
         raise ValueError(f"unknown colour map {cmap!r} (any matplotlib colour map name, "
                          f"e.g. magma, viridis, gray)") from None
-    table = cm(np.linspace(0.0, 1.0, 256))[:, :3]
-    return np.rint(table * 255.0).astype(np.uint8)
+    table = np.rint(cm(np.linspace(0.0, 1.0, _LEVELS))[:, :3] * 255.0).astype(np.uint8)
+    return np.vstack([table, np.array([_GAP_RGB], dtype=np.uint8)])
 
 
 def stretch_params(img, stretch: str = "asinh", vmin: Optional[float] = None,
                    vmax: Optional[float] = None, knee: Optional[float] = None):
     """``(vmin, vmax, knee)`` of the stretch for ``img`` (module docstring); given values
-    are kept.  Use them to put several pictures on exactly one scale."""
+    are kept.  Use them to put several pictures on exactly one scale.  Above 2**20
+    finite pixels the statistics come from an even subsample (every k-th pixel)."""
     if stretch not in STRETCHES:
         raise ValueError(f"stretch must be one of {', '.join(STRETCHES)}, not {stretch!r}")
     x = np.asarray(img, dtype=np.float64)
     vals = x[np.isfinite(x)]
+    if vals.size > _SAMPLE:           # display scale: an even subsample is plenty
+        vals = vals[::vals.size // _SAMPLE]
     if vmin is None:
         vmin = float(np.percentile(vals, 0.5)) if vals.size else 0.0
     if vmax is None:
@@ -98,9 +105,15 @@ def _max_pool(img: np.ndarray, factor: int) -> np.ndarray:
         return img
     s, f = img.shape
     ps, pf = -s % factor, -f % factor
-    padded = np.pad(img, ((0, ps), (0, pf)), constant_values=-np.inf)
-    pooled = padded.reshape((s + ps) // factor, factor, (f + pf) // factor, factor)
-    return pooled.max(axis=(1, 3))
+    padded = np.pad(img, ((0, ps), (0, pf)), constant_values=np.nan)
+    # factor**2 strided maxima (much faster than a reduction over a reshaped view);
+    # fmax ignores NaN, so a block is NaN only if all its pixels are
+    out = padded[0::factor, 0::factor].copy()
+    for i in range(factor):
+        for j in range(factor):
+            if i or j:
+                np.fmax(out, padded[i::factor, j::factor], out=out)
+    return out
 
 
 def montage_indices(nframes: int, max_frames: int = 16) -> List[int]:
@@ -112,11 +125,11 @@ def montage_indices(nframes: int, max_frames: int = 16) -> List[int]:
                    for k in range(max_frames)})
 
 
-def preview_rgb(images, stretch: str = "asinh", cmap: str = "magma", *,
-                vmin: Optional[float] = None, vmax: Optional[float] = None,
-                knee: Optional[float] = None, max_size: int = 2048,
-                gap: int = 2) -> np.ndarray:
-    """The picture as an (height, width, 3) uint8 array (see the module docstring)."""
+def preview_indexed(images, stretch: str = "asinh", cmap: str = "magma", *,
+                    vmin: Optional[float] = None, vmax: Optional[float] = None,
+                    knee: Optional[float] = None, max_size: int = 2048, gap: int = 2):
+    """The picture as palette indices (height, width) uint8 and the (256, 3) palette:
+    level ``rint(254 * y)`` for a stretched value y, 255 for the montage gaps."""
     frames = [np.asarray(images, dtype=np.float64)] if _is_single(images) else \
         [np.asarray(im, dtype=np.float64) for im in images]
     if not frames:
@@ -124,26 +137,32 @@ def preview_rgb(images, stretch: str = "asinh", cmap: str = "magma", *,
     shape = frames[0].shape
     if len(shape) != 2 or any(fr.shape != shape for fr in frames):
         raise ValueError("preview images must be 2-D and all the same shape")
+    palette = _palette(cmap)
     n = len(frames)
     ncols = int(math.ceil(math.sqrt(n)))
     nrows = int(math.ceil(n / ncols))
     s, f = shape
     factor = max(1, int(math.ceil(max(ncols * f, nrows * s) / max_size)))
-    tiles = [_max_pool(np.where(np.isfinite(fr), fr, -np.inf), factor) for fr in frames]
+    tiles = [_max_pool(fr, factor) for fr in frames]
     ts, tf = tiles[0].shape
     # one scale for all tiles: the percentiles of all of them together
     units = stretch_unit(np.stack(tiles), stretch, vmin, vmax, knee)
-    table = _colour_table(cmap)
-    rgb = table[np.rint(units * 255.0).astype(np.intp)]
+    levels = np.rint(units * (_LEVELS - 1)).astype(np.uint8)
     if n == 1:
-        return np.ascontiguousarray(rgb[0])
+        return np.ascontiguousarray(levels[0]), palette
     g = gap
-    out = np.empty((nrows * ts + (nrows - 1) * g, ncols * tf + (ncols - 1) * g, 3), np.uint8)
-    out[...] = _GAP_RGB
+    out = np.full((nrows * ts + (nrows - 1) * g, ncols * tf + (ncols - 1) * g), _LEVELS,
+                  dtype=np.uint8)
     for k in range(n):
         r, c = divmod(k, ncols)
-        out[r * (ts + g):r * (ts + g) + ts, c * (tf + g):c * (tf + g) + tf] = rgb[k]
-    return out
+        out[r * (ts + g):r * (ts + g) + ts, c * (tf + g):c * (tf + g) + tf] = levels[k]
+    return out, palette
+
+
+def preview_rgb(images, stretch: str = "asinh", cmap: str = "magma", **kw) -> np.ndarray:
+    """The picture as an (height, width, 3) uint8 RGB array (see :func:`preview_indexed`)."""
+    index, palette = preview_indexed(images, stretch, cmap, **kw)
+    return palette[index]
 
 
 def _is_single(images) -> bool:
@@ -160,10 +179,13 @@ def write_png(path, images: Union[np.ndarray, Sequence[np.ndarray]],
         from PIL import Image
     except ImportError as exc:                # pragma: no cover - extras installed in CI
         raise ImportError(_MISSING_EXTRA) from exc
-    rgb = preview_rgb(images, stretch, cmap, vmin=vmin, vmax=vmax, knee=knee,
-                      max_size=max_size)
+    index, palette = preview_indexed(images, stretch, cmap, vmin=vmin, vmax=vmax,
+                                     knee=knee, max_size=max_size)
+    picture = Image.fromarray(index, "P")
+    picture.putpalette(palette.ravel().tolist())
+    # an indexed PNG at zlib level 1: ~20x faster than RGB at level 6, half the size
     with atomic_open(path, "wb") as fh:
-        Image.fromarray(rgb, "RGB").save(fh, format="PNG")
+        picture.save(fh, format="PNG", compress_level=1)
 
 
 class PngSink:
@@ -179,7 +201,7 @@ class PngSink:
         if stretch not in STRETCHES:
             raise ValueError(f"stretch must be one of {', '.join(STRETCHES)}, "
                              f"not {stretch!r}")
-        _colour_table(cmap)                   # unknown map or missing matplotlib: now
+        _palette(cmap)                        # unknown map or missing matplotlib: now
         self.path, self.stretch, self.cmap = path, stretch, cmap
         self.max_frames, self.max_size = max_frames, max_size
         self._keep: Set[int] = set()
