@@ -99,7 +99,7 @@ class _FrameProgress:
         rate = (done - self.start_done) / el if el > 0 else 0.0
         left = (total - done) / rate if rate > 0 else math.inf
         bar = "#" * int(round(frac * 30))
-        text = (f"nbsim: frames [{bar:.<30}] {100 * frac:5.1f}% {done}/{total}, "
+        text = (f"nbsim: rendering frames [{bar:.<30}] {100 * frac:5.1f}% {done}/{total}, "
                 f"{rate:.2f} frames/s, {_fmt_time(left)} left")
         try:
             self.stream.write(("\r" + text) if self.tty else (text + "\n"))
@@ -203,6 +203,11 @@ def run_dataset(argv, out, err) -> int:
         raise _error("-scheduler: cannot be combined with -workers (a local cluster)")
     if workers is not None and int(workers) < 1:
         raise _error(f"-workers: needs at least 1 worker, got {workers}")
+    max_workers = 4 * (os.cpu_count() or 1)
+    if workers is not None and int(workers) > max_workers:
+        raise _error(f"-workers: {workers} local worker processes for "
+                     f"{os.cpu_count()} cores is too many (at most {max_workers}; use "
+                     f"-scheduler for a cluster)")
     try:
         if workers is not None:
             require_dask("-workers")
@@ -290,11 +295,23 @@ def run_dataset(argv, out, err) -> int:
             outputs.append(Output(flag, t, TemplateSink(t, w), p,
                                   needs_image=flag != "-noisefile"))
 
+    # ---- where frames run (a cluster that cannot start is a usage error: before output)
+    executor = InProcess()
+    if workers is not None:
+        executor = DaskExecutor.local(int(workers), threads_total=parsed.threads)
+    elif scheduler is not None:
+        try:
+            executor = DaskExecutor.connect(str(scheduler), threads_per_task=parsed.threads)
+        except (OSError, ValueError, TypeError) as e:      # bad address, no scheduler
+            raise _error(f"-scheduler {scheduler}: cannot connect to a Dask scheduler "
+                         f"({type(e).__name__}: {e})") from None
+
     # ---- summary (stdout)
     from ..units import RTD
-    kind = "rotation frames" if ds.is_rotation else "stills"
-    lines = [f"dataset: {n} {kind} ({plan0.detector.fpixels}x{plan0.detector.spixels} "
-             f"pixels, {cfg.mode} mode)"]
+    kind = ("rotation frame" if ds.is_rotation else "still") + ("s" if n != 1 else "")
+    from .. import __version__
+    lines = [f"nbsim {__version__}: dataset of {n} {kind} ({plan0.detector.fpixels}x"
+             f"{plan0.detector.spixels} pixels, {cfg.mode} mode)"]
     if ds.is_rotation:
         c = plan0.crystal
         lines.append(f"  frame i: phi = {c.phi0 * RTD:g} + i*{c.osc * RTD:g} deg, "
@@ -310,12 +327,6 @@ def run_dataset(argv, out, err) -> int:
     lines.append(f"  job record: {record_path}")
     out.lines(lines)
 
-    # ---- run
-    executor = InProcess()
-    if workers is not None:
-        executor = DaskExecutor.local(int(workers), threads_total=parsed.threads)
-    elif scheduler is not None:
-        executor = DaskExecutor.connect(str(scheduler), threads_per_task=parsed.threads)
     previews = []
     if png:
         from ..io.preview import montage_indices

@@ -114,7 +114,7 @@ class DaskExecutor:
     def connect(cls, address: str, threads_per_task: Optional[int] = None, **kw):
         """Use a running cluster (dask-jobqueue, dask-mpi, ``dask scheduler``...)."""
         distributed = require_dask("-scheduler")
-        client = distributed.Client(address, timeout=30)
+        client = distributed.Client(address, timeout=10)
         return cls(client, threads_per_task=threads_per_task, **kw)
 
     def _remote_dataset(self, dataset):
