@@ -73,6 +73,7 @@ class Outputs:
     write_dump: bool = False        # an -hkl file was read: write the dump file as C does
     stol_inputs: List[str] = field(default_factory=list)
     suite: Dict[str, object] = field(default_factory=dict)   # nbsim.cli.suite_hooks
+    dataset: Dict[str, object] = field(default_factory=dict)   # -nimages, -nexus, ... (nbsim.cli.dataset)
 
 
 @dataclass
@@ -371,6 +372,13 @@ def _pivot_flag(st, flag, vals):
         raise ArgError(f"{flag}: expected 'beam' or 'sample', got {v!r}")
     st.pivot = p
     st.pivot_requests.append((flag, p))
+
+
+def _dataset(key, conv=lambda v: v):
+    """A dataset flag (nbsim.cli.dataset reads ``Outputs.dataset``)."""
+    def apply(st, flag, vals):
+        st.out.dataset[key] = conv(vals[0]) if vals else True
+    return apply
 
 
 def _mm(path):
@@ -713,6 +721,33 @@ FLAGS: List[Flag] = [
     _F("-dtype", 1, S, "float64|float32", "float64", "arithmetic precision",
        _choice("dtype", ("float64", "float32")), "dtype"),
     _F("-threads", 1, I, "", "all cores", "CPU threads", _threads),
+    # ------------------------------------------------- datasets (nbsim.cli.dataset)
+    _F("-nimages", 1, I, "frames", "1 (one image)",
+       "rotation scan: frame i is -phi phi+i*osc -osc osc (outputs take '#' templates)",
+       _dataset("nimages", int)),
+    _F("-stills", 1, I, "frames", "off",
+       "serial stills: one orientation per frame (-misset random: drawn per frame)",
+       _dataset("stills", int)),
+    _F("-orientations", 1, S, "file", "none",
+       "orientations of -stills, one per line: misset x y z (deg) or 9 A-matrix numbers",
+       _dataset("orientations")),
+    _F("-nexus", 1, S, "file", "none", "NeXus NXmx HDF5 file of the dataset (DIALS reads it)",
+       _dataset("nexus")),
+    _F("-nexus_compression", 1, S, "bslz4|gzip|none", "bslz4", "compression of -nexus data",
+       _dataset("nexus_compression")),
+    _F("-cbf", 1, S, "template", "none", "miniCBF file per frame ('#' digits: frame number)",
+       _dataset("cbf")),
+    _F("-png", 1, S, "file", "none", "quick-look PNG (a montage of frames for a dataset)",
+       _dataset("png")),
+    _F("-workers", 1, I, "", "0 (in-process)", "render frames on a local Dask cluster "
+       "of N worker processes", _dataset("workers", int)),
+    _F("-scheduler", 1, S, "address", "none", "render frames on a running Dask cluster "
+       "(workers write -nexus blocks)", _dataset("scheduler")),
+    _F("-worker_blocks", 1, I, "frames", "16 with -scheduler, else off",
+       "workers write -nexus data in blocks of N frames; the master file joins them",
+       _dataset("worker_blocks", int)),
+    _F("-resume", 0, N0, "", "off", "continue an interrupted dataset: keep complete frames",
+       _dataset("resume")),
 ]
 
 FLAG_INDEX: Dict[str, Flag] = {n: f for f in FLAGS for n in f.names}
@@ -939,7 +974,7 @@ def _apply_structure(cfg: Config, grid):
 
 _SECTIONS = (("-cell", "crystal"), ("-hkl", "structure factors"), ("-lambda", "beam"),
              ("-distance", "detector"), ("-oversample", "sampling"),
-             ("-floatfile", "outputs"), ("-c_parity", "nbsim"))
+             ("-floatfile", "outputs"), ("-c_parity", "nbsim"), ("-nimages", "datasets"))
 
 
 def usage() -> str:

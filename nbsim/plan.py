@@ -84,6 +84,41 @@ def _check_geometry(det: DetectorGeometry) -> None:
                           "degenerate geometry: the detector plane passes through the sample")
 
 
+def recommended_oversample(cfg: Config, det: DetectorGeometry, cryst: CrystalGeometry) -> int:
+    """C's auto-selected sub-pixel count: ceil(3 x crystal size / reciprocal pixel size)."""
+    reciprocal_pixel_size = cfg.beam.wavelength * det.distance / det.pixel_size
+    ratio = 3.0 * cryst.xtalsize_max / reciprocal_pixel_size if reciprocal_pixel_size else math.inf
+    # C casts ceil() of a non-finite ratio to int (undefined; in practice negative) and then
+    # falls back to 1
+    recommended = int(math.ceil(ratio)) if math.isfinite(ratio) else 1
+    if recommended <= 0:
+        recommended = 1
+    return recommended
+
+
+def cell_tables(cfg: Config, cryst: CrystalGeometry, spindle: np.ndarray):
+    """The rotated cell of every (phi step, domain): ``(cells (2, nphi*ndom, 9), carry_needed)``.
+
+    Table 0 serves the run's first executed sub-path and table 1 all others; they differ
+    only under the c-parity phi=0 carryover (docs/architecture.md).  A dataset rebuilds
+    just this (and the crystal) per frame."""
+    phis = cryst.phi_values()
+    carry_needed = False
+    if cfg.mode == "c-parity" and np.any(phis == 0.0) and np.any(phis != 0.0):
+        carry_needed = True
+        ref = [cryst.a0, cryst.b0, cryst.c0]
+        first = rotated_cells(cryst, spindle, phis, entering=ref)
+        last_nz = phis[np.nonzero(phis != 0.0)[0][-1]]
+        from .geometry.rotations import rotate_axis
+        after = [rotate_axis(v, spindle, last_nz) for v in ref]
+        rest = rotated_cells(cryst, spindle, phis, entering=after)
+        cells = np.stack([first.reshape(-1, 9), rest.reshape(-1, 9)])
+    else:
+        flat = rotated_cells(cryst, spindle, phis, None).reshape(-1, 9)
+        cells = np.stack([flat, flat])
+    return np.ascontiguousarray(cells), carry_needed
+
+
 def make_plan(cfg: Config) -> Plan:
     cfg.validate()
     det = resolve_detector(cfg)
@@ -107,13 +142,7 @@ def make_plan(cfg: Config) -> Plan:
     if st.hkls == 0:
         interpolate = False
 
-    reciprocal_pixel_size = cfg.beam.wavelength * det.distance / det.pixel_size
-    ratio = 3.0 * cryst.xtalsize_max / reciprocal_pixel_size if reciprocal_pixel_size else math.inf
-    # C casts ceil() of a non-finite ratio to int (undefined; in practice negative) and then
-    # falls back to 1
-    recommended = int(math.ceil(ratio)) if math.isfinite(ratio) else 1
-    if recommended <= 0:
-        recommended = 1
+    recommended = recommended_oversample(cfg, det, cryst)
     oversample = s.oversample if (s.oversample is not None and s.oversample > 0) else recommended
     if oversample <= 0:
         oversample = 1
@@ -151,22 +180,7 @@ def make_plan(cfg: Config) -> Plan:
     geom[23] = cfg.beam.polarization
     geom[24] = s.dmin
 
-    phis = cryst.phi_values()
-    spec_cells = rotated_cells(cryst, det.spindle, phis, None)
-    carry_needed = False
-    if cfg.mode == "c-parity" and np.any(phis == 0.0) and np.any(phis != 0.0):
-        carry_needed = True
-        ref = [cryst.a0, cryst.b0, cryst.c0]
-        first = rotated_cells(cryst, det.spindle, phis, entering=ref)
-        last_nz = phis[np.nonzero(phis != 0.0)[0][-1]]
-        from .geometry.rotations import rotate_axis
-        after = [rotate_axis(v, det.spindle, last_nz) for v in ref]
-        rest = rotated_cells(cryst, det.spindle, phis, entering=after)
-        cells = np.stack([first.reshape(-1, 9), rest.reshape(-1, 9)])
-    else:
-        flat = spec_cells.reshape(-1, 9)
-        cells = np.stack([flat, flat])
-    cells = np.ascontiguousarray(cells)
+    cells, carry_needed = cell_tables(cfg, cryst, det.spindle)
 
     ast = np.concatenate([cryst.a_star, cryst.b_star, cryst.c_star]).astype(np.float64)
     if st.grid is not None and st.hkls:

@@ -63,6 +63,19 @@ class Simulator:
             cfg.mode = mode
         return cls(cfg, threads=kw.get("threads", parsed.threads))
 
+    @classmethod
+    def from_plan(cls, plan: Plan, threads: Optional[int] = None) -> "Simulator":
+        """A simulator over an existing plan (a dataset's per-frame plan, built from
+        shared frame-independent parts); no re-planning."""
+        sim = cls.__new__(cls)
+        sim.config = plan.config
+        sim.threads = threads
+        sim.plan = plan
+        sim._carry_pixel = -1
+        sim._switch_pixel = _NO_SWITCH
+        sim.image = None
+        return sim
+
     # --------------------------------------------------------------- rendering
     def _crystal_arrays(self, float32):
         """Cell tables, reciprocal cell, F grid and lattice constants in the kernel's

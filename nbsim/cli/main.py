@@ -138,6 +138,10 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
         raise NbsimError("no flags given: a unit cell (-cell or -mat) and structure factors "
                          "(-hkl or -default_F) are needed (nbsim -h lists the flags)")
 
+    from . import dataset as _dataset_cli
+    if _dataset_cli.wants_dataset(argv):        # -nimages, -stills, -nexus, ...
+        return _dataset_cli.run_dataset(argv, out, err)
+
     # 1. parse, read inputs, plan: every input problem stops the run here
     parsed = parse_args(argv)
     cfg = parsed.config

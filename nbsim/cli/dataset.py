@@ -1,0 +1,396 @@
+"""``nbsim`` with dataset flags: a rotation scan or serial stills as one job.
+
+    nbsim -cell 100 100 100 90 90 90 -default_F 100 -N 5 -detpixels 256 \\
+          -osc 0.5 -phisteps 3 -nimages 12 -nexus scan.h5 -noisefile img_#####.img
+
+Dispatched from :func:`nbsim.cli.main.run` when any of -nimages, -stills,
+-orientations, -nexus, -nexus_compression, -cbf, -png, -workers, -scheduler,
+-worker_blocks, -resume is given.  The flags are nanoBragg's plus those; the single-image
+defaults (floatimage.bin, intimage.img, ...) are *not* written: only the outputs asked
+for, per frame under a ``#`` template (``img_#####.img`` -> img_00001.img ...).
+Everything is checked before anything is written: a series without an output or with a
+template lacking ``#``, an output directory that cannot be written, ``-resume`` against a
+job made with other flags (the differing flag is named), ``-workers`` without Dask --
+each is one line on stderr and exit status 2.  Ctrl-C leaves the complete frames and
+the job record; the same command with ``-resume`` finishes the job (exit status 130
+meanwhile).  See docs/datasets.md.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import List, TextIO
+
+DATASET_FLAGS = ("-nimages", "-stills", "-orientations", "-nexus", "-nexus_compression",
+                 "-cbf", "-png", "-workers", "-scheduler", "-worker_blocks", "-resume")
+_FILE_TEMPLATES = ("-floatfile", "-intfile", "-noisefile", "-pgmfile")
+_PREVIEW_FRAMES = 9
+EXIT_OK, EXIT_INTERRUPTED = 0, 130
+
+
+def wants_dataset(argv) -> bool:
+    return any(str(a) in DATASET_FLAGS for a in argv)
+
+
+def _error(msg):
+    from .main import NbsimError
+    return NbsimError(msg)
+
+
+def _note(err: TextIO, msg: str):
+    try:
+        err.write(f"nbsim: note: {msg}\n")
+        err.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _check_target(flag: str, path: str):
+    """The directory of ``path`` exists and is writable, and ``path`` is no directory."""
+    if not path:
+        raise _error(f"{flag}: empty file name")
+    p = Path(path)
+    if p.is_dir():
+        raise _error(f"{flag}: {path} is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise _error(f"{flag}: cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _error(f"{flag}: cannot write {path}: directory {parent} is not writable")
+
+
+class _FrameProgress:
+    """Frames done, rate and time left on stderr (in place on a terminal, else a line
+    per 10 %), once the job has run a second."""
+
+    def __init__(self, stream: TextIO, delay: float = 1.0):
+        self.stream = stream
+        self.delay = delay
+        self.t0 = time.perf_counter()
+        self.start_done = None
+        self.shown = False
+        self.last = 0.0
+        self.decile = -1
+        try:
+            self.tty = bool(stream.isatty())
+        except (AttributeError, ValueError):
+            self.tty = False
+
+    def __call__(self, done: int, total: int):
+        from .main import _fmt_time
+        if self.start_done is None:
+            self.start_done = done
+        now = time.perf_counter()
+        el = now - self.t0
+        if el < self.delay or total <= 0:
+            return
+        frac = done / total
+        if self.tty:
+            if now - self.last < 0.1 and done < total:
+                return
+        else:
+            d = int(frac * 10)
+            if d == self.decile:
+                return
+            self.decile = d
+        self.last = now
+        rate = (done - self.start_done) / el if el > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else math.inf
+        bar = "#" * int(round(frac * 30))
+        text = (f"nbsim: rendering frames [{bar:.<30}] {100 * frac:5.1f}% {done}/{total}, "
+                f"{rate:.2f} frames/s, {_fmt_time(left)} left")
+        try:
+            self.stream.write(("\r" + text) if self.tty else (text + "\n"))
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+        self.shown = True
+
+    def finish(self):
+        if self.shown and self.tty:
+            try:
+                self.stream.write("\n")
+            except (OSError, ValueError):
+                pass
+
+
+def _frames_from(parsed, d):
+    from ..dataset import RotationScan, Stills, read_orientations
+    if "nimages" in d and "stills" in d:
+        raise _error("-stills: cannot be combined with -nimages (a rotation scan); "
+                     "give one of them")
+    if "stills" in d:
+        n = int(d["stills"])
+        if n < 1:
+            raise _error(f"-stills: needs at least 1 frame, got {n}")
+        if "orientations" in d:
+            path = str(d["orientations"])
+            try:
+                ori = read_orientations(path)
+            except FileNotFoundError:
+                raise _error(f"-orientations: cannot open {path}") from None
+            except (OSError, ValueError) as e:
+                raise _error(f"-orientations: {path}: {e}") from None
+            if len(ori) != n:
+                raise _error(f"-orientations: {path} has {len(ori)} orientations for "
+                             f"-stills {n}")
+            return Stills(n, ori)
+        return Stills(n, "random" if parsed.config.crystal.misset_random else None)
+    if "orientations" in d:
+        raise _error("-orientations: needs -stills N (orientations of serial stills)")
+    n = int(d.get("nimages", 1))
+    if n < 1:
+        raise _error(f"-nimages: needs at least 1 frame, got {n}")
+    return RotationScan(n)
+
+
+def run_dataset(argv, out, err) -> int:
+    from ..args import FLAG_INDEX, parse_args, tokenize
+    from ..dataset import Dataset
+    from ..dataset.driver import run_frames
+    from ..dataset.executors import DaskExecutor, DaskMissing, InProcess, require_dask
+    from ..dataset.manifest import JobRecord, first_difference, job_flags
+    from ..dataset.outputs import Output, TemplateSink, dataset_info, frame_products
+    from ..errors import ConfigError
+    from ..io.sinks import frame_path
+
+    argv = [str(a) for a in argv]
+    parsed = parse_args(argv)
+    cfg = parsed.config
+    outs = parsed.outputs
+    d = outs.dataset
+    frames = _frames_from(parsed, d)
+    n = frames.nframes
+    given = {FLAG_INDEX[f].names[0] for f, _ in tokenize(argv) if f != "-h"}
+
+    # ---- outputs asked for (only those: the single-image defaults are not written)
+    targets = []                              # (flag, template or file)
+    for flag in _FILE_TEMPLATES:
+        if flag in given:
+            t = getattr(outs, flag[1:])
+            if flag == "-noisefile" and not outs.calculate_noise:
+                _note(err, "-nonoise: no -noisefile frames are written")
+                continue
+            targets.append((flag, t))
+    if "cbf" in d:
+        targets.append(("-cbf", str(d["cbf"])))
+    nexus = str(d["nexus"]) if "nexus" in d else None
+    png = str(d["png"]) if "png" in d else None
+    if nexus is None and not targets and png is None:
+        raise _error(f"a series of {n} frame{'s' if n > 1 else ''} needs an output: "
+                     f"-nexus FILE.h5, a '#' template with -cbf, -floatfile, -intfile, "
+                     f"-noisefile or -pgmfile, or -png FILE")
+    for flag, t in targets:
+        if n > 1 and "#" not in os.path.basename(t):
+            stem, ext = os.path.splitext(os.path.basename(t))
+            raise _error(f"{flag} {t}: a series of {n} frames needs '#' digits in the file "
+                         f"name, one file per frame (e.g. {stem}_#####{ext})")
+        _check_target(flag, frame_path(t, 0) if "#" in os.path.basename(t) else t)
+    if nexus is not None:
+        _check_target("-nexus", nexus)
+    if png is not None:
+        _check_target("-png", png)
+    compression = str(d.get("nexus_compression", "bslz4")).lower()
+    if compression not in ("bslz4", "gzip", "none"):
+        raise _error(f"-nexus_compression: expected bslz4, gzip or none, got {compression!r}")
+
+    # ---- where frames run
+    workers = d.get("workers")
+    scheduler = d.get("scheduler")
+    if workers is not None and scheduler is not None:
+        raise _error("-scheduler: cannot be combined with -workers (a local cluster)")
+    if workers is not None and int(workers) < 1:
+        raise _error(f"-workers: needs at least 1 worker, got {workers}")
+    max_workers = 4 * (os.cpu_count() or 1)
+    if workers is not None and int(workers) > max_workers:
+        raise _error(f"-workers: {workers} local worker processes for "
+                     f"{os.cpu_count()} cores is too many (at most {max_workers}; use "
+                     f"-scheduler for a cluster)")
+    try:
+        if workers is not None:
+            require_dask("-workers")
+        if scheduler is not None:
+            require_dask("-scheduler")
+    except DaskMissing as e:
+        raise _error(str(e)) from None
+    blocks = d.get("worker_blocks")
+    if blocks is None and scheduler is not None and nexus is not None:
+        blocks = 16
+    if blocks is not None:
+        blocks = int(blocks)
+        if blocks < 1:
+            raise _error(f"-worker_blocks: needs at least 1 frame per block, got {blocks}")
+        if nexus is None:
+            raise _error("-worker_blocks: the workers write -nexus data blocks; give -nexus")
+        if workers is None and scheduler is None:
+            raise _error("-worker_blocks: needs -workers N or -scheduler ADDRESS")
+
+    # ---- the job record: new, or the one -resume continues
+    resume = bool(d.get("resume"))
+    first = nexus if nexus is not None else (targets[0][1] if targets else png)
+    record_path = JobRecord.path_for(first)
+    flags = job_flags(argv)
+    seed = misset_seed = None
+    if resume:
+        try:
+            rec = JobRecord.load(record_path)
+        except FileNotFoundError:
+            raise _error(f"-resume: no job record {record_path} (was {first} made by "
+                         f"nbsim with these outputs?)") from None
+        except (OSError, ValueError) as e:
+            raise _error(f"-resume: {record_path}: {e}") from None
+        diff = first_difference(rec.flags, flags)
+        if diff:
+            raise _error(f"-resume: {first} {diff}; give the job's own flags (or start "
+                         f"again without -resume)")
+        seed, misset_seed = rec.seed, rec.misset_seed
+    _check_target("(job record)", record_path)
+
+    # ---- the dataset and its plan (every input problem stops here)
+    try:
+        ds = Dataset(cfg, frames, seed=seed, misset_seed=misset_seed,
+                     noise=outs.calculate_noise, threads=parsed.threads)
+        plan0 = ds.plan(0)
+    except ConfigError as e:
+        from .main import _config_message
+        raise _error(_config_message(e, parsed)) from None
+    except ArithmeticError as e:
+        raise _error(f"the flags give a degenerate geometry ({type(e).__name__}: {e}); "
+                     f"check the distance, the detector and beam vectors and "
+                     f"-pix0_vector") from None
+    if not resume:
+        rec = JobRecord(record_path, flags, kind=frames.kind, nframes=n,
+                        seed=ds.seeds.seed, misset_seed=ds.seeds.misset_seed)
+    info = dataset_info(ds, command=argv)
+    prod = frame_products(ds, outs)
+
+    outputs: List[Output] = []
+    if nexus is not None and blocks is None:
+        try:
+            from ..io.nexus import NexusSink
+        except ImportError:
+            raise _error("-nexus needs h5py and hdf5plugin: pip install -e \".[formats]\"") \
+                from None
+        outputs.append(Output("-nexus", nexus,
+                              NexusSink(nexus, compression=None if compression == "none"
+                                        else compression), prod.detector_data,
+                              needs_image=False))
+    writers = {"-floatfile": (prod.write_float, prod.float32),
+               "-intfile": (prod.write_int, prod.int_smv),
+               "-noisefile": (prod.write_noise, prod.noise_smv),
+               "-pgmfile": (prod.write_pgm, prod.pgm)}
+    for flag, t in targets:
+        if flag == "-cbf":
+            from ..io.cbf import CbfSink, cbf_header_for, write_cbf
+            if "#" in os.path.basename(t):
+                sink = CbfSink(t)
+            else:                       # one frame, one named file
+                sink = TemplateSink(t, lambda path, i, data: write_cbf(
+                    path, data, cbf_header_for(info, i)))
+            outputs.append(Output(flag, t, sink, prod.detector_counts, needs_image=False))
+        else:
+            w, p = writers[flag]
+            outputs.append(Output(flag, t, TemplateSink(t, w), p,
+                                  needs_image=flag != "-noisefile"))
+
+    # ---- where frames run (a cluster that cannot start is a usage error: before output)
+    executor = InProcess()
+    if workers is not None:
+        executor = DaskExecutor.local(int(workers), threads_total=parsed.threads)
+    elif scheduler is not None:
+        try:
+            executor = DaskExecutor.connect(str(scheduler), threads_per_task=parsed.threads)
+        except (OSError, ValueError, TypeError) as e:      # bad address, no scheduler
+            raise _error(f"-scheduler {scheduler}: cannot connect to a Dask scheduler "
+                         f"({type(e).__name__}: {e})") from None
+
+    # ---- summary (stdout)
+    from ..units import RTD
+    kind = ("rotation frame" if ds.is_rotation else "still") + ("s" if n != 1 else "")
+    from .. import __version__
+    lines = [f"nbsim {__version__}: dataset of {n} {kind} ({plan0.detector.fpixels}x"
+             f"{plan0.detector.spixels} pixels, {cfg.mode} mode)"]
+    if ds.is_rotation:
+        c = plan0.crystal
+        lines.append(f"  frame i: phi = {c.phi0 * RTD:g} + i*{c.osc * RTD:g} deg, "
+                     f"{c.phisteps} phi steps each")
+    lines.append(f"  seeds: noise {ds.seeds.seed}, misset {ds.seeds.misset_seed} "
+                 f"(frame i: nbsim.dataset.frame_seed(seed, i))")
+    shown = [f"{o.flag} {o.target}" for o in outputs]
+    if blocks:
+        shown.append(f"-nexus {nexus} (worker blocks of {blocks})")
+    if png:
+        shown.append(f"-png {png}")
+    lines.append("  outputs: " + ", ".join(shown))
+    lines.append(f"  job record: {record_path}")
+    out.lines(lines)
+
+    previews = []
+    if png:
+        from ..io.preview import montage_indices
+        if blocks is None:
+            previews = montage_indices(n, _PREVIEW_FRAMES)
+        else:                           # the first frame of blocks (what workers return)
+            starts = list(range(0, n, blocks))
+            previews = [starts[k] for k in montage_indices(len(starts), _PREVIEW_FRAMES)]
+    bar = _FrameProgress(err) if outs.progress else None
+    t0 = time.perf_counter()
+    try:
+        if blocks is not None:
+            from ..dataset.blocks import run_blocks
+            result = run_blocks(ds, nexus, info, rec, executor, block=blocks,
+                                compression=None if compression == "none" else compression,
+                                outputs_spec=[(o.flag, o.target) for o in outputs],
+                                outs=outs, resume=resume, progress=bar,
+                                keep_previews=previews)
+        else:
+            result = run_frames(ds, outputs, rec, executor, info, resume=resume,
+                                progress=bar, keep_previews=previews)
+    except KeyboardInterrupt:
+        if bar:
+            bar.finish()
+        _note(err, f"interrupted: {len(rec.done)} of {n} frames are complete; the same "
+                   f"command with -resume finishes the job")
+        return EXIT_INTERRUPTED
+    finally:
+        executor.close()
+    if bar:
+        bar.finish()
+    wall = time.perf_counter() - t0
+
+    for o in outputs:
+        for msg in getattr(o.sink, "notes", []):
+            _note(err, f"{o.flag}: {msg}")
+    if png is not None:
+        # frames kept by a resumed job are rendered again for the picture (at most 9),
+        # except worker-written blocks, whose pixels stay off the driver
+        images = [result.previews[i] if i in result.previews else
+                  _detector_data(ds.render(i)) for i in previews
+                  if i in result.previews or blocks is None]
+        try:
+            from ..io.preview import write_png
+        except ImportError:
+            raise _error("-png needs Pillow and matplotlib: pip install -e \".[formats]\"") \
+                from None
+        try:
+            if images:
+                write_png(png, images if len(images) > 1 else images[0])
+        except OSError as e:
+            raise _error(f"-png: cannot write {png}: {e.strerror or e}") from None
+    rate = result.rendered / result.seconds if result.seconds > 0 else math.inf
+    out.lines([f"wrote {n} frame{'s' if n != 1 else ''} ({result.rendered} rendered, {result.kept} kept) in "
+               f"{wall:.2f} s: {rate:.2f} frames/s"])
+    if os.environ.get("NBSIM_TIMING"):
+        per = 1e3 * result.driver_seconds / max(1, result.rendered)
+        _note(err, f"timing: {result.rendered} frames in {result.seconds:.3f} s "
+                   f"({rate:.2f} frames/s), driver {per:.2f} ms/frame "
+                   f"(writing and recording), workers {executor.workers or 'in-process'}"
+                   + (f", master file {result.finish_seconds:.3f} s"
+                      if result.finish_seconds else ""))
+    return EXIT_OK
+
+
+def _detector_data(frame):
+    return frame.counts if frame.counts is not None else frame.image32

@@ -1,0 +1,128 @@
+"""What a dataset's frames are: a rotation scan or a set of stills (nothing rendered).
+
+A frame is a small change of the run's :class:`nbsim.config.Config`:
+
+* rotation scan (:class:`RotationScan`): frame ``i`` starts at ``phi0 + i*osc`` and keeps
+  the run's ``osc``/``phistep``/``phisteps`` -- exactly what ``nanoBragg -phi phi0+i*osc
+  -osc osc -phisteps n`` renders;
+* stills (:class:`Stills`): every frame at the run's phi range, with its own crystal
+  orientation: ``"random"`` (C's ``-misset random`` drawn from the frame's misset seed,
+  :func:`nbsim.dataset.seeds.frame_seed`), a list of misset triples (degrees, C's
+  ``-misset x y z``), a list of A matrices (MOSFLM form, as the first three lines of a
+  ``-mat`` file: rows x, y, z; columns a*, b*, c*, times lambda), or ``None`` (the run's
+  own orientation for every frame).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..geometry.crystal import resolve_phi
+from ..units import RTD
+
+__all__ = ["RotationScan", "Stills", "FrameSpec"]
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """One frame's changes to the run's Config (SI units: radians) and its seeds."""
+    index: int                                   # 0-based
+    phi0: float                                  # rad, start of the frame's phi range
+    misset: Optional[Tuple[float, float, float]] = None   # rad; None = the run's
+    a_matrix: Optional[np.ndarray] = None        # (3, 3) MOSFLM A matrix; None = the run's
+    noise_seed: int = 0                          # C -seed value of the frame's noise
+    misset_seed: Optional[int] = None            # C -misset_seed of a random still
+
+
+@dataclass(frozen=True)
+class RotationScan:
+    """``nframes`` consecutive rotation frames of the run's ``osc`` each."""
+    nframes: int
+
+    kind = "rotation"
+
+    def phi_ranges(self, crystal_cfg) -> list:
+        """(start, width) of every frame in rad, from the run's crystal config."""
+        c = crystal_cfg
+        _phistep, _phisteps, osc = resolve_phi(c.phi0, c.osc, c.phistep, c.phisteps)
+        return [(c.phi0 + i * osc, osc) for i in range(self.nframes)]
+
+    def frame(self, i: int, crystal_cfg, seeds) -> FrameSpec:
+        c = crystal_cfg
+        _phistep, _phisteps, osc = resolve_phi(c.phi0, c.osc, c.phistep, c.phisteps)
+        return FrameSpec(index=i, phi0=c.phi0 + i * osc, noise_seed=seeds.noise(i))
+
+
+Orientation = Union[str, None, Sequence]
+
+
+@dataclass(frozen=True)
+class Stills:
+    """``nframes`` stills; ``orientations``: "random", None (the run's orientation), or a
+    sequence of ``nframes`` misset triples (deg) or (3, 3) A matrices."""
+    nframes: int
+    orientations: Orientation = "random"
+
+    kind = "stills"
+
+    def __post_init__(self):
+        o = self.orientations
+        if o is None or isinstance(o, str):
+            if o not in (None, "random"):
+                raise ValueError(f"stills orientations: expected 'random', None or a list, "
+                                 f"got {o!r}")
+            return
+        if len(o) != self.nframes:
+            raise ValueError(f"stills: {len(o)} orientations for {self.nframes} frames")
+        for k, v in enumerate(o):
+            a = np.asarray(v, dtype=float)
+            if a.shape not in ((3,), (3, 3)) or not np.all(np.isfinite(a)):
+                raise ValueError(f"stills orientation {k + 1}: expected 3 misset angles "
+                                 f"or a 3x3 A matrix of finite numbers")
+
+    def frame(self, i: int, crystal_cfg, seeds) -> FrameSpec:
+        o = self.orientations
+        base = dict(index=i, phi0=crystal_cfg.phi0, noise_seed=seeds.noise(i))
+        if o is None:
+            return FrameSpec(**base)
+        if isinstance(o, str):          # "random": C's -misset random, per-frame seed
+            from .. import rng
+            from .._numba_setup import prepare_cpu
+            prepare_cpu()
+            mseed = seeds.misset(i)
+            _u, angles, _msg = rng.random_misset_umat(rng.idum_from_seed_flag(mseed))
+            return FrameSpec(misset=tuple(float(a) for a in angles), misset_seed=mseed,
+                             **base)
+        a = np.asarray(o[i], dtype=np.float64)
+        if a.shape == (3,):
+            return FrameSpec(misset=tuple(float(v) / RTD for v in a), **base)
+        return FrameSpec(a_matrix=a.copy(), **base)
+
+
+def read_orientations(path) -> list:
+    """A text file of orientations, one per line: 3 numbers (misset x y z, deg) or 9
+    numbers (an A matrix row by row, as the first three lines of a MOSFLM -mat file).
+    Blank lines and lines starting with '#' are skipped."""
+    out = []
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            t = line.split("#", 1)[0].split()
+            if not t:
+                continue
+            try:
+                vals = [float(x) for x in t]
+            except ValueError:
+                raise ValueError(f"line {n}: not numbers: {line.strip()!r}") from None
+            if len(vals) == 3:
+                out.append(tuple(vals))
+            elif len(vals) == 9:
+                out.append(np.array(vals).reshape(3, 3))
+            else:
+                raise ValueError(f"line {n}: expected 3 misset angles or 9 A-matrix "
+                                 f"numbers, got {len(vals)}")
+            if not all(math.isfinite(v) for v in vals):
+                raise ValueError(f"line {n}: numbers must be finite")
+    return out

@@ -1,0 +1,134 @@
+"""A dataset: the run's Config, its frames and its seeds (nothing rendered until asked).
+
+>>> from nbsim.dataset import Dataset, RotationScan
+>>> ds = Dataset.from_args(["-cell", "100", "100", "100", "90", "90", "90",
+...                         "-default_F", "100", "-N", "5", "-detpixels", "64",
+...                         "-osc", "0.5", "-phisteps", "3"], RotationScan(12), seed=7)
+>>> for frame in ds.frames():          # a stream: one frame in memory at a time
+...     pass                           # frame.image (float64), frame.counts (int32)
+
+``seed`` is the run's noise seed (C's ``-seed``); ``misset_seed`` the run's seed of random
+orientations (``-misset_seed``; default: ``seed``).  Frame ``i`` uses
+``frame_seed(seed, i, "noise")`` and ``frame_seed(misset_seed, i, "misset")``
+(:mod:`nbsim.dataset.seeds`).  A Dataset pickles without its renderer, so it can be sent
+to Dask workers; each worker builds the frame-independent plan once.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+from ..config import Config
+from .frames import FrameSpec, RotationScan, Stills
+from .noise import poisson_counts
+from .render import FrameImage, FrameRenderer
+from .seeds import frame_seed
+
+__all__ = ["Dataset"]
+
+
+class _Seeds:
+    def __init__(self, seed: int, misset_seed: int):
+        self.seed = int(seed)
+        self.misset_seed = int(misset_seed)
+
+    def noise(self, i: int) -> int:
+        return frame_seed(self.seed, i, "noise")
+
+    def misset(self, i: int) -> int:
+        return frame_seed(self.misset_seed, i, "misset")
+
+
+class Dataset:
+    """``config`` (the run's single-image Config), ``frames`` (:class:`RotationScan` or
+    :class:`Stills`), ``noise`` (draw Poisson counts per frame), ``threads`` (CPU threads
+    per frame; None = all)."""
+
+    def __init__(self, config: Config, frames: Union[RotationScan, Stills], *,
+                 seed: Optional[int] = None, misset_seed: Optional[int] = None,
+                 noise: bool = True, threads: Optional[int] = None):
+        if frames.nframes < 1:
+            raise ValueError("a dataset needs at least one frame")
+        if seed is None:
+            seed = config.seed if config.seed is not None else int(time.time())
+        if misset_seed is None:
+            misset_seed = (config.crystal.misset_seed
+                           if config.crystal.misset_seed is not None else seed)
+        cfg = copy.copy(config)
+        cfg.seed = int(seed)
+        if cfg.crystal.misset_random:
+            # one orientation for the whole run (a rotation scan, or stills that are not
+            # re-oriented): resolved now, so every frame and worker uses the same
+            cfg.crystal = dataclasses.replace(cfg.crystal, misset_seed=int(misset_seed))
+        if isinstance(frames, Stills) and frames.orientations == "random":
+            cfg.crystal = dataclasses.replace(cfg.crystal, misset_random=False, misset=None)
+        self.config = cfg
+        self.frameset = frames
+        self.seeds = _Seeds(seed, misset_seed)
+        self.noise = bool(noise)
+        self.threads = threads
+        self._renderer = None
+
+    @classmethod
+    def from_args(cls, args: Sequence[str], frames, **kw) -> "Dataset":
+        from ..args import parse_args
+        parsed = parse_args(list(args))
+        kw.setdefault("threads", parsed.threads)
+        kw.setdefault("noise", parsed.outputs.calculate_noise)
+        return cls(parsed.config, frames, **kw)
+
+    # pickling (Dask): the renderer holds compiled-kernel state; rebuild it per process
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_renderer"] = None
+        return d
+
+    @property
+    def nframes(self) -> int:
+        return self.frameset.nframes
+
+    @property
+    def is_rotation(self) -> bool:
+        return isinstance(self.frameset, RotationScan)
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    @property
+    def renderer(self) -> FrameRenderer:
+        if self._renderer is None:
+            self._renderer = FrameRenderer(self.config, threads=self.threads)
+        return self._renderer
+
+    def frame(self, i: int) -> FrameSpec:
+        if not 0 <= i < self.nframes:
+            raise IndexError(f"frame {i} of {self.nframes}")
+        return self.frameset.frame(int(i), self.config.crystal, self.seeds)
+
+    def phi_ranges(self):
+        """(start, width) in rad per frame (rotation scans), else None."""
+        if not self.is_rotation:
+            return None
+        return self.frameset.phi_ranges(self.config.crystal)
+
+    def plan(self, i: int = 0):
+        """Frame ``i``'s plan (frame 0's describes the whole dataset to the sinks)."""
+        return self.renderer.plan_for(self.frame(i))
+
+    def render(self, i: int) -> FrameImage:
+        """Render frame ``i`` (and its noise); depends on nothing but the frame index."""
+        spec = self.frame(i)
+        image = self.renderer.render(spec)
+        frame = FrameImage(index=int(i), image=image)
+        if self.noise:
+            frame.counts = poisson_counts(frame.image32, spec.noise_seed, self.config.mode,
+                                          roi=self.renderer.base.detector.roi)
+        return frame
+
+    def frames(self, indices: Optional[Iterable[int]] = None) -> Iterator[FrameImage]:
+        """The frames (all, or ``indices``) in order, rendered one at a time."""
+        for i in (range(self.nframes) if indices is None else indices):
+            yield self.render(i)

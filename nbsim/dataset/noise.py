@@ -1,0 +1,159 @@
+"""Poisson noise of one frame, from the frame's noise seed (:mod:`nbsim.dataset.seeds`).
+
+Two generators, chosen by the run's mode:
+
+* **c-parity**: nanoBragg.c's own stream: ``ran1``/``poidev`` seeded with idum
+  ``-seed``, one deviate per pixel of the ROI in raster order (the mask is not consulted,
+  as in C).  The counts are the integers ``nanoBragg -seed <frame seed>`` draws (its
+  noise image is ``counts + adc``, clipped at 65535).  Sequential by nature.
+* **default (spec)**: a counter-based generator, parallel over pixels: the uniforms of
+  pixel ``p`` are SplitMix64 outputs at counters ``key + (p * 2**16 + j) * G`` (``key``
+  from the frame seed, ``j`` the draw number within the pixel), so every pixel draws
+  independently of the others and of the thread count.  Poisson deviates: inversion
+  (sequential search) for means below 10, Hoermann's PTRS transformed rejection (as
+  NumPy uses) above.  The noise of a pixel depends only on (frame seed, pixel, mean).
+
+Both take the float32 image (C's ``floatimage``), so the counts are those of the files.
+Pixels outside the ROI get 0.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .. import rng
+from .._numba_setup import prepare_cpu
+from .seeds import mix64
+
+__all__ = ["poisson_counts", "c_parity_counts", "counter_counts", "noise_smv_image"]
+
+_G = np.uint64(0x9E3779B97F4A7C15)
+_INT32_MAX = 2147483647
+
+
+@numba.njit(cache=True)
+def _c_counts(img, roi, state, out):
+    ns, nf = img.shape
+    for s in range(max(roi[2], 0), min(roi[3], ns - 1) + 1):
+        for f in range(max(roi[0], 0), min(roi[1], nf - 1) + 1):
+            v = np.float64(rng.poidev(img[s, f], state))
+            out[s, f] = np.int32(v) if v < 2147483647.0 else np.int32(2147483647)
+
+
+@numba.njit(inline="always")
+def _uniform(key, counter):
+    # SplitMix64 at position `counter` of the stream `key`; 53 random bits in [0, 1)
+    z = key + counter * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@numba.njit(cache=True)
+def _poisson_one(lam, key, pixel):
+    """One Poisson deviate of mean ``lam`` from the counter stream of ``pixel``."""
+    if not (lam > 0.0):
+        return 0.0
+    base = np.uint64(pixel) << np.uint64(16)
+    if lam < 10.0:
+        # inversion: smallest k with F(k) >= u
+        u = _uniform(key, base)
+        p = math.exp(-lam)
+        F = p
+        k = 0.0
+        while u > F and k < 1000.0:
+            k += 1.0
+            p *= lam / k
+            F += p
+        return k
+    # PTRS (Hoermann 1993), NumPy's random_poisson_ptrs
+    slam = math.sqrt(lam)
+    loglam = math.log(lam)
+    b = 0.931 + 2.53 * slam
+    a = -0.059 + 0.02483 * b
+    invalpha = 1.1239 + 1.1328 / (b - 3.4)
+    vr = 0.9277 - 3.6224 / (b - 2.0)
+    j = np.uint64(1)
+    while True:
+        U = _uniform(key, base + j) - 0.5
+        V = _uniform(key, base + j + np.uint64(1))
+        j += np.uint64(2)
+        us = 0.5 - abs(U)
+        k = math.floor((2.0 * a / us + b) * U + lam + 0.43)
+        if us >= 0.07 and V <= vr:
+            return k
+        if k < 0.0 or (us < 0.013 and V > us):
+            continue
+        if (math.log(V) + math.log(invalpha) - math.log(a / (us * us) + b)) <= \
+                (-lam + k * loglam - math.lgamma(k + 1.0)):
+            return k
+
+
+@numba.njit(parallel=True, cache=True)
+def _counter_counts(img, roi, key, out):
+    ns, nf = img.shape
+    s0 = max(roi[2], 0)
+    s1 = min(roi[3], ns - 1)
+    f0 = max(roi[0], 0)
+    f1 = min(roi[1], nf - 1)
+    for s in numba.prange(s0, s1 + 1):
+        for f in range(f0, f1 + 1):
+            v = _poisson_one(np.float64(img[s, f]), key, s * nf + f)
+            out[s, f] = np.int32(v) if v < 2147483647.0 else np.int32(2147483647)
+
+
+def _roi(roi, shape):
+    ns, nf = shape
+    if roi is None:
+        return np.array([0, nf - 1, 0, ns - 1], dtype=np.int64)
+    return np.asarray(roi, dtype=np.int64)
+
+
+def c_parity_counts(image32: np.ndarray, seed: int, roi=None) -> np.ndarray:
+    """nanoBragg.c's Poisson deviates (int32, (slow, fast)) for ``-seed seed``."""
+    prepare_cpu()
+    img = np.ascontiguousarray(image32, dtype=np.float32)
+    out = np.zeros(img.shape, dtype=np.int32)
+    state = rng.new_state(rng.idum_from_seed_flag(int(seed)))
+    _c_counts(img, _roi(roi, img.shape), state, out)
+    return out
+
+
+def counter_key(seed: int) -> np.uint64:
+    """The counter generator's 64-bit key of a frame seed."""
+    return np.uint64(mix64(int(seed) ^ 0x6E6273696D6E6F69))     # "nbsimnoi"
+
+
+def counter_counts(image32: np.ndarray, seed: int, roi=None) -> np.ndarray:
+    """Default-mode Poisson deviates (int32, (slow, fast)), parallel over rows."""
+    prepare_cpu()
+    img = np.ascontiguousarray(image32, dtype=np.float32)
+    out = np.zeros(img.shape, dtype=np.int32)
+    _counter_counts(img, _roi(roi, img.shape), counter_key(seed), out)
+    return out
+
+
+def poisson_counts(image32: np.ndarray, seed: int, mode: str, roi=None) -> np.ndarray:
+    """The frame's photon counts: C's stream in c-parity mode, the counter generator
+    otherwise."""
+    if mode == "c-parity":
+        return c_parity_counts(image32, seed, roi)
+    return counter_counts(image32, seed, roi)
+
+
+def noise_smv_image(counts: np.ndarray, adc_offset: float, roi=None) -> np.ndarray:
+    """The -noisefile pixels C writes from the deviates: ``(unsigned short)`` of
+    ``counts + adc`` clipped at 65535 (no lower clip), 0 outside the ROI."""
+    t = counts.astype(np.float64) + float(adc_offset)
+    np.minimum(t, 65535.0, out=t)
+    # C's cast: truncation to a 32-bit int, low 16 bits
+    u = (np.trunc(t).astype(np.int64) & 0xFFFF).astype(np.uint16)
+    r = _roi(roi, counts.shape)
+    if roi is not None:
+        keep = np.zeros(counts.shape, dtype=bool)
+        keep[max(r[2], 0):r[3] + 1, max(r[0], 0):r[1] + 1] = True
+        u[~keep] = 0
+    return u

@@ -1,0 +1,180 @@
+"""What each output takes from a frame, and the per-frame file sinks of nanoBragg's formats.
+
+A dataset output is an :class:`Output`: the flag that asked for it, a
+:class:`nbsim.io.sinks.FrameSink`, and a ``product`` that turns a rendered
+:class:`~nbsim.dataset.render.FrameImage` into what the sink writes.  Per frame:
+
+======================  ====================================================================
+``-floatfile T``        the float32 image (C's raw float file)
+``-intfile T``          C's SMV int image: auto scale ``55000/max_I`` of *that* frame
+                        unless ``-scale``, plus ``-adc``; OSC_START/OSC_RANGE of the frame
+``-noisefile T``        C's SMV noise image: counts + ``-adc``, clipped at 65535
+``-pgmfile T``          C's PGM (scale from the frame's statistics unless ``-pgmscale``)
+``-nexus F``, ``-cbf``  the counts (int32) with noise, else the float32 photons (NeXus) /
+                        photons rounded to int32 (CBF)
+======================  ====================================================================
+
+so every per-frame file is the file ``nbsim``/``nanoBragg`` writes for the frame's own
+single render.  The per-frame sinks write each file atomically (``io._atomic``): a frame
+file exists only once complete, which is what ``open(info, resume=True)`` checks.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Set
+
+import numpy as np
+
+from ..io.sinks import DatasetInfo, frame_path
+from ..units import RTD
+from .render import FrameImage
+
+__all__ = ["Output", "TemplateSink", "smv_header", "frame_products"]
+
+
+@dataclass
+class Output:
+    flag: str                  # e.g. "-noisefile"
+    target: str                # file or '#' template
+    sink: Any                  # a FrameSink
+    product: Callable[[FrameImage], Any]
+    needs_image: bool = True   # False: the product uses only the counts (when there are)
+
+
+class TemplateSink:
+    """One file per frame under a ``#`` template (1-based numbers), written by
+    ``writer(path, index, data)`` (an atomic nbsim.io writer)."""
+
+    def __init__(self, template: str, writer: Callable[[str, int, Any], None]):
+        self.template = template
+        self.writer = writer
+
+    def path(self, index: int) -> str:
+        return frame_path(self.template, index) if "#" in self.template else self.template
+
+    def open(self, info: DatasetInfo, resume: bool = False) -> Set[int]:
+        if not resume:
+            return set()
+        return {i for i in range(info.nframes) if os.path.isfile(self.path(i))}
+
+    def write(self, index: int, data) -> None:
+        self.writer(self.path(index), index, data)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def smv_header(plan, phi0: float, osc: float):
+    """The SMV header nanoBragg writes for ``plan``, with the frame's phi range (rad)."""
+    from ..io import SMVHeader
+    det = plan.detector
+    return SMVHeader(fpixels=det.fpixels, spixels=det.spixels, pixel_size=det.pixel_size,
+                     distance=det.distance, lambda0=plan.config.beam.wavelength,
+                     Xbeam=det.Xbeam, Ybeam=det.Ybeam, Fbeam=det.Fbeam, Sbeam=det.Sbeam,
+                     detsize_s=det.detsize_s, dials_origin=tuple(det.dials_origin),
+                     ORGX=det.ORGX, ORGY=det.ORGY, close_distance=det.close_distance,
+                     phi0=phi0, osc=osc, detector_twotheta=det.twotheta)
+
+
+class frame_products:
+    """The per-frame products of one dataset (scales and statistics as C's single run)."""
+
+    def __init__(self, dataset, outs):
+        self.ds = dataset
+        self.outs = outs                 # nbsim.args.Outputs
+        plan = dataset.plan(0)
+        self.plan = plan
+        det = plan.detector
+        self.roi = det.roi
+        m = dataset.config.detector.mask
+        self.mask = None if m is None else (np.asarray(m).reshape(det.spixels,
+                                                                  det.fpixels) != 0)
+        ranges = dataset.phi_ranges()
+        self.osc = plan.crystal.osc
+        self._phi = (lambda i: ranges[i][0]) if ranges else (lambda i: plan.crystal.phi0)
+        self._stats_for = None
+
+    def header(self, index: int):
+        return smv_header(self.plan, self._phi(index), self.osc)
+
+    def _scales(self, f: FrameImage):
+        from ..stats import image_stats, intfile_scale_rule, pgm_scale_rule
+        if self._stats_for is not None and self._stats_for[0] is f:
+            return self._stats_for[1]
+        det = self.plan.detector
+        st = image_stats(f.image32, mask=self.mask, roi=self.roi, pixel_size=det.pixel_size,
+                         oversample=self.plan.oversample)
+        iscale = intfile_scale_rule(st.max_I, self.outs.intfile_scale)
+        pscale = pgm_scale_rule(st.rmsd, iscale, self.outs.pgm_scale)
+        self._stats_for = (f, (iscale, pscale))
+        return iscale, pscale
+
+    # ---- products
+    def float32(self, f: FrameImage):
+        return f.image32
+
+    def int_smv(self, f: FrameImage):
+        from ..io import int_image
+        iscale, _ = self._scales(f)
+        return int_image(f.image32, iscale, self.outs.adc_offset, self.roi)
+
+    def pgm(self, f: FrameImage):
+        from ..io import pgm_image
+        _, pscale = self._scales(f)
+        return pgm_image(f.image32, pscale, self.roi), pscale
+
+    def noise_smv(self, f: FrameImage):
+        from .noise import noise_smv_image
+        return noise_smv_image(f.counts, self.outs.adc_offset, self.roi)
+
+    def detector_data(self, f: FrameImage):
+        """What NeXus stores: int32 counts with noise, float32 photons without."""
+        return f.counts if f.counts is not None else f.image32
+
+    def detector_counts(self, f: FrameImage):
+        """What CBF stores (int32): counts, or photons rounded without noise."""
+        if f.counts is not None:
+            return f.counts
+        return np.rint(np.clip(f.image32, -2.0**31, 2.0**31 - 128)).astype(np.int32)
+
+    # ---- writers (atomic)
+    def write_float(self, path, index, data):
+        from ..io import write_float_image
+        write_float_image(path, data)
+
+    def write_int(self, path, index, data):
+        from ..io import write_smv
+        write_smv(path, data, self.header(index))
+
+    def write_noise(self, path, index, data):
+        from ..io import write_smv
+        write_smv(path, data, self.header(index), noise=True)
+
+    def write_pgm(self, path, index, data):
+        from ..io import write_pgm
+        pixels, scale = data
+        write_pgm(path, pixels, scale)
+
+
+def dataset_info(dataset, command=()) -> DatasetInfo:
+    """What the sinks are told before the first frame."""
+    from ..io.sinks import FrameScan
+    plan = dataset.plan(0)
+    ranges = dataset.phi_ranges()
+    scans = None if ranges is None else [FrameScan(a * RTD, w * RTD) for a, w in ranges]
+    m = dataset.config.detector.mask
+    det = plan.detector
+    mask = None if m is None else (np.asarray(m).reshape(det.spixels, det.fpixels) == 0)
+    noise = dataset.noise
+    return DatasetInfo(plan=plan, nframes=dataset.nframes, scans=scans,
+                       dtype="int32" if noise else "float32", mask=mask,
+                       saturation=float(2 ** 31 - 1) if noise else None,
+                       exposure_s=float(dataset.config.beam.exposure),
+                       command=tuple(str(a) for a in command),
+                       extra={"seed": dataset.seeds.seed,
+                              "misset_seed": dataset.seeds.misset_seed,
+                              "mode": dataset.mode})
