@@ -57,7 +57,11 @@ F32_CASES = ["simple_cubic", "mosaic", "pix0_custom_roi", "curved_det", "interp_
 
 
 def _backend():
-    """'gpu', 'sim' (this process runs the simulator), 'subprocess' or None."""
+    """'gpu', 'sim' (this process runs the simulator), 'subprocess' or None (no numba-cuda
+    package: numba's own deprecated numba.cuda is not what nbsim's CUDA code is for)."""
+    from nbsim._numba_setup import numba_cuda_version
+    if numba_cuda_version() is None:
+        return None
     try:
         from numba import cuda
         from nbsim.kernels import cuda as kc
@@ -75,7 +79,8 @@ def _backend():
 
 BACKEND = _backend()
 FULL = BACKEND == "gpu"
-needs_cuda = pytest.mark.skipif(BACKEND is None, reason="numba.cuda not importable")
+NO_CUDA = 'needs the numba-cuda package (pip install -e ".[cuda]")'
+needs_cuda = pytest.mark.skipif(BACKEND is None, reason=NO_CUDA)
 
 
 def case_args(case, roi):
@@ -152,7 +157,7 @@ def _worker(jobs_path, out_dir):
 def gpu_results(tmp_path_factory):
     """id -> (image, info) for every job, rendered once per session."""
     if BACKEND is None:
-        pytest.skip("numba.cuda not importable")
+        pytest.skip(NO_CUDA)
     if BACKEND == "subprocess":
         d = tmp_path_factory.mktemp("cudasim")
         (d / "jobs.json").write_text(json.dumps(list(JOBS.values())))
@@ -292,7 +297,8 @@ PTX_VARIANTS = [("simple_cubic", "spec", "float64", False),
                 ("curved_det", "spec", "float64", False)]
 
 
-@pytest.mark.skipif(BACKEND != "subprocess", reason="needs numba-cuda with NVVM and no GPU")
+@pytest.mark.skipif(BACKEND != "subprocess", reason="needs numba-cuda with NVVM and no GPU "
+                    "(a GPU runs the kernels themselves)")
 @pytest.mark.parametrize("case,mode,dtype,second", PTX_VARIANTS)
 def test_kernel_compiles_to_ptx(monkeypatch, case, mode, dtype, second):
     """The simulator runs the kernel as Python; this compiles it for sm_90 with NVVM so
@@ -349,8 +355,9 @@ import numba
 from numba import cuda
 import numba.cuda.dispatcher as cdisp
 from nbsim.kernels import cuda as kc
-kc.prepare_compiler()
 from nbsim import _numba_setup
+assert _numba_setup.patch_status("cuda_blas")[0], _numba_setup.patch_status("cuda_blas")
+kc.prepare_compiler()
 am = sys.modules["numba.cuda.np.arraymath"]
 assert am._HAVE_BLAS is _numba_setup.scipy_blas_installed(), "BLAS answer changed"
 assert "scipy.linalg" not in sys.modules, "scipy.linalg imported"
@@ -359,6 +366,7 @@ assert linalg.ensure_blas is am.ensure_blas, "ensure_blas not restored"
 assert linalg.ensure_blas.__module__ == "numba.cuda.np.linalg"
 cdisp.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 kc._patch_numba_cuda()
+assert kc.PATCHES["cuda_ufuncs"].startswith("added"), kc.PATCHES
 import nbsim
 sim = nbsim.Simulator.from_args(sys.argv[1:])
 g = kc.GpuRender(sim, upload=False)
@@ -370,7 +378,8 @@ print("ok")
 """
 
 
-@pytest.mark.skipif(BACKEND != "subprocess", reason="needs numba-cuda with NVVM and no GPU")
+@pytest.mark.skipif(BACKEND != "subprocess", reason="needs numba-cuda with NVVM and no GPU "
+                    "(a GPU runs the kernels themselves)")
 def test_prepare_compiler_skips_host_blas_and_kernel_still_compiles():
     """prepare_compiler() sets numba-cuda up without importing SciPy (start-up time),
     keeps numba-cuda's BLAS answer, and the kernel then still compiles for sm_90 (fresh
