@@ -168,6 +168,8 @@ def patch_status(name: str):
     ``name``: ``"cpu_blas"`` (this module, CPU target), ``"cuda_blas"`` (this module,
     numba-cuda target), ``"cuda_ufuncs"`` and ``"cuda_inline"`` (:mod:`nbsim.kernels.cuda`).
     A patch that does not apply leaves Numba's behaviour as it is."""
+    if name not in ("cpu_blas", "cuda_blas", "cuda_ufuncs", "cuda_inline"):
+        raise ValueError(f"unknown patch {name!r}")
     if not patches_enabled():
         return False, "NBSIM_NUMBA_PATCHES=0"
     nv = _numba_version()
