@@ -337,6 +337,15 @@ def check_plan(cfg, cryst, srcs, detector, oversample: int, recommended: int,
                           f"rule select {recommended}-fold oversampling (more than "
                           f"{MAX_OVERSAMPLE}); give -oversample (e.g. -oversample 1) or a "
                           f"smaller crystal")
+    if not detector.close_distance > 0:
+        d = cfg.detector
+        moved = [p for p in ("twotheta", "rotx", "roty", "rotz") if getattr(d, p)]
+        param = f"detector.{moved[0]}" if moved else (
+            "detector.odet_vector" if d.odet_vector is not None else "detector.distance")
+        raise ConfigError(param, getattr(d, param.split(".")[1]),
+                          f"the detector faces away from the sample (its plane is "
+                          f"{detector.close_distance * 1e3:.4g} mm along its normal): every "
+                          f"pixel would see a negative solid angle")
     fp, sp = detector.fpixels, detector.spixels
     if npix == 0 and fp > 0 and sp > 0 and cfg.detector.roi is not None:
         raise ConfigError("detector.roi", tuple(cfg.detector.roi),
@@ -367,3 +376,26 @@ def check_distinct_outputs(targets) -> Optional[str]:
                              f"(each output needs its own file)")
         seen[key] = (flag, path)
     return None
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_image(image, cfg):
+    """The rendered image (photons per pixel) must be finite and fit the float32 output
+    files; ``image`` is returned unchanged.  A pixel beyond 3.4e38 photons comes from an
+    absurd fluence or structure factor, which the input ranges alone cannot exclude
+    (the intensity is their product)."""
+    arr = np.asarray(image)
+    with np.errstate(all="ignore"):
+        hi = float(np.max(arr)) if arr.size else 0.0
+        finite = bool(np.all(np.isfinite(arr)))
+    if not finite or hi > FLOAT32_MAX:
+        b = cfg.beam
+        what = "not finite" if not finite else f"a pixel of {hi:.3g} photons"
+        param = "beam.flux" if b.flux else "beam.fluence"
+        raise ConfigError(param, b.flux if b.flux else b.fluence,
+                          f"the image overflows ({what}; at most {FLOAT32_MAX:.3g} fits the "
+                          f"float32 files): the fluence, -default_F or the HKL amplitudes "
+                          f"are too large")
+    return image
