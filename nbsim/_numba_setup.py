@@ -147,6 +147,21 @@ def require_numba_cuda() -> None:
                           'pip install -e ".[cuda]"')
 
 
+def cuda_unavailable_reason() -> Optional[str]:
+    """None when numba-cuda is installed and ``numba.cuda`` imports (a GPU or the simulator
+    can then run the kernels); else why not, in one line (for skips and messages).
+    numba-cuda 0.30 cannot even import, simulator included, without the CUDA runtime
+    library (a toolkit, or the ``numba-cuda[cu12]``/``[cu13]`` wheels)."""
+    if numba_cuda_version() is None:
+        return 'the numba-cuda package is not installed (pip install -e ".[cuda]")'
+    try:
+        from numba import cuda  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means no CUDA backend
+        msg = " ".join(str(e).split())[:160]
+        return f"numba.cuda does not import ({type(e).__name__}: {msg})"
+    return None
+
+
 def _numba_version() -> Optional[str]:
     try:
         import numba
@@ -158,7 +173,7 @@ def _numba_version() -> Optional[str]:
 def _has_module(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
+    except Exception:  # noqa: BLE001 - a parent package that fails to import: absent
         return False
 
 

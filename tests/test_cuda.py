@@ -24,6 +24,7 @@ if __name__ == "__main__":  # worker: make nbsim and conftest importable
     sys.path.insert(0, str(HERE))
 
 import nbsim  # noqa: E402
+from nbsim._numba_setup import cuda_unavailable_reason  # noqa: E402
 from conftest import golden_args, reference_for  # noqa: E402
 
 pytestmark = pytest.mark.cuda
@@ -59,8 +60,7 @@ F32_CASES = ["simple_cubic", "mosaic", "pix0_custom_roi", "curved_det", "interp_
 def _backend():
     """'gpu', 'sim' (this process runs the simulator), 'subprocess' or None (no numba-cuda
     package: numba's own deprecated numba.cuda is not what nbsim's CUDA code is for)."""
-    from nbsim._numba_setup import numba_cuda_version
-    if numba_cuda_version() is None:
+    if cuda_unavailable_reason() is not None:
         return None
     try:
         from numba import cuda
@@ -79,7 +79,7 @@ def _backend():
 
 BACKEND = _backend()
 FULL = BACKEND == "gpu"
-NO_CUDA = 'needs the numba-cuda package (pip install -e ".[cuda]")'
+NO_CUDA = f"no CUDA backend: {cuda_unavailable_reason()}"
 needs_cuda = pytest.mark.skipif(BACKEND is None, reason=NO_CUDA)
 
 

@@ -67,9 +67,10 @@ def _gpu():
 
 
 def test_cuda_matches_cpu():
-    from nbsim._numba_setup import numba_cuda_version
-    if numba_cuda_version() is None:
-        pytest.skip('needs the numba-cuda package (pip install -e ".[cuda]")')
+    from nbsim._numba_setup import cuda_unavailable_reason
+    why = cuda_unavailable_reason()
+    if why is not None:
+        pytest.skip(f"no CUDA backend: {why}")
     if _gpu():
         res = compare_cases(small=False, cases=CASES + SLOW_CASES)
     else:
