@@ -159,3 +159,20 @@ def test_cuda_backend_requires_numba_cuda(monkeypatch):
     with pytest.raises(ImportError, match=r'pip install -e "\.\[cuda\]"'):
         kc._cuda()
     assert kc.available() is False
+
+
+def test_device_cuda_without_numba_cuda_says_how_to_install(monkeypatch, tmp_path):
+    import io
+    from nbsim.cli.main import main
+    from nbsim.kernels import cuda as kc
+    monkeypatch.setattr(ns, "numba_cuda_version", lambda: None)
+    monkeypatch.setattr(kc, "cuda", None)
+    err = io.StringIO()
+    rc = main(["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "1",
+               "-detpixels", "2", "-device", "cuda", "-floatfile", str(tmp_path / "f.bin")],
+              stdout=io.StringIO(), stderr=err)
+    assert rc == 2
+    assert err.getvalue().count("\n") == 1
+    assert "-device cuda: no usable CUDA GPU" in err.getvalue()
+    assert 'pip install -e ".[cuda]"' in err.getvalue()
+    assert not list(tmp_path.iterdir())
