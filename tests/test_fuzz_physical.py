@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from nbsim.cli.main import main
@@ -139,13 +139,13 @@ def _build_argv(groups, missing_value, inputs: Path, outputs: Path):
     return argv
 
 
-def check_command(argv, outputs: Path):
+def check_command(argv, outputs: Path, alarm=True):
     """Run one command in-process; assert the contract; returns the exit status."""
     for p in outputs.iterdir():
         p.unlink()
     out, err = io.StringIO(), io.StringIO()
     old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(EXAMPLE_ALARM_S)
+    signal.alarm(EXAMPLE_ALARM_S if alarm else 0)
     try:
         rc = main(argv, stdout=out, stderr=err)
     except _Hang:
@@ -180,10 +180,17 @@ def dirs():
 
 
 @pytest.fixture(scope="module")
-def bounds():
+def bounds(dirs):
+    """Lowered bounds, and the kernels the fuzz uses compiled first, outside Hypothesis
+    (a cold cache compiles for tens of seconds, slower still under Hypothesis's tracer),
+    so the per-example alarm measures the render, not the compiler."""
     mp = pytest.MonkeyPatch()
     mp.setenv("NBSIM_MAX_WORK", "2e7")
     mp.setenv("NBSIM_MAX_TABLE_GIB", "0.05")
+    inputs, outputs = dirs
+    for groups in ([], [("-hkl", [("1", "2", "3", "100")])]):
+        assert check_command(_build_argv(groups, False, inputs, outputs), outputs,
+                             alarm=False) == 0
     yield
     mp.undo()
 
@@ -196,6 +203,8 @@ _SEEN = {0: 0, 2: 0}
 # explores new ones
 @settings(max_examples=int(os.environ.get("NBSIM_FUZZ_EXAMPLES", "1200")), deadline=None,
           derandomize=os.environ.get("NBSIM_FUZZ_RANDOM", "") in ("", "0"),
+          # no "explain" phase: its tracer slows Numba's compiler many-fold
+          phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
 @given(cmd=command())
