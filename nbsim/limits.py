@@ -175,8 +175,10 @@ def check_config(cfg) -> None:
         _check_cell(c.cell)
     for name in ("sample_x", "sample_y", "sample_z"):
         _in_range(f"crystal.{name}", getattr(c, name), -LENGTH_MAX, LENGTH_MAX, "m")
-    _in_range("crystal.fudge", c.fudge, -1e6, 1e6, "")
+    _in_range("crystal.fudge", c.fudge, 0.0, 1e6, "", lo_open=True)
     # sampling
+    _in_range("sampling.water_size", s.water_size, 0.0, 1.0, "m")
+    _in_range("sampling.dmin", s.dmin, 0.0, 1.0, "m")
     if s.oversample is not None and int(s.oversample) > MAX_OVERSAMPLE:
         raise ConfigError("sampling.oversample", s.oversample, f"must be <= {MAX_OVERSAMPLE}")
     # structure factors
@@ -379,6 +381,14 @@ def check_distinct_outputs(targets) -> None:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+class ImageRangeError(ConfigError):
+    """The rendered image is out of range; its message stands alone (it is found after
+    the render, from the product of several parameters, not from one flag)."""
+
+    def __str__(self):
+        return self.why
+
+
 def check_image(image, cfg):
     """The rendered image (photons per pixel) must be finite and fit the float32 output
     files; ``image`` is returned unchanged.  A pixel beyond 3.4e38 photons comes from an
@@ -392,7 +402,7 @@ def check_image(image, cfg):
         b = cfg.beam
         what = "not finite" if not finite else f"a pixel of {hi:.3g} photons"
         param = "beam.flux" if b.flux else "beam.fluence"
-        raise ConfigError(param, b.flux if b.flux else b.fluence,
+        raise ImageRangeError(param, b.flux if b.flux else b.fluence,
                           f"the image overflows ({what}; at most {FLOAT32_MAX:.3g} fits the "
                           f"float32 files): the fluence, -default_F or the HKL amplitudes "
                           f"are too large")

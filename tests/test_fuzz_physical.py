@@ -255,6 +255,9 @@ CUBE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-detp
     (["-mosaic", "1", "-mosaic_dom", "1000000", "-phisteps", "1000000"], "rotation table"),
     (["-cell", "50", "50", "50", "90", "90", "200"], "no unit cell"),
     (["-polar", "5"], "between -1 and 1"),
+    (["-water", "1e300"], "-water 1e300: must be"),
+    (["-fudge", "-5", "-round_xtal"], "-fudge -5: must be > 0"),
+    (["-default_F", "1e300"], "nbsim: error: the image overflows (not finite"),
 ])
 def test_reproducer_refused(tmp_path, extra, expect):
     rc, err, secs = _run(CUBE + extra, tmp_path)
