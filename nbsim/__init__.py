@@ -11,7 +11,12 @@ imported.
 """
 from importlib import import_module
 
+from . import _numba_setup
+
 __version__ = "0.1.0"
+
+# before any cache=True kernel is defined: a writable Numba cache directory (or a note)
+_numba_setup.ensure_cache_dir()
 
 _PUBLIC = {
     "Config": ".config", "DetectorConfig": ".config", "BeamConfig": ".config",

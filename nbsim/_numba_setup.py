@@ -1,16 +1,32 @@
-"""Numba target set-up without SciPy's import on the start-up path.
+"""Numba set-up: a usable on-disk cache, and a faster target set-up where it is known safe.
 
-The first compile or cache load of a Numba kernel sets up its target (registries of
+**Cache directory** (:func:`ensure_cache_dir`, run when :mod:`nbsim` is imported).  The
+kernels are compiled with ``cache=True``; Numba keeps that cache in ``__pycache__`` beside
+the sources, else in its user-wide directory, and when neither is writable (an installed
+package run by another user whose home has no writable cache, e.g. ``nobody``) every
+``cache=True`` function fails at import with "no locator available".  When
+``NUMBA_CACHE_DIR`` is unset and the package directory is not writable, the cache goes to
+``$XDG_CACHE_HOME/nbsim/numba`` (default ``~/.cache/nbsim/numba``); when that cannot be
+made either, to a private temporary directory for this process only (compiled, not cached
+between runs), with a one-line note on stderr.
+
+**Target set-up without SciPy** (:func:`prepare_cpu` / :func:`prepare_cuda`).  The first
+compile or cache load of a Numba kernel sets up its target (registries of
 implementations).  Numba's ``np.arraymath`` (and numba-cuda's copy of it) then imports
 ``scipy.linalg.cython_blas`` only to decide whether ``np.dot``-like calls may use BLAS:
 0.15-0.25 s, the largest part of the set-up, in every process, although nbsim's kernels
-make no such call.  :func:`prepare_cpu` / :func:`prepare_cuda` set the target up with
-that check answered from the file system instead (is SciPy's ``cython_blas`` installed?)
-without importing SciPy.  Behaviour is unchanged: a kernel that does call ``np.dot``
-still imports SciPy then, through Numba's own ``ensure_blas`` at typing time.
+make no such call.  They set the target up with that check answered from the file system
+instead (is SciPy's ``cython_blas`` installed?) without importing SciPy.  Behaviour is
+unchanged: a kernel that does call ``np.dot`` still imports SciPy then, through Numba's own
+``ensure_blas`` at typing time.
 
-Both are idempotent and never raise; if Numba's layout differs they do nothing and the
-target sets itself up the usual way on first use.
+This reaches into Numba's private module layout, so it is **guarded**
+(:func:`patch_status`): it runs only for the Numba / numba-cuda versions it was verified
+with (:data:`VERIFIED`, the ranges pinned in ``pyproject.toml``) and only when the modules
+it touches have the expected names; otherwise nothing is changed and the target sets itself
+up the usual way (SciPy imported, slower start, same results).  ``NBSIM_NUMBA_PATCHES=0``
+turns every such patch off (also those in :mod:`nbsim.kernels.cuda`).  Both functions are
+idempotent and never raise.
 """
 from __future__ import annotations
 
@@ -19,8 +35,14 @@ import importlib.util
 import os
 import sys
 import threading
+from typing import Optional
 
-__all__ = ["prepare_cpu", "prepare_cuda", "scipy_blas_installed"]
+__all__ = ["prepare_cpu", "prepare_cuda", "scipy_blas_installed", "patch_status",
+           "numba_cuda_version", "require_numba_cuda", "ensure_cache_dir", "VERIFIED"]
+
+# (first, last) minor versions each private-API patch was verified with; keep equal to the
+# pins in pyproject.toml (tests/test_numba_compat.py checks both)
+VERIFIED = {"numba": ((0, 68), (0, 68)), "numba-cuda": ((0, 30), (0, 30))}
 
 _DONE = set()
 _LOCK = threading.Lock()
@@ -49,7 +71,13 @@ def _deferred_blas_setup(linalg_name: str, arraymath_name: str, refresh) -> None
     linalg = importlib.import_module(linalg_name)
     real = linalg.ensure_blas
 
+    if not callable(real):
+        refresh()
+        return
+    hit = []
+
     def deferred():
+        hit.append(True)
         raise ImportError("BLAS check deferred (nbsim._numba_setup)")
 
     linalg.ensure_blas = deferred
@@ -60,6 +88,7 @@ def _deferred_blas_setup(linalg_name: str, arraymath_name: str, refresh) -> None
         am = sys.modules.get(arraymath_name)
         if am is not None and getattr(am, "ensure_blas", None) is deferred:
             am.ensure_blas = real
+        if hit and am is not None and hasattr(am, "_HAVE_BLAS"):
             am._HAVE_BLAS = scipy_blas_installed()
 
 
@@ -76,9 +105,120 @@ def _once(key: str, fn) -> None:
         _DONE.add(key)
 
 
+def _minor(version: str):
+    try:
+        parts = version.split(".")
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError, AttributeError):
+        return None
+
+
+def _in_verified(dist: str, version: Optional[str]) -> bool:
+    mm = _minor(version) if version else None
+    lo, hi = VERIFIED[dist]
+    return mm is not None and lo <= mm <= hi
+
+
+def patches_enabled() -> bool:
+    """False when ``NBSIM_NUMBA_PATCHES=0`` (every private-API patch off)."""
+    return os.environ.get("NBSIM_NUMBA_PATCHES", "1").strip() not in ("0", "no", "off", "")
+
+
+def numba_cuda_version() -> Optional[str]:
+    """Version of the installed numba-cuda package, or None (numba's own deprecated
+    ``numba.cuda``, or none at all).  Reads the package metadata; imports nothing."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return version("numba-cuda")
+    except PackageNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - broken metadata: treat as absent
+        return None
+
+
+def require_numba_cuda() -> None:
+    """Raise ImportError (with the install line) unless the numba-cuda package is installed:
+    nbsim's CUDA code is written for it, not for Numba's own deprecated ``numba.cuda``."""
+    if numba_cuda_version() is None:
+        raise ImportError('the CUDA backend needs the numba-cuda package: '
+                          'pip install -e ".[cuda]"')
+
+
+def cuda_unavailable_reason() -> Optional[str]:
+    """None when numba-cuda is installed and ``numba.cuda`` imports (a GPU or the simulator
+    can then run the kernels); else why not, in one line (for skips and messages).
+    numba-cuda 0.30 cannot even import, simulator included, without the CUDA runtime
+    library (a toolkit, or the ``numba-cuda[cu12]``/``[cu13]`` wheels)."""
+    if numba_cuda_version() is None:
+        return 'the numba-cuda package is not installed (pip install -e ".[cuda]")'
+    try:
+        from numba import cuda  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means no CUDA backend
+        msg = " ".join(str(e).split())[:160]
+        return f"numba.cuda does not import ({type(e).__name__}: {msg})"
+    return None
+
+
+def _numba_version() -> Optional[str]:
+    try:
+        import numba
+        return str(numba.__version__)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except Exception:  # noqa: BLE001 - a parent package that fails to import: absent
+        return False
+
+
+def patch_status(name: str):
+    """``(applies, reason)`` for one private-API patch on the installed versions.
+
+    ``name``: ``"cpu_blas"`` (this module, CPU target), ``"cuda_blas"`` (this module,
+    numba-cuda target), ``"cuda_ufuncs"`` and ``"cuda_inline"`` (:mod:`nbsim.kernels.cuda`).
+    A patch that does not apply leaves Numba's behaviour as it is."""
+    if name not in ("cpu_blas", "cuda_blas", "cuda_ufuncs", "cuda_inline"):
+        raise ValueError(f"unknown patch {name!r}")
+    if not patches_enabled():
+        return False, "NBSIM_NUMBA_PATCHES=0"
+    nv = _numba_version()
+    if name == "cpu_blas":
+        if not _in_verified("numba", nv):
+            return False, f"numba {nv} outside the verified range {VERIFIED['numba']}"
+        if not (_has_module("numba.np.linalg") and _has_module("numba.np.arraymath")):
+            return False, "numba.np.linalg / numba.np.arraymath not found"
+        return True, f"numba {nv}"
+    if name in ("cuda_blas", "cuda_ufuncs", "cuda_inline"):
+        cv = numba_cuda_version()
+        if cv is None:
+            return False, "the numba-cuda package is not installed"
+        if not _in_verified("numba-cuda", cv):
+            return False, (f"numba-cuda {cv} outside the verified range "
+                           f"{VERIFIED['numba-cuda']}")
+        need = {"cuda_blas": ("numba.cuda.np.linalg", "numba.cuda.np.arraymath",
+                              "numba.cuda.descriptor"),
+                "cuda_ufuncs": ("numba.cuda.ufuncs", "numba.cuda.np.npyfuncs"),
+                "cuda_inline": ("numba.core.typing.templates",)}[name]
+        missing = [m for m in need if not _has_module(m)]
+        if missing:
+            return False, f"{', '.join(missing)} not found in numba-cuda {cv}"
+        if name == "cuda_inline" and not _in_verified("numba", nv):
+            return False, f"numba {nv} outside the verified range {VERIFIED['numba']}"
+        return True, f"numba-cuda {cv}"
+    raise ValueError(f"unknown patch {name!r}")
+
+
 def prepare_cpu() -> None:
     """Set up Numba's CPU target (before the first CPU kernel call)."""
     def go():
+        if not patch_status("cpu_blas")[0]:
+            return                # unpatched: the target sets itself up on first use
         from numba.core.registry import cpu_target
 
         def refresh():
@@ -91,6 +231,8 @@ def prepare_cpu() -> None:
 def prepare_cuda() -> None:
     """Set up numba-cuda's target (before the first kernel load)."""
     def go():
+        if not patch_status("cuda_blas")[0]:
+            return
         from numba.cuda.descriptor import cuda_target
 
         def refresh():
@@ -98,3 +240,69 @@ def prepare_cuda() -> None:
             cuda_target.target_context.refresh()
         _deferred_blas_setup("numba.cuda.np.linalg", "numba.cuda.np.arraymath", refresh)
     _once("cuda", go)
+
+
+# ------------------------------------------------------------------ cache directory
+CACHE_NOTE: Optional[str] = None     # the note printed when no cache directory is usable
+
+
+def _dir_writable(d: str) -> bool:
+    """Can Numba's in-tree locator use ``d/__pycache__`` (create it, write a file)?"""
+    import tempfile
+    pyc = os.path.join(d, "__pycache__")
+    try:
+        os.makedirs(pyc, exist_ok=True)
+        with tempfile.TemporaryFile(dir=pyc):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def _user_cache_dir() -> Optional[str]:
+    import tempfile
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    d = os.path.join(base, "nbsim", "numba")
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d):
+            pass
+        return d
+    except OSError:
+        return None
+
+
+def ensure_cache_dir(package_dir: Optional[str] = None, stream=None) -> Optional[str]:
+    """Point Numba's cache at a writable directory when the package's is not.
+
+    Does nothing when ``NUMBA_CACHE_DIR`` is set or ``package_dir`` (default: nbsim's
+    directory) has a writable ``__pycache__``.  Returns the directory chosen, or None."""
+    global CACHE_NOTE
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    if package_dir is None:
+        package_dir = os.path.dirname(os.path.abspath(__file__))
+    dirs = [package_dir] + [os.path.join(package_dir, sub) for sub in
+                            ("kernels", "geometry", "gradients", "io")
+                            if os.path.isdir(os.path.join(package_dir, sub))]
+    if all(_dir_writable(d) for d in dirs):
+        return None
+    chosen = _user_cache_dir()
+    if chosen is None:
+        import tempfile
+        chosen = tempfile.mkdtemp(prefix="nbsim-numba-")   # 0700, this process only
+        CACHE_NOTE = (f"no writable Numba cache directory (the package directory "
+                      f"{package_dir} and ~/.cache are read-only): kernels are compiled "
+                      f"for this run only; set NUMBA_CACHE_DIR or XDG_CACHE_HOME to a "
+                      f"writable directory to cache them")
+        try:
+            (stream or sys.stderr).write(f"nbsim: note: {CACHE_NOTE}\n")
+        except (OSError, ValueError, AttributeError):
+            pass
+    # the environment variable for child processes and for Numba's config reload at each
+    # compile; the config attribute for this process if Numba is already imported
+    os.environ["NUMBA_CACHE_DIR"] = chosen
+    cfg = sys.modules.get("numba.core.config")
+    if cfg is not None:
+        cfg.CACHE_DIR = chosen
+    return chosen

@@ -941,6 +941,7 @@ def parse_args(argv: Sequence[str], *, read_files: bool = True) -> ParsedArgs:
                            f"to read, and -default_F is 0)")
         if cfg.crystal.cell is None and cfg.crystal.a_star_matrix is None:
             raise ArgError("-cell: no unit cell (give -cell a b c alpha beta gamma, or -mat)")
+    _check_distinct_outputs(out, st.hkl is not None and out.write_dump)
     return ParsedArgs(config=cfg, outputs=out, threads=st.threads, notes=notes,
                       hkl_file=st.hkl, mat_file=st.mat, used_dump=used_dump,
                       pivot_requests=[fl for fl, _ in st.pivot_requests],
@@ -948,6 +949,21 @@ def parse_args(argv: Sequence[str], *, read_files: bool = True) -> ParsedArgs:
                       img_file=img_file[-1] if img_file else None,
                       source_file=st.sourcefile, hkl_data=hkl_data, given=dict(st.given),
                       inputs=inputs)
+
+
+def _check_distinct_outputs(out, with_dump):
+    """Two outputs naming one file would silently replace each other: refused."""
+    from .limits import check_distinct_outputs
+    targets = [("-dumpfile", out.dumpfile)] if with_dump else []
+    targets += [("-floatfile", out.floatfile), ("-intfile", out.intfile)]
+    if out.write_pgm:
+        targets.append(("-pgmfile", out.pgmfile))
+    if out.calculate_noise:
+        targets.append(("-noisefile", out.noisefile))
+    try:
+        check_distinct_outputs(targets)
+    except ValueError as e:
+        raise ArgError(str(e)) from None
 
 
 def _load(fn, flag, path):

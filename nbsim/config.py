@@ -268,4 +268,7 @@ class Config:
                 raise ConfigError("detector.mask", m.shape, "must be a 2-D array")
         if d.roi is not None and len(d.roi) != 4:
             raise ConfigError("detector.roi", d.roi, "needs xmin xmax ymin ymax")
+        # physical ranges, derived step counts and table sizes (nbsim/limits.py)
+        from .limits import check_config
+        check_config(self)
         return self

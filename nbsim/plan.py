@@ -152,6 +152,12 @@ def make_plan(cfg: Config) -> Plan:
 
     fp, sp = det.fpixels, det.spixels
     xmin, xmax, ymin, ymax = det.roi
+    # work, crystal size, auto-oversampling and ROI bounds, before anything big is built
+    from .limits import check_plan
+    check_plan(cfg, cryst, srcs, det, oversample, recommended,
+               not (s.oversample is not None and s.oversample > 0),
+               max(0, min(xmax, fp - 1) - max(xmin, 0) + 1)
+               * max(0, min(ymax, sp - 1) - max(ymin, 0) + 1))
     xs = np.arange(max(xmin, 0), min(xmax, fp - 1) + 1, dtype=np.int64)
     ys = np.arange(max(ymin, 0), min(ymax, sp - 1) + 1, dtype=np.int64)
     pixel_index = (ys[:, None] * fp + xs[None, :]).ravel()

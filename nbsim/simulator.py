@@ -116,7 +116,8 @@ class Simulator:
 
     def run(self) -> np.ndarray:
         """Render the image: (spixels, fpixels) float64 in photons per pixel."""
-        return self._render(None)
+        from .limits import check_image
+        return check_image(self._render(None), self.config)
 
     def run_chunked(self, callback=None, chunk_rows: Optional[int] = None,
                     target_seconds: float = 0.25) -> np.ndarray:
@@ -127,8 +128,10 @@ class Simulator:
         (the c-parity carryover and interpolation switch are global indices fixed before or
         after the blocks), so blocking changes no bit.  Other devices render in one call and
         report once at the end."""
-        return self._render(callback if callback is not None else (lambda done, total: None),
-                            chunk_rows, target_seconds)
+        from .limits import check_image
+        return check_image(
+            self._render(callback if callback is not None else (lambda done, total: None),
+                         chunk_rows, target_seconds), self.config)
 
     def _render(self, callback, chunk_rows=None, target_seconds=0.25):
         device = self.config.device

@@ -24,6 +24,7 @@ if __name__ == "__main__":  # worker: make nbsim and conftest importable
     sys.path.insert(0, str(HERE))
 
 import nbsim  # noqa: E402
+from nbsim._numba_setup import cuda_unavailable_reason  # noqa: E402
 from conftest import golden_args, reference_for  # noqa: E402
 
 pytestmark = pytest.mark.cuda
@@ -57,7 +58,10 @@ F32_CASES = ["simple_cubic", "mosaic", "pix0_custom_roi", "curved_det", "interp_
 
 
 def _backend():
-    """'gpu', 'sim' (this process runs the simulator), 'subprocess' or None."""
+    """'gpu', 'sim' (this process runs the simulator), 'subprocess' or None (no numba-cuda
+    package: numba's own deprecated numba.cuda is not what nbsim's CUDA code is for)."""
+    if cuda_unavailable_reason() is not None:
+        return None
     try:
         from numba import cuda
         from nbsim.kernels import cuda as kc
@@ -75,7 +79,8 @@ def _backend():
 
 BACKEND = _backend()
 FULL = BACKEND == "gpu"
-needs_cuda = pytest.mark.skipif(BACKEND is None, reason="numba.cuda not importable")
+NO_CUDA = f"no CUDA backend: {cuda_unavailable_reason()}"
+needs_cuda = pytest.mark.skipif(BACKEND is None, reason=NO_CUDA)
 
 
 def case_args(case, roi):
@@ -152,7 +157,7 @@ def _worker(jobs_path, out_dir):
 def gpu_results(tmp_path_factory):
     """id -> (image, info) for every job, rendered once per session."""
     if BACKEND is None:
-        pytest.skip("numba.cuda not importable")
+        pytest.skip(NO_CUDA)
     if BACKEND == "subprocess":
         d = tmp_path_factory.mktemp("cudasim")
         (d / "jobs.json").write_text(json.dumps(list(JOBS.values())))
@@ -283,6 +288,24 @@ def test_available_and_memory(gpu_results):
         assert info["device_bytes"] <= 3 * image_bytes + extra
 
 
+def _ptx_toolchain_problem():
+    """None when numba-cuda can compile PTX here (libNVVM, and NVRTC, which numba-cuda 0.30
+    asks for the supported architectures); else the skip reason.  A CUDA toolkit without
+    NVRTC (as on this machine kind: libcudart and libnvvm only) cannot."""
+    try:
+        from numba.cuda.cudadrv.nvvm import NVVM
+        NVVM()
+    except Exception as e:  # no libnvvm here
+        return f"NVVM not available: {' '.join(str(e).split())[:200]}"
+    try:
+        from numba.cuda.cudadrv import nvrtc
+        nvrtc.get_supported_ccs()
+    except Exception as e:  # no libnvrtc here
+        return (f"NVRTC not available (the CUDA toolkit lacks it; numba-cuda[cu12]/[cu13] "
+                f"brings it): {' '.join(str(e).split())[:160]}")
+    return None
+
+
 PTX_VARIANTS = [("simple_cubic", "spec", "float64", False),
                 ("pix0_custom_roi", "c-parity", "float64", False),
                 ("interp_out_of_range", "c-parity", "float64", False),  # atomic min pass
@@ -292,7 +315,8 @@ PTX_VARIANTS = [("simple_cubic", "spec", "float64", False),
                 ("curved_det", "spec", "float64", False)]
 
 
-@pytest.mark.skipif(BACKEND != "subprocess", reason="needs numba-cuda with NVVM and no GPU")
+@pytest.mark.skipif(BACKEND != "subprocess", reason="needs numba-cuda with NVVM and no GPU "
+                    "(a GPU runs the kernels themselves)")
 @pytest.mark.parametrize("case,mode,dtype,second", PTX_VARIANTS)
 def test_kernel_compiles_to_ptx(monkeypatch, case, mode, dtype, second):
     """The simulator runs the kernel as Python; this compiles it for sm_90 with NVVM so
@@ -302,12 +326,10 @@ def test_kernel_compiles_to_ptx(monkeypatch, case, mode, dtype, second):
     from numba import cuda
     if getattr(cuda, "implementation", "") != "NVIDIA":
         pytest.skip("needs the numba-cuda package (numba's built-in CUDA target is deprecated)")
-    try:
-        from numba.cuda.cudadrv.nvvm import NVVM
-        NVVM()
-        import numba.cuda.dispatcher as cdisp
-    except Exception as e:  # no libnvvm here
-        pytest.skip(f"NVVM not available: {e}")
+    why = _ptx_toolchain_problem()
+    if why:
+        pytest.skip(why)
+    import numba.cuda.dispatcher as cdisp
     from nbsim.kernels import cuda as kc
     # device functions ask the current device for its compute capability
     monkeypatch.setattr(cdisp, "get_current_device",
@@ -349,18 +371,23 @@ import numba
 from numba import cuda
 import numba.cuda.dispatcher as cdisp
 from nbsim.kernels import cuda as kc
-kc.prepare_compiler()
 from nbsim import _numba_setup
+assert _numba_setup.patch_status("cuda_blas")[0], _numba_setup.patch_status("cuda_blas")
+kc.prepare_compiler()
 am = sys.modules["numba.cuda.np.arraymath"]
 assert am._HAVE_BLAS is _numba_setup.scipy_blas_installed(), "BLAS answer changed"
 assert "scipy.linalg" not in sys.modules, "scipy.linalg imported"
 linalg = importlib.import_module("numba.cuda.np.linalg")
 assert linalg.ensure_blas is am.ensure_blas, "ensure_blas not restored"
 assert linalg.ensure_blas.__module__ == "numba.cuda.np.linalg"
+if sys.argv[1] != "--ptx":
+    print("ok")
+    sys.exit(0)
 cdisp.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 kc._patch_numba_cuda()
+assert kc.PATCHES["cuda_ufuncs"].startswith("added"), kc.PATCHES
 import nbsim
-sim = nbsim.Simulator.from_args(sys.argv[1:])
+sim = nbsim.Simulator.from_args(sys.argv[2:])
 g = kc.GpuRender(sim, upload=False)
 argt = tuple(numba.typeof(a) for a in g.launch_args(0, g.npix))
 with kc._NoInline():
@@ -370,17 +397,14 @@ print("ok")
 """
 
 
-@pytest.mark.skipif(BACKEND != "subprocess", reason="needs numba-cuda with NVVM and no GPU")
+@pytest.mark.skipif(BACKEND is None, reason=NO_CUDA)
 def test_prepare_compiler_skips_host_blas_and_kernel_still_compiles():
     """prepare_compiler() sets numba-cuda up without importing SciPy (start-up time),
-    keeps numba-cuda's BLAS answer, and the kernel then still compiles for sm_90 (fresh
-    process: nothing loaded before)."""
-    try:
-        from numba.cuda.cudadrv.nvvm import NVVM
-        NVVM()
-    except Exception as e:  # no libnvvm here
-        pytest.skip(f"NVVM not available: {e}")
-    args = case_args("mosaic", CASES["mosaic"])
+    keeps numba-cuda's BLAS answer (the guarded patch, on the pinned numba-cuda), and the
+    kernel then still compiles for sm_90 where NVVM and NVRTC are present (fresh process:
+    nothing loaded before)."""
+    ptx = BACKEND == "subprocess" and _ptx_toolchain_problem() is None
+    args = ["--ptx" if ptx else "--no-ptx"] + case_args("mosaic", CASES["mosaic"])
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
     r = subprocess.run([sys.executable, "-c", _PREPARE_THEN_COMPILE] + args, env=env,

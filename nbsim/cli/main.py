@@ -322,7 +322,10 @@ def _check_device(cfg):
         ok = False
     if not ok:
         if cfg.device == "cuda":
-            raise NbsimError("-device cuda: no usable CUDA GPU (use -device cpu or auto)")
+            from .._numba_setup import cuda_unavailable_reason
+            why = cuda_unavailable_reason()
+            raise NbsimError("-device cuda: no usable CUDA GPU (use -device cpu or auto)"
+                             + (f": {why}" if why else ""))
         cfg.device = "cpu"          # auto: fall back to the CPU
 
 

@@ -30,6 +30,8 @@ _KERNEL = None
 def _cuda():
     global cuda
     if cuda is None:
+        from .._numba_setup import require_numba_cuda
+        require_numba_cuda()
         from numba import cuda as _c
         cuda = _c
     return cuda

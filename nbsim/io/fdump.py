@@ -73,6 +73,8 @@ def read_fdump(path, *, default_F: float = 0.0, c_whitespace_quirk: bool = False
     hr, kr, lr = hmax - hmin + 1, kmax - kmin + 1, lmax - lmin + 1
     if hr <= 0 or kr <= 0 or lr <= 0:
         raise FormatError(f"{path}: bad index ranges in Fdump header")
+    from ..limits import check_hkl_grid
+    check_hkl_grid((hr + 1, kr + 1, lr + 1), "Fdump header index ranges")
     n = (hr + 1) * (kr + 1) * (lr + 1)
     if len(raw) - pos < 8 * n:
         raise FormatError(f"{path}: Fdump data truncated ({len(raw) - pos} of {8 * n} bytes)")

@@ -85,6 +85,8 @@ def hkl_from_entries(h, k, l, F, default_F: float = 0.0) -> HKLData:
     hmin, hmax = int(h.min()), int(h.max())
     kmin, kmax = int(k.min()), int(k.max())
     lmin, lmax = int(l.min()), int(l.max())
+    from ..limits import check_hkl_grid
+    check_hkl_grid((hmax - hmin + 1, kmax - kmin + 1, lmax - lmin + 1))
     grid = np.full((hmax - hmin + 1, kmax - kmin + 1, lmax - lmin + 1), float(default_F))
     # fancy assignment applies entries in order, so the last duplicate wins like C
     grid[h - hmin, k - kmin, l - lmin] = F
@@ -157,6 +159,8 @@ def _read_c(path: Path, raw: bytes, default_F: float) -> HKLData:
     hr, kr, lr = hmax - hmin + 1, kmax - kmin + 1, lmax - lmin + 1
     if hr < 0 or kr < 0 or lr < 0 or hkls == 0:
         raise FormatError(f"{path}: not enough HKL indices")
+    from ..limits import check_hkl_grid
+    check_hkl_grid((hr + 1, kr + 1, lr + 1))
     grid = np.zeros((hr + 1, kr + 1, lr + 1))
     if default_F != 0.0:
         grid[:hr, :kr, :lr] = default_F

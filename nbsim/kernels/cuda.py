@@ -38,6 +38,8 @@ cuda = None
 def _cuda():
     global cuda
     if cuda is None:
+        from .._numba_setup import require_numba_cuda
+        require_numba_cuda()
         from numba import cuda as _c
         cuda = _c
     return cuda
@@ -75,8 +77,13 @@ def available() -> bool:
 #    function add(omitted, omitted)").  While a CUDA kernel compiles, nbsim's own
 #    always-inline overloads are switched to "never" (a plain device-function call,
 #    which NVVM inlines anyway); the CPU target is untouched.
+# Both touch numba-cuda / Numba internals, so both are guarded
+# (nbsim._numba_setup.patch_status): applied only for the verified versions and when the
+# objects they change have the expected form; otherwise numba-cuda runs unpatched (the
+# simulator never needs them).  PATCHES records what was done, for the tests.
 _PATCHED = False
 _NBSIM_INLINE_TEMPLATES = None
+PATCHES = {}
 
 
 def _patch_numba_cuda():
@@ -84,17 +91,39 @@ def _patch_numba_cuda():
     if _PATCHED or simulator_enabled():
         return
     _PATCHED = True
+    from .._numba_setup import patch_status
+    ok, why = patch_status("cuda_ufuncs")
+    if not ok:
+        PATCHES["cuda_ufuncs"] = f"skipped: {why}"
+        return
     try:
         from numba.cuda import ufuncs as cu_ufuncs
         from numba.cuda.np import npyfuncs
         db = cu_ufuncs.ufunc_db()
+        if not isinstance(db, dict):
+            PATCHES["cuda_ufuncs"] = "skipped: ufunc_db() is not a dict"
+            return
+        added = []
         for uf, name in ((np.floor, "np_real_floor_impl"), (np.ceil, "np_real_ceil_impl"),
                          (np.trunc, "np_real_trunc_impl"), (np.rint, "np_real_rint_impl")):
             impl = getattr(npyfuncs, name, None)
-            if impl is not None and uf not in db:
+            if callable(impl) and uf not in db:
                 db[uf] = {"f->f": impl, "d->d": impl}
-    except Exception:  # pragma: no cover - other numba-cuda layouts
-        pass
+                added.append(uf.__name__)
+        PATCHES["cuda_ufuncs"] = "added " + (", ".join(added) or "nothing (present)")
+    except Exception as e:  # pragma: no cover - other numba-cuda layouts
+        PATCHES["cuda_ufuncs"] = f"skipped: {type(e).__name__}: {e}"
+
+
+def _inline_switch_applies() -> bool:
+    from .._numba_setup import patch_status
+    if not patch_status("cuda_inline")[0]:
+        return False
+    try:
+        from numba.core.typing.templates import InlineOptions
+        return hasattr(InlineOptions("never"), "is_never_inline")
+    except Exception:  # pragma: no cover
+        return False
 
 
 def _nbsim_inline_templates():
@@ -116,7 +145,8 @@ def _nbsim_inline_templates():
                     continue
                 tmpl = ty.templates[0] if getattr(ty, "templates", None) else None
                 inl = getattr(tmpl, "_inline", None)
-                if inl is not None and not inl.is_never_inline:
+                if inl is not None and hasattr(inl, "is_never_inline") \
+                        and not inl.is_never_inline:
                     found.append(tmpl)
         except Exception:  # pragma: no cover
             found = []
@@ -125,21 +155,29 @@ def _nbsim_inline_templates():
 
 
 class _NoInline:
-    """Context manager: nbsim's always-inline overloads are 'never' inside."""
+    """Context manager: nbsim's always-inline overloads are 'never' inside (guarded:
+    a no-op outside the verified numba / numba-cuda versions and in the simulator)."""
 
     def __enter__(self):
-        from numba.core.typing.templates import InlineOptions
         self.saved = []
-        if simulator_enabled():
+        if simulator_enabled() or not _inline_switch_applies():
             return self
+        from numba.core.typing.templates import InlineOptions
         for t in _nbsim_inline_templates():
             self.saved.append((t, t.__dict__.get("_inline")))
             t._inline = staticmethod(InlineOptions("never"))
+        PATCHES["cuda_inline"] = f"{len(self.saved)} templates switched"
         return self
 
     def __exit__(self, *exc):
         for t, v in self.saved:
-            t._inline = v
+            if v is None:
+                try:
+                    del t._inline
+                except AttributeError:
+                    pass
+            else:
+                t._inline = v
         return False
 
 
