@@ -64,31 +64,12 @@ class Simulator:
         return cls(cfg, threads=kw.get("threads", parsed.threads))
 
     # --------------------------------------------------------------- rendering
-    def _crystal_arrays(self, float32):
-        """Cell tables, reciprocal cell, F grid and lattice constants in the kernel's
-        precision.  float32 (``dtype="float32"``): these are float32 while the detector
-        geometry and the pixel sums stay float64 -- the bound (1e-4 of the image maximum)
-        that pure float32 geometry misses on sharp lattices (see docs/gpu.md)."""
-        p = self.plan
-        if not float32:
-            return p.cells, p.ast, p.Fgrid, p.lattice
-        cached = getattr(self, "_f32_arrays", None)
-        if cached is None:
-            cached = tuple(np.ascontiguousarray(a, dtype=np.float32)
-                           for a in (p.cells, p.ast, p.Fgrid, p.lattice))
-            self._f32_arrays = cached
-        return cached
-
     def _launch(self, opts, pixel_index, image, carry_pixel, switch_pixel, oor, trace):
         from .kernels.cpu import get_kernel
-        p = self.plan
         prepare_cpu()
         kern = get_kernel(opts)
-        cells, ast, Fgrid, lattice = self._crystal_arrays(opts.float32)
-        kern(image, pixel_index, p.detector.fpixels, p.mask, p.geom, p.subpixel_size,
-             p.oversample, p.detector.thicksteps, p.src_dir, p.src_lambda, cells,
-             p.crystal.phisteps, p.crystal.mosaic_domains, ast, Fgrid, p.fgrid_meta,
-             p.default_F, p.hkls, lattice, p.scalars, carry_pixel, switch_pixel, oor, trace)
+        kern(image, pixel_index, self.plan.kernel_arrays(opts.float32), carry_pixel,
+             switch_pixel, oor, trace)
 
     def _launch_lanes(self, opts, pixel_index, image):
         from .kernels import cpu_lanes
@@ -96,10 +77,7 @@ class Simulator:
         prepare_cpu()
         starts, lens = cpu_lanes.chunks(pixel_index, p.detector.fpixels)
         kern = cpu_lanes.get_kernel(opts)
-        kern(image, starts, lens, p.detector.fpixels, p.mask, p.geom, p.subpixel_size,
-             p.oversample, p.detector.thicksteps, p.src_dir, p.src_lambda,
-             np.ascontiguousarray(p.cells[1]), p.cells.shape[1], p.ast, p.Fgrid, p.fgrid_meta,
-             p.default_F, p.hkls, p.lattice, p.scalars)
+        kern(image, starts, lens, p.kernel_arrays(opts.float32))
 
     def run(self) -> np.ndarray:
         """Render the image: (spixels, fpixels) float64 in photons per pixel."""

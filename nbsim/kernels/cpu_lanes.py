@@ -62,14 +62,28 @@ def get_kernel(opts: KernelOptions):
     STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
-    def render(image, chunk_start, chunk_len, fpixels, mask,
-               geom, subpixel_size, oversample, thicksteps,
-               src_dir, src_lambda, cells, ncell, ast,
-               Fgrid, fgrid_meta, default_F, hkls, lattice, scalars):
+    def render(image, chunk_start, chunk_len, ka):
         """Render runs of pixels: run c starts at raster index chunk_start[c] and covers
-        chunk_len[c] (<= LANES) consecutive pixels of one row."""
+        chunk_len[c] (<= LANES) consecutive pixels of one row.  ka: the plan's argument
+        bundle (``bundle.KernelArrays``); every run uses the steady-state cell table."""
         if STAMP < 0:         # never: only ties the cache entry to the sources
             return
+        fpixels = ka.fpixels
+        mask = ka.mask
+        geom = ka.geom
+        subpixel_size = ka.subpixel_size
+        oversample = ka.oversample
+        thicksteps = ka.thicksteps
+        src_dir = ka.src_dir
+        src_lambda = ka.src_lambda
+        cells = ka.cells[1]
+        ncell = ka.ncell
+        ast = ka.ast
+        Fgrid = ka.Fgrid
+        fgrid_meta = ka.fgrid_meta
+        default_F = ka.default_F
+        lattice = ka.lattice
+        scalars = ka.scalars
         p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
         fx = geom[3]; fy = geom[4]; fz = geom[5]
         sx = geom[6]; sy = geom[7]; sz = geom[8]
