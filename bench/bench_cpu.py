@@ -29,16 +29,16 @@ import nbsim  # noqa: E402
 from cases import CASES  # noqa: E402
 
 
-# Roofline estimate.  Vector-lane operations per sub-path (one pixel x sub-pixel x layer x
-# source x (phi, domain) cell evaluation) in the lattice loop, counted from the kernels'
-# source (every multiply, add, FMA, floor, compare/select, convert and the division counts
-# as one lane operation): float64 lanes kernel: h, k, l (9) + 3 x sincg_delta (~40) + the
-# accumulation (~6) = 135; float32 lanes kernel: the float64 pass (h, k, l, rounding,
-# fractional parts, parity: ~30) + 3 x the float32 ratio (~30 float32 lane operations, i.e.
-# ~15 float64-equivalent in a vector of twice the lanes) + accumulation (~6) = ~81 float64-
-# equivalent.  Peak: 2 FMA pipes x 8 float64 lanes (512-bit) per core and cycle (AMD Zen 5).
-OPS_PER_SUBPATH = {"float64": 135.0, "float32": 81.0}
-FMA_PIPES, F64_LANES = 2, 8
+# Roofline estimate.  Multiplies and FMAs (the FMA pipes' work) per sub-path (one pixel x
+# sub-pixel x layer x source x (phi, domain) cell evaluation) in the lattice loop, counted
+# from the kernels' source: float64 lanes kernel: h, k, l (9) + 3 x sincg_delta (the two
+# sine polynomials 2 x 12, N d, sign and node terms: ~28) + accumulation (4) = ~97;
+# float32 lanes kernel: h, k, l in float64 (9) + 3 x the float32 ratio (2 x 8 + 1 = 17
+# float32 lanes, i.e. 8.5 float64-equivalent in vectors of twice the lanes) + products and
+# accumulation (~6) = ~41 float64-equivalent.  Adds, roundings, compares and conversions run
+# on other pipes and are not counted.  Peak: measured by bench/fma_peak.py (float64 FMA/s of
+# one core) times the threads.
+FMA_PER_SUBPATH = {"float64": 97.0, "float32": 41.0}
 
 
 def subpaths(sim):
@@ -99,12 +99,14 @@ def main(argv=None):
     ap.add_argument("--mode", default="spec", choices=["spec", "c-parity"])
     ap.add_argument("--dtype", nargs="+", default=["float64"], choices=["float64", "float32"],
                     help="nbsim precisions to time (each beside the same C run)")
-    ap.add_argument("--ghz", type=float, default=2.6,
-                    help="core clock for the roofline line (the machine's nominal clock)")
     a = ap.parse_args(argv)
     # NB_C_BIN: one nanoBragg binary, or several separated by ":" (e.g. -O2 and -O3 builds),
     # each timed in the same interleaved rounds
     cbins = [c for c in os.environ.get("NB_C_BIN", "").split(":") if c]
+    from fma_peak import fma_per_second
+    fma_peak = fma_per_second()
+    print(f"float64 FMA peak (bench/fma_peak.py): {fma_peak / 1e9:.1f} G FMA/s per core",
+          flush=True)
     rows = []
     for name in a.cases:
         for th in a.threads:
@@ -125,11 +127,10 @@ def main(argv=None):
                 print(f"{name:26s} threads={th} {d}  nbsim {tn * 1000:8.1f} ms (cpu "
                       f"{tnc * 1000:8.1f} ms){cols}", flush=True)
                 sps = subpaths(sims[d]) / (tnc / th)   # CPU time per thread
-                peak = th * FMA_PIPES * F64_LANES * a.ghz * 1e9
-                print(f"{'':26s} roofline: {sps / 1e9:6.2f} G sub-paths/s, "
-                      f"{100 * sps * OPS_PER_SUBPATH[d] / peak:5.1f} % of the FMA peak "
-                      f"({th} core(s) x {FMA_PIPES} x {F64_LANES} float64 lanes x {a.ghz} GHz)",
-                      flush=True)
+                peak = th * fma_peak
+                print(f"{'':26s} roofline: {sps / 1e9:6.3f} G sub-paths/s, "
+                      f"{100 * sps * FMA_PER_SUBPATH[d] / peak:5.1f} % of the FMA peak "
+                      f"({th} x {fma_peak / 1e9:.1f} G FMA/s measured)", flush=True)
     return rows
 
 
