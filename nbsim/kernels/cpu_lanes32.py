@@ -19,15 +19,16 @@ The other lattice shapes (round, Gaussian, top-hat) keep the float64 lattice fac
 (sinc3 cancels badly in float32 near its centre); their speed-up comes from the geometry
 only.
 
-The detector geometry is computed with fast-math (reciprocal multiplication, FMA
-contraction) except under ``-round_xtal``: there a pixel centred on the direct beam must
+The detector geometry is computed with fast-math (FMA contraction) and 1/|v| from a
+float32 square root refined by one float64 Newton step (:func:`unit_direction_newton`),
+except under ``-round_xtal``: there a pixel centred on the direct beam must
 get q == 0 exactly, as in C (sinc3 is 1 at 0 and 0 just beside it), so that shape keeps
 C's IEEE geometry (nbsim.physics "IEEE twins").  The float64 kernel always does.
 
 Handles the options :func:`supports` says (those of the float64 lanes kernel, with
 ``float32``); the simulator sends the rest to the general kernel.  Bound, tested on the
 golden cases in both modes (tests/test_cpu_float32.py): max |float32 - float64| <= 1e-4
-of the image maximum (observed <= 2e-5), and likewise against nanoBragg.c.
+of the image maximum (observed <= 2e-6), and likewise against nanoBragg.c.
 """
 from __future__ import annotations
 
@@ -57,10 +58,8 @@ RUNS_PER_BLOCK = 8
 _NSCRATCH32 = 4
 
 _F32 = np.float32
-_ZERO = _F32(0.0)
 _ONE = _F32(1.0)
 _HALF = _F32(0.5)
-_TWO = _F32(2.0)
 _PI = _F32(math.pi)
 # below this |d| the ratio equals N to float32 precision for N <= 1000
 # ((N pi d)^2 / 6 < 2e-8); it also keeps the three sines' product far from underflow
