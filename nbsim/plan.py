@@ -54,6 +54,28 @@ class Plan:
     def shape(self):
         return (self.detector.spixels, self.detector.fpixels)
 
+    def kernel_arrays(self, float32: bool = False):
+        """The kernels' argument bundle (:class:`nbsim.kernels.bundle.KernelArrays`), built
+        once per precision.  ``float32``: cell tables, reciprocal cell, structure factors
+        and lattice constants in float32; the geometry and the sums stay float64."""
+        from .kernels.bundle import KernelArrays, crystal_in
+        cache = self.__dict__.setdefault("_kernel_arrays", {})
+        ka = cache.get(bool(float32))
+        if ka is None:
+            ka = KernelArrays(
+                geom=self.geom, subpixel_size=float(self.subpixel_size),
+                oversample=int(self.oversample), thicksteps=int(self.detector.thicksteps),
+                fpixels=int(self.detector.fpixels), mask=self.mask, src_dir=self.src_dir,
+                src_lambda=self.src_lambda, cells=self.cells,
+                ncell=int(self.cells.shape[1]), ast=self.ast,
+                Fgrid=self.Fgrid, fgrid_meta=self.fgrid_meta,
+                default_F=float(self.default_F), hkls=int(self.hkls), lattice=self.lattice,
+                scalars=self.scalars)
+            if float32:
+                ka = crystal_in(ka, np.float32)
+            cache[bool(float32)] = ka
+        return ka
+
     @property
     def rendered_pixels(self) -> np.ndarray:
         """Raster indices C renders, in raster order: in the ROI and not masked."""

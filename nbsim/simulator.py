@@ -77,42 +77,28 @@ class Simulator:
         return sim
 
     # --------------------------------------------------------------- rendering
-    def _crystal_arrays(self, float32):
-        """Cell tables, reciprocal cell, F grid and lattice constants in the kernel's
-        precision.  float32 (``dtype="float32"``): these are float32 while the detector
-        geometry and the pixel sums stay float64 -- the bound (1e-4 of the image maximum)
-        that pure float32 geometry misses on sharp lattices (see docs/gpu.md)."""
-        p = self.plan
-        if not float32:
-            return p.cells, p.ast, p.Fgrid, p.lattice
-        cached = getattr(self, "_f32_arrays", None)
-        if cached is None:
-            cached = tuple(np.ascontiguousarray(a, dtype=np.float32)
-                           for a in (p.cells, p.ast, p.Fgrid, p.lattice))
-            self._f32_arrays = cached
-        return cached
-
     def _launch(self, opts, pixel_index, image, carry_pixel, switch_pixel, oor, trace):
         from .kernels.cpu import get_kernel
-        p = self.plan
         prepare_cpu()
         kern = get_kernel(opts)
-        cells, ast, Fgrid, lattice = self._crystal_arrays(opts.float32)
-        kern(image, pixel_index, p.detector.fpixels, p.mask, p.geom, p.subpixel_size,
-             p.oversample, p.detector.thicksteps, p.src_dir, p.src_lambda, cells,
-             p.crystal.phisteps, p.crystal.mosaic_domains, ast, Fgrid, p.fgrid_meta,
-             p.default_F, p.hkls, lattice, p.scalars, carry_pixel, switch_pixel, oor, trace)
+        kern(image, pixel_index, self.plan.kernel_arrays(opts.float32), carry_pixel,
+             switch_pixel, oor, trace)
 
     def _launch_lanes(self, opts, pixel_index, image):
-        from .kernels import cpu_lanes
+        from .kernels import cpu_lanes, cpu_lanes32
         p = self.plan
         prepare_cpu()
-        starts, lens = cpu_lanes.chunks(pixel_index, p.detector.fpixels)
-        kern = cpu_lanes.get_kernel(opts)
-        kern(image, starts, lens, p.detector.fpixels, p.mask, p.geom, p.subpixel_size,
-             p.oversample, p.detector.thicksteps, p.src_dir, p.src_lambda,
-             np.ascontiguousarray(p.cells[1]), p.cells.shape[1], p.ast, p.Fgrid, p.fgrid_meta,
-             p.default_F, p.hkls, p.lattice, p.scalars)
+        mod = cpu_lanes32 if opts.float32 else cpu_lanes
+        if pixel_index is p.pixel_index:
+            # the whole ROI (no progress blocks): its runs are the same every render
+            runs = p.__dict__.setdefault("_lane_runs", {})
+            if mod.LANES not in runs:
+                runs[mod.LANES] = cpu_lanes.chunks(pixel_index, p.detector.fpixels, mod.LANES)
+            starts, lens = runs[mod.LANES]
+        else:
+            starts, lens = cpu_lanes.chunks(pixel_index, p.detector.fpixels, mod.LANES)
+        kern = mod.get_kernel(opts)
+        kern(image, starts, lens, p.kernel_arrays(opts.float32))
 
     def run(self) -> np.ndarray:
         """Render the image: (spixels, fpixels) float64 in photons per pixel."""
@@ -186,7 +172,7 @@ class Simulator:
             callback(r, nrows)
 
     def _render_cpu(self, callback, chunk_rows, target_seconds) -> np.ndarray:
-        from .kernels import cpu_lanes
+        from .kernels import cpu_lanes, cpu_lanes32
         p = self.plan
         npix = p.detector.fpixels * p.detector.spixels
         image = np.zeros(npix, dtype=np.float64)
@@ -196,7 +182,7 @@ class Simulator:
         c_switch = self.config.mode == "c-parity" and opts.interp == 1
         # the carryover touches one pixel only (the run's first sub-path): the SIMD kernel
         # renders everything with the steady-state cell table and that pixel is redone below
-        lanes = cpu_lanes.supports(opts)
+        lanes = cpu_lanes.supports(opts) or cpu_lanes32.supports(opts)
         oor = np.zeros(npix if (c_switch and not lanes) else 1, dtype=np.uint8)
         for block in self._row_blocks(callback, chunk_rows, target_seconds):
             if lanes:

@@ -24,9 +24,17 @@ from .cpu import FASTMATH
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
-def executed_flags(pixel_index, fpixels, mask, has_mask, geom, subpixel_size, oversample,
-                   thicksteps, curved, src_dir, src_lambda, out):
-    """out[n] = 1 when pixel pixel_index[n] executes at least one phi step (dmin cut)."""
+def executed_flags(pixel_index, ka, has_mask, curved, out):
+    """out[n] = 1 when pixel pixel_index[n] executes at least one phi step (dmin cut);
+    ka: the plan's argument bundle (``bundle.KernelArrays``)."""
+    fpixels = ka.fpixels
+    mask = ka.mask
+    geom = ka.geom
+    subpixel_size = ka.subpixel_size
+    oversample = ka.oversample
+    thicksteps = ka.thicksteps
+    src_dir = ka.src_dir
+    src_lambda = ka.src_lambda
     p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
     fx = geom[3]; fy = geom[4]; fz = geom[5]
     sx = geom[6]; sy = geom[7]; sz = geom[8]
@@ -87,8 +95,7 @@ def first_executing_pixel(plan) -> int:
     if not plan.options.use_dmin:
         return int(idx_rendered[0])
     flags = np.zeros(idx.shape[0], dtype=np.uint8)
-    executed_flags(idx, plan.detector.fpixels, plan.mask, plan.options.has_mask, plan.geom,
-                   plan.subpixel_size, plan.oversample, plan.detector.thicksteps,
-                   plan.options.curved, plan.src_dir, plan.src_lambda, flags)
+    executed_flags(idx, plan.kernel_arrays(), plan.options.has_mask, plan.options.curved,
+                   flags)
     nz = np.flatnonzero(flags)
     return int(idx[nz[0]]) if nz.size else -1

@@ -32,22 +32,23 @@ def get_kernel(opts: KernelOptions):
     STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
-    def render(image, pixel_index, fpixels, mask,
-               geom, subpixel_size, oversample, thicksteps,
-               src_dir, src_lambda, cells, nphi, ndom, ast,
-               Fgrid, fgrid_meta, default_F, hkls,
-               lattice, scalars, carry_pixel, interp_switch_pixel,
-               oor_flags, trace):
+    def render(image, pixel_index, ka, carry_pixel, interp_switch_pixel, oor_flags, trace):
         """Render pixels ``pixel_index`` (flat raster indices) into ``image`` (flat).
 
-        The per-pixel loop nest and the meaning of the arrays: ``pixel.render_pixel``.
-        oor_flags[idx] is set to 1 where a tricubic evaluation fell off the grid
-        (opts.record_oor); trace row n receives pixel n's scaling chain (opts.trace).
+        ka: the plan's argument bundle (``bundle.KernelArrays``); the per-pixel loop nest:
+        ``pixel.render_pixel``.  oor_flags[idx] is set to 1 where a tricubic evaluation
+        fell off the grid (opts.record_oor); trace row n receives pixel n's scaling chain
+        (opts.trace).
         """
         if STAMP < 0:         # never: only ties the cache entry to the sources
             return
-        ncell = nphi * ndom
-        nsrc = src_lambda.shape[0]
+        mask = ka.mask
+        fpixels = ka.fpixels
+        oversample = ka.oversample
+        thicksteps = ka.thicksteps
+        ncell = ka.ncell
+        hkls = ka.hkls
+        nsrc = ka.src_lambda.shape[0]
         npix = pixel_index.shape[0]
         for n in numba.prange(npix):
             idx = pixel_index[n]
@@ -56,10 +57,8 @@ def get_kernel(opts: KernelOptions):
                     continue
             fpixel = idx % fpixels
             spixel = idx // fpixels
-            val, oor = pixel(idx, fpixel, spixel, geom, subpixel_size, oversample, thicksteps,
-                             src_dir, src_lambda, nsrc, cells, ncell, ast,
-                             Fgrid, fgrid_meta, default_F, hkls,
-                             lattice, scalars, carry_pixel, interp_switch_pixel, trace, n)
+            val, oor = pixel(idx, fpixel, spixel, ka, oversample, thicksteps, nsrc, ncell,
+                             hkls, carry_pixel, interp_switch_pixel, trace, n)
             image[idx] = val
             if RECORD_OOR:
                 if oor:

@@ -23,6 +23,7 @@ import numpy as np
 from numba import int64, uint32
 
 from .options import KernelOptions
+from .bundle import KernelArrays
 from .pixel import TRACE_LEN, get_pixel_fn
 
 NO_SWITCH = np.iinfo(np.int64).max
@@ -233,19 +234,18 @@ def kernel_source(opts: KernelOptions, spec: Spec = Spec()):
     pixel = get_pixel_fn(opts, fastmath=False,
                          geometry="cuda_rn" if spec.rn_geometry else None)
 
-    def render(out, n0, npix, pixel_index, x0, nx, y0, fpixels, mask,
-               geom, subpixel_size, oversample, thicksteps,
-               src_dir, src_lambda, cells, ncell, ast,
-               Fgrid, fgrid_meta, default_F, hkls,
-               lattice, scalars, carry_pixel, interp_switch_pixel, first_oor, trace):
+    def render(out, n0, npix, pixel_index, x0, nx, y0, ka, carry_pixel, interp_switch_pixel,
+               first_oor, trace):
         """Thread t renders ROI pixel n = n0 + t into out[n] (t < npix).  Pixel n is
         pixel_index[n] (INDEXED) or the n-th pixel of the x0, y0, nx-wide rectangle in
-        raster order.  first_oor[0] receives the smallest raster index with an
+        raster order.  ka: the plan's argument bundle (``bundle.KernelArrays``) with
+        device arrays.  first_oor[0] receives the smallest raster index with an
         out-of-range tricubic evaluation (RECORD_OOR)."""
         t = cuda.grid(1)
         if t >= npix:
             return
         n = n0 + t
+        fpixels = ka.fpixels
         if INDEXED:
             idx = pixel_index[n]
             fpixel = idx % fpixels
@@ -257,33 +257,31 @@ def kernel_source(opts: KernelOptions, spec: Spec = Spec()):
             fpixel = x0 + (n - int64(r) * nx)
             idx = spixel * fpixels + fpixel
         if HAS_MASK:
-            if mask[idx] == 0:
+            if ka.mask[idx] == 0:
                 out[n] = 0.0
                 return
         if ONE_OS:
             os_ = 1
         else:
-            os_ = oversample
+            os_ = ka.oversample
         if ONE_TS:
             ts_ = 1
         else:
-            ts_ = thicksteps
+            ts_ = ka.thicksteps
         if ONE_SRC:
             ns_ = 1
         else:
-            ns_ = src_lambda.shape[0]
+            ns_ = ka.src_lambda.shape[0]
         if ONE_CELL:
             nc_ = 1
         else:
-            nc_ = ncell
+            nc_ = ka.ncell
         if NO_HKL:
             hk_ = 0
         else:
-            hk_ = hkls
-        val, oor = pixel(idx, fpixel, spixel, geom, subpixel_size, os_, ts_,
-                         src_dir, src_lambda, ns_, cells, nc_, ast,
-                         Fgrid, fgrid_meta, default_F, hk_,
-                         lattice, scalars, carry_pixel, interp_switch_pixel, trace, 0)
+            hk_ = ka.hkls
+        val, oor = pixel(idx, fpixel, spixel, ka, os_, ts_, ns_, nc_, hk_,
+                         carry_pixel, interp_switch_pixel, trace, 0)
         out[n] = val
         if RECORD_OOR:
             if oor:
@@ -384,13 +382,16 @@ class GpuRender:
     def launch_args(self, n0, count, carry_pixel=-1, switch_pixel=NO_SWITCH):
         """The kernel's argument tuple (also used to type it for compile_ptx)."""
         p = self.plan
+        ka = KernelArrays(
+            geom=self.d_geom, subpixel_size=self.subpixel_size, oversample=int(p.oversample),
+            thicksteps=int(p.detector.thicksteps), fpixels=int(p.detector.fpixels),
+            mask=self.d_mask, src_dir=self.d_src_dir, src_lambda=self.d_src_lambda,
+            cells=self.d_cells, ncell=self.ncell, ast=self.d_ast, Fgrid=self.d_Fgrid,
+            fgrid_meta=self.d_fgrid_meta, default_F=self.default_F, hkls=int(p.hkls),
+            lattice=self.d_lattice, scalars=self.d_scalars)
         return (self.d_out, int(n0), int(count), self.d_pixel_index, int(self.x0),
-                int(self.nx), int(self.y0), int(p.detector.fpixels), self.d_mask,
-                self.d_geom, self.subpixel_size, int(p.oversample),
-                int(p.detector.thicksteps), self.d_src_dir, self.d_src_lambda, self.d_cells,
-                self.ncell, self.d_ast, self.d_Fgrid, self.d_fgrid_meta, self.default_F,
-                int(p.hkls), self.d_lattice, self.d_scalars, int(carry_pixel),
-                int(switch_pixel), self.d_first_oor, self.d_trace)
+                int(self.nx), int(self.y0), ka, int(carry_pixel), int(switch_pixel),
+                self.d_first_oor, self.d_trace)
 
     def launch(self, opts, n0=0, carry_pixel=-1, switch_pixel=NO_SWITCH, stream=0):
         """Launch the kernel for ROI pixels n0.. (asynchronous)."""

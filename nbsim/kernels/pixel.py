@@ -91,25 +91,29 @@ def _build(opts: KernelOptions, jit_options, geometry=None):
     TWO = FT(2.0)
 
     @register_jitable(**jit_options)
-    def render_pixel(idx, fpixel, spixel, geom, subpixel_size, oversample, thicksteps,
-                     src_dir, src_lambda, nsrc, cells, ncell, ast,
-                     Fgrid, fgrid_meta, default_F, hkls,
-                     lattice, scalars, carry_pixel, interp_switch_pixel, trace, tn):
+    def render_pixel(idx, fpixel, spixel, ka, oversample, thicksteps, nsrc, ncell, hkls,
+                     carry_pixel, interp_switch_pixel, trace, tn):
         """One pixel (flat raster index ``idx`` = spixel * fpixels + fpixel, not masked):
         returns (value, oor) where oor says whether a tricubic evaluation fell off the grid.
 
-        geom: pix0(3) fdet(3) sdet(3) odet(3) beam(3) polar_axis(3) distance close_distance
-              pixel_size thickstep mu kahn dmin
-        lattice: Na Nb Nc fudge
-        scalars (float64): I_bg, scale (= r_e^2 fluence / steps), steps
-        fgrid_meta: h_min k_min l_min h_max k_max l_max h_range k_range l_range
-        cells: (2, nphi*ndom, 9) cell vectors a,b,c per (phi, domain); table 0 is the
-               sub-path that starts the run (c-parity), table 1 all others
+        ka: the plan's argument bundle (:class:`nbsim.kernels.bundle.KernelArrays`, the
+            meaning of every array there)
         nsrc, ncell, oversample, thicksteps, hkls: loop counts and the grid flag, plain
               arguments so a caller may pass compile-time constants (the CUDA kernel
               does for the common value 1, which removes those loops)
         trace, tn: with opts.trace, row tn of trace receives the scaling chain
         """
+        geom = ka.geom
+        subpixel_size = ka.subpixel_size
+        src_dir = ka.src_dir
+        src_lambda = ka.src_lambda
+        cells = ka.cells
+        ast = ka.ast
+        Fgrid = ka.Fgrid
+        fgrid_meta = ka.fgrid_meta
+        default_F = ka.default_F
+        lattice = ka.lattice
+        scalars = ka.scalars
         p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
         fx = geom[3]; fy = geom[4]; fz = geom[5]
         sx = geom[6]; sy = geom[7]; sz = geom[8]
