@@ -183,6 +183,10 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     else:
         image = sim.run()
     render_s = time.perf_counter() - t0
+    if plan.panels is not None:
+        # multi-panel: the files hold the preset's tiled frame, or the stacked panels
+        from ..geometry.panels import file_image
+        image, det = file_image(plan, image)
     if getattr(sim, "_switch_pixel", None) not in (None, np.iinfo(np.int64).max):
         sp = int(sim._switch_pixel)
         _note(err, f"c-parity: tricubic interpolation went out of range at pixel "

@@ -569,3 +569,19 @@ def recommended_oversample(ps: PanelSet, beam, wavelength: float, xtalsize_max: 
         if math.isfinite(r):
             best = max(best, int(math.ceil(r)))
     return best
+
+
+def file_image(plan, image: np.ndarray):
+    """(image, detector) the single-image writers (SMV, CBF, float, PGM) receive for a
+    multi-panel render: the tiled frame with zero gaps and the frame detector when the
+    panel set has a layout (presets; panel files with 'frame' and 'tile'), else the
+    panels stacked along slow (the flat index raster, ``panels * spixels`` rows) and the
+    stacked detector.  The NeXus writer takes the (panels, slow, fast) array instead."""
+    ps = plan.panels
+    if ps.frame is not None and all(p.tile is not None for p in ps.panels):
+        det = plan.frame_detector
+        full = replace(det, roi=(0, det.fpixels, 0, det.spixels))
+        return ps.tiled(image), full
+    det = plan.detector
+    return np.asarray(image).reshape(det.spixels, det.fpixels), replace(
+        det, roi=(0, det.fpixels, 0, det.spixels))
