@@ -85,7 +85,7 @@ def test_eiger2_16m_each_panel_equals_its_single_panel_render(mode):
     equals a flat detector of the module's size placed by its beam centre."""
     lay = pnl.PRESETS["eiger2_16m"]
     geo = ["-distance", "120", "-oversample", "2", "-detector_thick", "450",
-           "-detector_abs", "300", "-thicksteps", "2", "-roty", "2.5", "-rotz", "-1.5"]
+           "-detector_abs", "300", "-thicksteps", "2", "-detector_roty", "2.5", "-detector_rotz", "-1.5"]
     xb, yb = 161.0, 152.5
     roi = ["-roi", "500", "517", "250", "257"]
     sim, img = _render(CRYSTAL + geo + roi + ["-Xbeam", repr(xb), "-Ybeam", repr(yb)],
