@@ -72,11 +72,19 @@ class Simulator:
              switch_pixel, oor, trace)
 
     def _launch_lanes(self, opts, pixel_index, image):
-        from .kernels import cpu_lanes
+        from .kernels import cpu_lanes, cpu_lanes32
         p = self.plan
         prepare_cpu()
-        starts, lens = cpu_lanes.chunks(pixel_index, p.detector.fpixels)
-        kern = cpu_lanes.get_kernel(opts)
+        mod = cpu_lanes32 if opts.float32 else cpu_lanes
+        if pixel_index is p.pixel_index:
+            # the whole ROI (no progress blocks): its runs are the same every render
+            runs = p.__dict__.setdefault("_lane_runs", {})
+            if mod.LANES not in runs:
+                runs[mod.LANES] = cpu_lanes.chunks(pixel_index, p.detector.fpixels, mod.LANES)
+            starts, lens = runs[mod.LANES]
+        else:
+            starts, lens = cpu_lanes.chunks(pixel_index, p.detector.fpixels, mod.LANES)
+        kern = mod.get_kernel(opts)
         kern(image, starts, lens, p.kernel_arrays(opts.float32))
 
     def run(self) -> np.ndarray:
@@ -150,7 +158,7 @@ class Simulator:
             callback(r, nrows)
 
     def _render_cpu(self, callback, chunk_rows, target_seconds) -> np.ndarray:
-        from .kernels import cpu_lanes
+        from .kernels import cpu_lanes, cpu_lanes32
         p = self.plan
         npix = p.detector.fpixels * p.detector.spixels
         image = np.zeros(npix, dtype=np.float64)
@@ -160,7 +168,7 @@ class Simulator:
         c_switch = self.config.mode == "c-parity" and opts.interp == 1
         # the carryover touches one pixel only (the run's first sub-path): the SIMD kernel
         # renders everything with the steady-state cell table and that pixel is redone below
-        lanes = cpu_lanes.supports(opts)
+        lanes = cpu_lanes.supports(opts) or cpu_lanes32.supports(opts)
         oor = np.zeros(npix if (c_switch and not lanes) else 1, dtype=np.uint8)
         for block in self._row_blocks(callback, chunk_rows, target_seconds):
             if lanes:

@@ -35,6 +35,8 @@ LANES = 32
 (_S_I, _S_POLAR, _S_OMEGA, _S_CAP, _S_DX, _S_DY, _S_DZ, _S_QX, _S_QY, _S_QZ, _S_FPIX, _S_FL,
  _S_IN) = range(13)
 _NSCRATCH = 13
+# runs rendered one after the other by one prange iteration (one scratch allocation)
+RUNS_PER_BLOCK = 8
 
 
 def supports(opts: KernelOptions) -> bool:
@@ -94,9 +96,12 @@ def get_kernel(opts: KernelOptions):
         kminf = float(k_min); kmaxf = float(k_max)
         lminf = float(l_min); lmaxf = float(l_max)
         nsrc = src_lambda.shape[0]
-        for c in numba.prange(chunk_start.shape[0]):
-            # per-run scratch rows: a fresh (small) allocation keeps every run independent of
-            # thread scheduling, so results are bit-reproducible
+        nruns = chunk_start.shape[0]
+        nblocks = (nruns + RUNS_PER_BLOCK - 1) // RUNS_PER_BLOCK
+        for g in numba.prange(nblocks):
+            # scratch rows, one allocation per block of runs: every run writes each
+            # row before reading it, so a run's result does not depend on the runs
+            # before it, nor on thread scheduling (bit-reproducible)
             s = np.empty((_NSCRATCH, W))
             I = s[_S_I]; polar = s[_S_POLAR]; omega = s[_S_OMEGA]; cap = s[_S_CAP]
             dxs = s[_S_DX]; dys = s[_S_DY]; dzs = s[_S_DZ]
@@ -105,140 +110,162 @@ def get_kernel(opts: KernelOptions):
             fls = s[_S_FL]
             ins = s[_S_IN]
             gis = np.empty(W, dtype=np.int64)
-            idx0 = chunk_start[c]
-            n = chunk_len[c]
-            spixel = idx0 // fpixels
-            fpixel0 = idx0 - spixel * fpixels
-            # the run's panel (a run lies in one row; rows are the panels stacked along
-            # slow, nbsim.geometry.panels) and that panel's geometry
-            panel = spixel // ka.panel_rows
-            spixel = spixel - panel * ka.panel_rows
-            geom = ka.panel_geom[panel]
-            subpixel_size = geom[25]
-            half = subpixel_size / 2.0
-            p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
-            fx = geom[3]; fy = geom[4]; fz = geom[5]
-            sx = geom[6]; sy = geom[7]; sz = geom[8]
-            ox = geom[9]; oy = geom[10]; oz = geom[11]
-            pax = geom[15]; pay = geom[16]; paz = geom[17]
-            close_distance = geom[19]
-            pixel_size = geom[20]
-            thickstep = geom[21]
-            mu = geom[22]
-            kahn = geom[23]
-            for j in range(n):
-                I[j] = I_bg
-                fpix[j] = fpixel0 + j
-            polar_done = False
-            omega_done = False
-            for t in range(thicksteps):
-                Odet = t * thickstep
-                cap_done = False
-                for subS in range(oversample):
-                    for subF in range(oversample):
-                        # diffracted directions of this sub-pixel in every lane
-                        for j in range(n):
-                            # C's exact arithmetic (physics "IEEE twins")
-                            _, _, px, py, pz = ph.subpixel_position_ieee(
-                                subpixel_size, fpix[j] * oversample + subF,
-                                spixel * oversample + subS, half, Odet,
-                                fx, fy, fz, sx, sy, sz, ox, oy, oz, p0x, p0y, p0z)
-                            dxs[j], dys[j], dzs[j], r = ph.unit_direction_ieee(px, py, pz)
-                            if OS_OMEGA or not omega_done:
-                                omega[j] = ph.solid_angle(pixel_size, r, close_distance, POINT)
-                        omega_done = True
-                        if THICK or OS_THICK:
-                            if OS_THICK or not cap_done:
-                                for j in range(n):
-                                    parallax = dxs[j] * ox + dys[j] * oy + dzs[j] * oz
-                                    cap[j] = ph.capture_fraction(t, thickstep, mu, parallax)
-                                cap_done = True
-                        for src in range(nsrc):
-                            ix = -src_dir[src, 0]
-                            iy = -src_dir[src, 1]
-                            iz = -src_dir[src, 2]
-                            lam = src_lambda[src]
+            for c in range(g * RUNS_PER_BLOCK, min(nruns, (g + 1) * RUNS_PER_BLOCK)):
+                idx0 = chunk_start[c]
+                n = chunk_len[c]
+                spixel = idx0 // fpixels
+                fpixel0 = idx0 - spixel * fpixels
+                # the run's panel (a run lies in one row; rows are the panels stacked along
+                # slow, nbsim.geometry.panels) and that panel's geometry
+                panel = spixel // ka.panel_rows
+                spixel = spixel - panel * ka.panel_rows
+                geom = ka.panel_geom[panel]
+                subpixel_size = geom[25]
+                half = subpixel_size / 2.0
+                p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
+                fx = geom[3]; fy = geom[4]; fz = geom[5]
+                sx = geom[6]; sy = geom[7]; sz = geom[8]
+                ox = geom[9]; oy = geom[10]; oz = geom[11]
+                pax = geom[15]; pay = geom[16]; paz = geom[17]
+                close_distance = geom[19]
+                pixel_size = geom[20]
+                thickstep = geom[21]
+                mu = geom[22]
+                kahn = geom[23]
+                for j in range(n):
+                    I[j] = I_bg
+                    fpix[j] = fpixel0 + j
+                polar_done = False
+                omega_done = False
+                for t in range(thicksteps):
+                    Odet = t * thickstep
+                    cap_done = False
+                    for subS in range(oversample):
+                        for subF in range(oversample):
+                            # diffracted directions of this sub-pixel in every lane
                             for j in range(n):
-                                qxs[j], qys[j], qzs[j] = ph.scattering_vector_ieee(
-                                    dxs[j], dys[j], dzs[j], ix, iy, iz, lam)
-                            if OS_POLAR or not polar_done:
+                                # C's exact arithmetic (physics "IEEE twins")
+                                _, _, px, py, pz = ph.subpixel_position_ieee(
+                                    subpixel_size, fpix[j] * oversample + subF,
+                                    spixel * oversample + subS, half, Odet,
+                                    fx, fy, fz, sx, sy, sz, ox, oy, oz, p0x, p0y, p0z)
+                                dxs[j], dys[j], dzs[j], r = ph.unit_direction_ieee(px, py, pz)
+                                if OS_OMEGA or not omega_done:
+                                    omega[j] = ph.solid_angle(pixel_size, r, close_distance, POINT)
+                            omega_done = True
+                            if THICK or OS_THICK:
+                                if OS_THICK or not cap_done:
+                                    for j in range(n):
+                                        parallax = dxs[j] * ox + dys[j] * oy + dzs[j] * oz
+                                        cap[j] = ph.capture_fraction(t, thickstep, mu, parallax)
+                                    cap_done = True
+                            for src in range(nsrc):
+                                ix = -src_dir[src, 0]
+                                iy = -src_dir[src, 1]
+                                iz = -src_dir[src, 2]
+                                lam = src_lambda[src]
                                 for j in range(n):
-                                    if KAHN:
-                                        polar[j] = ph.polarization_factor(
-                                            kahn, ix, iy, iz, dxs[j], dys[j], dzs[j], pax, pay, paz)
-                                    else:
-                                        c2 = ix * dxs[j] + iy * dys[j] + iz * dzs[j]
-                                        polar[j] = 0.5 * (1.0 + c2 * c2)
-                                polar_done = True
-                            for cidx in range(ncell):
-                                cl = cells[cidx]
-                                a0 = cl[0]; a1 = cl[1]; a2 = cl[2]
-                                b0 = cl[3]; b1 = cl[4]; b2 = cl[5]
-                                c0 = cl[6]; c1 = cl[7]; c2_ = cl[8]
-                                # pass 1 (vectorised): lattice factor and grid index per lane
-                                for j in range(n):
-                                    qx = qxs[j]; qy = qys[j]; qz = qzs[j]
-                                    h = a0 * qx + a1 * qy + a2 * qz
-                                    k = b0 * qx + b1 * qy + b2 * qz
-                                    l = c0 * qx + c1 * qy + c2_ * qz
-                                    fls[j] = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc, fudge, ast)
-                                    if HAS_GRID:
-                                        h0 = np.ceil(h - 0.5)
-                                        k0 = np.ceil(k - 0.5)
-                                        l0 = np.ceil(l - 0.5)
-                                        inside = (h0 >= hminf) & (h0 <= hmaxf) & (k0 >= kminf) \
-                                            & (k0 <= kmaxf) & (l0 >= lminf) & (l0 <= lmaxf)
-                                        hi = min(max(h0, hminf), hmaxf)
-                                        ki = min(max(k0, kminf), kmaxf)
-                                        li = min(max(l0, lminf), lmaxf)
-                                        gis[j] = (int(hi) - h_min) * hstride \
-                                            + (int(ki) - k_min) * kstride + (int(li) - l_min)
-                                        ins[j] = 1.0 * inside
-                                # pass 2 (scalar loads): structure factor and accumulation
-                                for j in range(n):
-                                    if HAS_GRID:
-                                        fc = Fflat[gis[j]] if ins[j] != 0.0 else default_F
-                                    else:
-                                        fc = default_F
-                                    fl = fls[j]
-                                    contrib = fc * fc * fl * fl
-                                    if OS_THICK:
-                                        contrib *= cap[j]
-                                    if OS_POLAR:
-                                        contrib *= polar[j]
-                                    if OS_OMEGA:
-                                        contrib *= omega[j]
-                                    I[j] += contrib
-            for j in range(n):
-                val = scale * I[j]
-                if not OS_THICK:
-                    val *= cap[j] if (THICK or OS_THICK) else 1.0
-                if not OS_POLAR:
-                    val *= polar[j] if not NOPOLAR else 1.0
-                if not OS_OMEGA:
-                    val *= omega[j]
-                idx = idx0 + j
-                if HAS_MASK:
-                    if mask[idx] != 0:
+                                    qxs[j], qys[j], qzs[j] = ph.scattering_vector_ieee(
+                                        dxs[j], dys[j], dzs[j], ix, iy, iz, lam)
+                                if OS_POLAR or not polar_done:
+                                    for j in range(n):
+                                        if KAHN:
+                                            polar[j] = ph.polarization_factor(
+                                                kahn, ix, iy, iz, dxs[j], dys[j], dzs[j], pax, pay, paz)
+                                        else:
+                                            c2 = ix * dxs[j] + iy * dys[j] + iz * dzs[j]
+                                            polar[j] = 0.5 * (1.0 + c2 * c2)
+                                    polar_done = True
+                                for cidx in range(ncell):
+                                    cl = cells[cidx]
+                                    a0 = cl[0]; a1 = cl[1]; a2 = cl[2]
+                                    b0 = cl[3]; b1 = cl[4]; b2 = cl[5]
+                                    c0 = cl[6]; c1 = cl[7]; c2_ = cl[8]
+                                    # pass 1 (vectorised): lattice factor and grid index per lane
+                                    for j in range(n):
+                                        qx = qxs[j]; qy = qys[j]; qz = qzs[j]
+                                        h = a0 * qx + a1 * qy + a2 * qz
+                                        k = b0 * qx + b1 * qy + b2 * qz
+                                        l = c0 * qx + c1 * qy + c2_ * qz
+                                        fls[j] = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc, fudge, ast)
+                                        if HAS_GRID:
+                                            h0 = np.ceil(h - 0.5)
+                                            k0 = np.ceil(k - 0.5)
+                                            l0 = np.ceil(l - 0.5)
+                                            inside = (h0 >= hminf) & (h0 <= hmaxf) & (k0 >= kminf) \
+                                                & (k0 <= kmaxf) & (l0 >= lminf) & (l0 <= lmaxf)
+                                            hi = min(max(h0, hminf), hmaxf)
+                                            ki = min(max(k0, kminf), kmaxf)
+                                            li = min(max(l0, lminf), lmaxf)
+                                            gis[j] = (int(hi) - h_min) * hstride \
+                                                + (int(ki) - k_min) * kstride + (int(li) - l_min)
+                                            ins[j] = 1.0 * inside
+                                    # pass 2 (scalar loads): structure factor and accumulation
+                                    for j in range(n):
+                                        if HAS_GRID:
+                                            fc = Fflat[gis[j]] if ins[j] != 0.0 else default_F
+                                        else:
+                                            fc = default_F
+                                        fl = fls[j]
+                                        contrib = fc * fc * fl * fl
+                                        if OS_THICK:
+                                            contrib *= cap[j]
+                                        if OS_POLAR:
+                                            contrib *= polar[j]
+                                        if OS_OMEGA:
+                                            contrib *= omega[j]
+                                        I[j] += contrib
+                for j in range(n):
+                    val = scale * I[j]
+                    if not OS_THICK:
+                        val *= cap[j] if (THICK or OS_THICK) else 1.0
+                    if not OS_POLAR:
+                        val *= polar[j] if not NOPOLAR else 1.0
+                    if not OS_OMEGA:
+                        val *= omega[j]
+                    idx = idx0 + j
+                    if HAS_MASK:
+                        if mask[idx] != 0:
+                            image[idx] = val
+                    else:
                         image[idx] = val
-                else:
-                    image[idx] = val
     return render
+
+
+@numba.njit(cache=True, nogil=True)
+def _chunks(idx, fpixels, lanes):
+    # one pass to count the runs, one to fill them (no temporaries the size of the image)
+    n = idx.shape[0]
+    count = 0
+    length = 0
+    for i in range(n):
+        if length == 0 or length == lanes or idx[i] != idx[i - 1] + 1 \
+                or idx[i] // fpixels != idx[i - 1] // fpixels:
+            count += 1
+            length = 0
+        length += 1
+    starts = np.empty(count, dtype=np.int64)
+    lens = np.empty(count, dtype=np.int64)
+    c = -1
+    length = 0
+    for i in range(n):
+        if length == 0 or length == lanes or idx[i] != idx[i - 1] + 1 \
+                or idx[i] // fpixels != idx[i - 1] // fpixels:
+            if c >= 0:
+                lens[c] = length
+            c += 1
+            starts[c] = idx[i]
+            length = 0
+        length += 1
+    if c >= 0:
+        lens[c] = length
+    return starts, lens
 
 
 def chunks(pixel_index: np.ndarray, fpixels: int, lanes: int = LANES):
     """Split raster-ordered pixel indices into runs of <= ``lanes`` consecutive pixels of
     one row: (start raster index, length) per run."""
-    idx = np.asarray(pixel_index, dtype=np.int64)
+    idx = np.ascontiguousarray(pixel_index, dtype=np.int64)
     if idx.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    row = idx // fpixels
-    brk = np.flatnonzero((np.diff(idx) != 1) | (np.diff(row) != 0)) + 1
-    starts = np.concatenate(([0], brk))
-    lens = np.concatenate((brk, [idx.size])) - starts
-    npieces = (lens + lanes - 1) // lanes
-    run = np.repeat(np.arange(starts.size), npieces)
-    piece = np.arange(run.size) - np.repeat(np.cumsum(npieces) - npieces, npieces)
-    cs = idx[starts[run] + piece * lanes]
-    cl = np.minimum(lanes, lens[run] - piece * lanes)
-    return cs.astype(np.int64), cl.astype(np.int64)
+    return _chunks(idx, int(fpixels), int(lanes))

@@ -7,7 +7,8 @@ from typing import NamedTuple
 
 _PKG = Path(__file__).resolve().parent.parent
 _SHARED_SOURCES = ("physics.py", "kernels/options.py", "kernels/pixel.py", "kernels/cpu.py",
-                   "kernels/cpu_lanes.py", "gradients/dphysics.py", "gradients/core.py")
+                   "kernels/cpu_lanes.py", "kernels/cpu_lanes32.py",
+                   "gradients/dphysics.py", "gradients/core.py")
 
 
 def _source_stamp() -> int:
