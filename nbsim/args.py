@@ -83,6 +83,7 @@ class ParsedArgs:
     img_file: Optional[str] = None
     source_file: Optional[str] = None
     hkl_data: Optional[object] = None        # nbsim.io.HKLData of -hkl / the dump file
+    inputs: Optional[object] = None          # nbsim.inputs.flags.InputsResult (-mtz, -expt...)
     given: Dict[str, Tuple[str, List[str]]] = field(default_factory=dict)
     """config parameter -> (flag, raw values) of the last flag that set it."""
 
@@ -388,6 +389,11 @@ def _deg(path):
     return _set(path, lambda v: v / RTD)
 
 
+def _inputs_store(key):
+    from .inputs.flags import store
+    return store(key)
+
+
 F, I, S, N0, V3 = "float", "int", "str", "none", "vec3"
 
 
@@ -473,6 +479,29 @@ FLAGS: List[Flag] = [
        "structure.interpolate"),
     _F("-nointerpolate", 0, N0, "", "auto", "nearest-neighbour F (no interpolation)",
        _false("structure.interpolate"), "structure.interpolate"),
+    # files from the ecosystem (nbsim.inputs; gemmi: pip install -e ".[formats]")
+    _F("-mtz", 1, S, "file", "none",
+       "structure factors from an MTZ file, expanded to P1 with its space group",
+       _inputs_store("-mtz")),
+    _F("-mtz_label", 1, S, "LABEL", "first of F FP F-obs FOBS FMODEL FC, then I IMEAN",
+       "column of -mtz / -sfcif (intensities become sqrt(I); F(+) uses its F(-) pair)",
+       _inputs_store("-mtz_label")),
+    _F("-sfcif", 1, S, "file", "none",
+       "structure factors from an SF-mmCIF file (first block), expanded to P1",
+       _inputs_store("-sfcif")),
+    _F("-model", 1, S, "file", "none",
+       "PDB or mmCIF atomic model: Fcalc (IT92, B, occupancies, F000), expanded to P1",
+       _inputs_store("-model")),
+    _F("-model_dmin", 1, F, "A", "the detector corners' resolution",
+       "resolution limit of the -model Fcalc", _inputs_store("-model_dmin")),
+    _F("-solvent", 2, F, "e/A^3, A^2", "none", "flat bulk solvent of -model: k_sol b_sol",
+       _inputs_store("-solvent"), metavar="k_sol b_sol"),
+    _F("-anomalous", 0, N0, "", "off",
+       "no Friedel mates in the P1 expansion (anomalous columns first in -mtz_label)",
+       _inputs_store("-anomalous")),
+    _F("-write_hkl", 1, S, "file", "none",
+       "write the P1 list of -mtz/-sfcif/-model as 'h k l F' text (*.bin: Fdump format)",
+       _inputs_store("-write_hkl")),
     # --------------------------------------------------------------------- beam
     _F(("-lambda", "-wavelength", "-wave"), 1, F, "A", "1", "X-ray wavelength",
        _set("beam.wavelength", lambda v: v / 1.0e10), "beam.wavelength"),
@@ -616,6 +645,10 @@ FLAGS: List[Flag] = [
        _file("mask_file"), "detector.mask"),
     _F("-img", 1, S, "file", "none", "SMV image whose header sets the detector",
        _file("img_file")),
+    _F("-expt", 1, S, "file", "none",
+       "DIALS experiment list: beam, single-panel detector, goniometer, scan, crystal",
+       _inputs_store("-expt")),
+    _F("-expt_index", 1, I, "", "0", "which experiment of -expt", _inputs_store("-expt_index")),
     # ----------------------------------------------------------------- sampling
     _F("-oversample", 1, I, "", "auto (from crystal size)", "sub-pixels per pixel edge",
        _set("sampling.oversample", int), "sampling.oversample"),
@@ -826,6 +859,7 @@ def parse_args(argv: Sequence[str], *, read_files: bool = True) -> ParsedArgs:
                          f"(vector flags select CUSTOM, which honours it)")
 
     hkl_data = None
+    inputs = None
     used_dump = None
     if read_files:
         if st.mat is not None:
@@ -840,7 +874,13 @@ def parse_args(argv: Sequence[str], *, read_files: bool = True) -> ParsedArgs:
             # missing columns stay NaN here: the geometry fills them from the resolved beam
             cfg.beam.sources = np.column_stack([table.x, table.y, table.z, table.weight,
                                                 table.wavelength])
-        if st.hkl is not None:
+        if getattr(st, "input_requests", None):
+            from .inputs.flags import resolve_inputs
+            inputs = resolve_inputs(st, cfg, notes)
+        if inputs is not None and inputs.hkl_data is not None:
+            hkl_data = inputs.hkl_data       # -mtz / -sfcif / -model, expanded to P1
+            _apply_structure(cfg, hkl_data)
+        elif st.hkl is not None:
             from .io.hkl import read_hkl
             default_F = cfg.structure.default_F
             hkl_data = _load(lambda p: read_hkl(p, default_F), "-hkl", st.hkl)
@@ -864,7 +904,8 @@ def parse_args(argv: Sequence[str], *, read_files: bool = True) -> ParsedArgs:
                       pivot_requests=[fl for fl, _ in st.pivot_requests],
                       mask_file=mask_file[-1] if mask_file else None,
                       img_file=img_file[-1] if img_file else None,
-                      source_file=st.sourcefile, hkl_data=hkl_data, given=dict(st.given))
+                      source_file=st.sourcefile, hkl_data=hkl_data, given=dict(st.given),
+                      inputs=inputs)
 
 
 def _load(fn, flag, path):

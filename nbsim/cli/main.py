@@ -244,6 +244,11 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
         # C writes the dump before rendering; here it joins the outputs (same bytes)
         pending.insert(0, ("-dumpfile", outs.dumpfile, lambda p: write_fdump(p, hkl), True))
 
+    inputs = parsed.inputs
+    if inputs is not None and inputs.write_hkl:
+        from ..inputs.export import p1_writer
+        pending.insert(0, ("-write_hkl", inputs.write_hkl, p1_writer(inputs), False))
+
     # 4. write everything, atomically as a set
     _commit(pending, err)
     _T["written"] = time.perf_counter()
@@ -338,6 +343,8 @@ def _output_targets(parsed):
     t = []
     if o.write_dump and parsed.hkl_data is not None:
         t.append(("-dumpfile", o.dumpfile, "dump"))
+    if parsed.inputs is not None and parsed.inputs.write_hkl:
+        t.append(("-write_hkl", parsed.inputs.write_hkl, "hkl"))
     t.append(("-floatfile", o.floatfile, "float"))
     t.append(("-intfile", o.intfile, "int"))
     if o.write_pgm:
