@@ -325,3 +325,52 @@ def test_panel_mask_rectangles():
     keep[1, 0:2, 0:4] = False
     keep[1, 7, 11] = False
     np.testing.assert_array_equal(img[keep], full[keep])
+
+
+# ------------------------------------------------------------ DIALS experiments
+# rows: nanoBragg x, y, z in DIALS X, Y, Z (nbsim.inputs.expt); DIALS = M^T nanoBragg
+_M = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
+def _expt_doc(doc):
+    """The -panels JSON ``doc`` as a DIALS experiment list (dxtbx's frame, mm), with
+    MOSFLM's beam (+x), spindle (+z) and an unpolarized beam (Kahn factor 0)."""
+    d = lambda v, s=1.0: [float(x) for x in (_M.T @ np.asarray(v, float)) * s]  # noqa: E731
+    panels = [{"name": p["name"], "type": "SENSOR_PAD", "fast_axis": d(p["fast"]),
+               "slow_axis": d(p["slow"]), "origin": d(p["origin"], 1e3),
+               "image_size": [p["fpixels"], p["spixels"]],
+               "pixel_size": [p["pixel_size"] * 1e3] * 2, "thickness": p["thickness"] * 1e3,
+               "mu": 1.0 / 0.25, "mask": []} for p in doc["panels"]]
+    return {"__id__": "ExperimentList",
+            "experiment": [{"__id__": "Experiment", "beam": 0, "detector": 0,
+                            "goniometer": 0}],
+            "beam": [{"__id__": "monochromatic", "direction": [0.0, 0.0, 1.0],
+                      "wavelength": 1.0, "polarization_normal": [0.0, -1.0, 0.0],
+                      "polarization_fraction": 0.5}],
+            "detector": [{"panels": panels}],
+            "goniometer": [{"rotation_axis": [1.0, 0.0, 0.0],
+                            "fixed_rotation": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+                            "setting_rotation": [1, 0, 0, 0, 1, 0, 0, 0, 1]}]}
+
+
+def test_dials_experiment_panels_equal_panel_file(tmp_path):
+    doc = _json_panels()
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    (tmp_path / "x.expt").write_text(json.dumps(_expt_doc(doc)))
+    crystal = [a for a in CRYSTAL if a not in ("-lambda", "1.0")]
+    _, ref = _render(CRYSTAL + SENSOR + ["-panels", str(tmp_path / "p.json")])
+    sim, img = _render(crystal + ["-oversample", "2", "-thicksteps", "3",
+                                  "-expt", str(tmp_path / "x.expt")])
+    ps = sim.plan.panels
+    assert ps is not None and ps.shape == (3, 8, 12)
+    assert [p.name for p in ps.panels] == ["centre", "tilted", "bigpix"]
+    assert img.shape == ref.shape == (3, 8, 12)
+    _assert_close(img, ref, "expt vs -panels")
+    # the image depends on the panels' placement (the test can fail)
+    moved = _expt_doc(doc)
+    moved["detector"][0]["panels"][2]["origin"][1] += 0.05
+    (tmp_path / "y.expt").write_text(json.dumps(moved))
+    _, other = _render(crystal + ["-oversample", "2", "-thicksteps", "3",
+                                  "-expt", str(tmp_path / "y.expt")])
+    assert np.max(np.abs(other[2] - ref[2])) > 1e-6 * np.max(ref)
+    _assert_close(other[:2], ref[:2], "unmoved panels")
