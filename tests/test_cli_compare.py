@@ -3,15 +3,13 @@ import io
 import json
 import os
 import stat
-import struct
 import sys
-import zlib
 
 import numpy as np
 import pytest
 
 from conftest import PUBLIC, golden_args, golden_cases
-from nbsim.cli.compare import c_run_args, compare_images, main, png_bytes
+from nbsim.cli.compare import c_run_args, compare_images, main
 
 C_BIN = os.environ.get("NB_C_BIN") or "/tmp/nb/nanoBragg"
 
@@ -42,24 +40,12 @@ def test_spec_cases_against_spec_reference(case, tmp_path):
     assert rc == 0, out + err
 
 
-def _png_info(data):
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, {}
-    idat = b""
-    while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos:pos + 4])
-        tag = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + n]
-        (crc,) = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
-        assert crc == zlib.crc32(tag + body) & 0xFFFFFFFF
-        chunks[tag] = body
-        if tag == b"IDAT":
-            idat += body
-        pos += 12 + n
-    w, h, depth, ctype = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-    raw = zlib.decompress(idat)
-    assert len(raw) == h * (w + 1) and depth == 8 and ctype == 0
-    return w, h, np.frombuffer(raw, np.uint8).reshape(h, w + 1)[:, 1:]
+def _png_info(path):
+    """(width, height, RGB pixels) of a PNG, read by Pillow."""
+    Image = pytest.importorskip("PIL.Image")
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.width, im.height, np.asarray(im.convert("RGB"))
 
 
 def test_outputs_and_report(tmp_path):
@@ -74,11 +60,13 @@ def test_outputs_and_report(tmp_path):
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["pixels"] == 90 * 40 and s["roi"] == [10, 99, 20, 59]
     for name in ("c.png", "nbsim.png", "diff.png"):
-        w, h, pix = _png_info((tmp_path / "o" / name).read_bytes())
+        w, h, pix = _png_info(tmp_path / "o" / name)
         assert (w, h) == (256, 256)
-    _, _, c = _png_info((tmp_path / "o" / "c.png").read_bytes())
-    _, _, n = _png_info((tmp_path / "o" / "nbsim.png").read_bytes())
-    assert np.array_equal(c, n) and c.max() > 0
+    _, _, c = _png_info(tmp_path / "o" / "c.png")
+    _, _, n = _png_info(tmp_path / "o" / "nbsim.png")
+    # same scale: (nearly) equal images give equal pictures, with spots and background
+    assert np.mean(np.all(c == n, axis=-1)) > 0.999 and len(np.unique(c.reshape(-1, 3),
+                                                                        axis=0)) > 20
 
 
 def test_below_threshold_exits_3(tmp_path):
@@ -178,5 +166,3 @@ def test_compare_images_degenerate():
     nan[0, 0] = np.nan
     assert compare_images(nan, nan)["correlation"] == 1.0
     assert compare_images(nan, z)["correlation"] == 0.0
-    w, h, pix = _png_info(png_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4)))
-    assert (w, h) == (4, 3) and pix[2, 3] == 11

@@ -17,7 +17,8 @@ this process (no output files).  The C image comes from
 
 It prints the Pearson correlation, RMSE, max |diff| (also relative to max |C|), both sums
 and their ratio (nbsim/C) and the run times, and writes ``summary.json`` and PNG previews
-``c.png``, ``nbsim.png`` (same linear scale) and ``diff.png`` (nbsim - C, mid-grey = 0)
+(:mod:`nbsim.io.preview`) ``c.png``, ``nbsim.png`` (asinh stretch, magma, both on the C
+image's scale) and ``diff.png`` (nbsim - C, linear, coolwarm, grey = 0, red = nbsim higher)
 into ``--outdir`` (default ``nbsim-compare-out``).  ``--roi`` (inclusive pixels, as
 ``-roi``) restricts the statistics.  The nbsim image is compared as written to
 ``-floatfile`` (float32).
@@ -32,12 +33,10 @@ import math
 import os
 import shlex
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import List, Optional, Sequence, TextIO
 
@@ -48,7 +47,7 @@ EXIT_OK, EXIT_USAGE, EXIT_BELOW, EXIT_SHAPE = 0, 2, 3, 4
 USAGE = ("usage: nbsim-compare [--roi XMIN XMAX YMIN YMAX] [--threshold T] [--outdir DIR] "
          "[--c-bin PATH | --c-float FILE] -- ARGS...")
 
-__all__ = ["main", "compare_images", "write_png", "c_run_args"]
+__all__ = ["main", "compare_images", "c_run_args"]
 
 
 class _Usage(Exception):
@@ -197,7 +196,7 @@ def _run(argv, out, err) -> int:
     _report(out, summary)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
-        _write_outputs(outdir, c_img, nb, summary, o["roi"])
+        _write_outputs(outdir, c_img, nb, summary, o["roi"], err)
     except OSError as e:
         raise _Usage(f"--outdir {outdir}: {e.strerror or e}") from None
     return EXIT_OK if passed else EXIT_BELOW
@@ -327,22 +326,25 @@ def _report(out, s):
     out.write("\n".join(lines) + "\n")
 
 
-def _write_outputs(outdir: Path, c_img, nb_img, summary, roi):
+def _write_outputs(outdir: Path, c_img, nb_img, summary, roi, err=None):
     from ..io._atomic import atomic_write_bytes
     atomic_write_bytes(outdir / "summary.json",
                        (json.dumps(_jsonable(summary), indent=1) + "\n").encode())
-    c = np.nan_to_num(np.asarray(c_img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    n = np.nan_to_num(np.asarray(nb_img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    top = float(np.percentile(c, 99.9)) if c.size else 0.0
-    if top <= 0:
-        top = float(c.max()) if c.size and c.max() > 0 else 1.0
-    scale = 255.0 / top
-    atomic_write_bytes(outdir / "c.png", png_bytes(_to_u8(c * scale)))
-    atomic_write_bytes(outdir / "nbsim.png", png_bytes(_to_u8(n * scale)))
-    d = n - c
-    m = float(np.max(np.abs(d))) if d.size else 0.0
-    atomic_write_bytes(outdir / "diff.png",
-                       png_bytes(_to_u8(128.0 + (127.0 * d / m if m > 0 else 0.0 * d))))
+    try:
+        from ..io.preview import stretch_params, write_png
+        c = np.asarray(c_img, dtype=np.float64)
+        n = np.asarray(nb_img, dtype=np.float64)
+        # both images on the C image's scale, so equal images give equal pictures
+        vmin, vmax, knee = stretch_params(c, "asinh")
+        write_png(outdir / "c.png", c, "asinh", vmin=vmin, vmax=vmax, knee=knee)
+        write_png(outdir / "nbsim.png", n, "asinh", vmin=vmin, vmax=vmax, knee=knee)
+        d = np.nan_to_num(n - c, nan=0.0, posinf=0.0, neginf=0.0)
+        m = float(np.max(np.abs(d))) if d.size else 0.0
+        m = m if m > 0 else 1.0
+        write_png(outdir / "diff.png", d, "linear", "coolwarm", vmin=-m, vmax=m)
+    except ImportError as e:
+        if err is not None:
+            err.write(f"nbsim-compare: PNG previews skipped: {e}\n")
 
 
 def _jsonable(x):
@@ -353,32 +355,6 @@ def _jsonable(x):
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     return x
-
-
-def _to_u8(a):
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
-
-
-def png_bytes(gray: np.ndarray) -> bytes:
-    """An 8-bit greyscale PNG of a 2-D uint8 array (rows top to bottom), zlib + struct only."""
-    g = np.ascontiguousarray(gray, dtype=np.uint8)
-    if g.ndim != 2:
-        raise ValueError("PNG image must be 2-D")
-    h, w = g.shape
-    raw = np.hstack([np.zeros((h, 1), dtype=np.uint8), g]).tobytes()   # filter 0 per row
-
-    def chunk(tag, data):
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-
-    return (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-
-
-def write_png(path, gray: np.ndarray) -> None:
-    from ..io._atomic import atomic_write_bytes
-    atomic_write_bytes(path, png_bytes(gray))
 
 
 if __name__ == "__main__":          # pragma: no cover
