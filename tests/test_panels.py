@@ -374,3 +374,51 @@ def test_dials_experiment_panels_equal_panel_file(tmp_path):
                                   "-expt", str(tmp_path / "y.expt")])
     assert np.max(np.abs(other[2] - ref[2])) > 1e-6 * np.max(ref)
     _assert_close(other[:2], ref[:2], "unmoved panels")
+
+
+# ---------------------------------------------------------------------- NeXus
+def test_nexus_one_module_per_panel(tmp_path):
+    """Each panel's NXdetector_module, read the way dxtbx reads it (nxmx), gives the pixel
+    centres the kernel renders for that panel, and that panel's rows of the data."""
+    h5py = pytest.importorskip("h5py")
+    pytest.importorskip("hdf5plugin")
+    nxmx = pytest.importorskip("nxmx")
+    from nbsim.io.labframe import mcstas_rotation
+    from nbsim.io.nexus import NexusSink
+    from nbsim.io.sinks import DatasetInfo, FrameScan
+    from nbsim.physics import subpixel_position
+    ps = pnl.panels_from_dict(_json_panels())
+    sim, img = _render(CRYSTAL + ["-oversample", "1"], panels=ps)
+    plan = sim.plan
+    path = tmp_path / "p.h5"
+    sink = NexusSink(path)
+    sink.open(DatasetInfo(plan=plan, nframes=1, scans=[FrameScan(0.0, 0.1)],
+                          dtype="float32", command=("nbsim",)))
+    sink.write(0, img.astype(np.float32))
+    sink.close()
+    det = plan.detector
+    R = mcstas_rotation(det.beam, det.spindle, det.polar)
+    with h5py.File(path, "r", swmr=True) as fh:
+        entry = nxmx.NXmx(fh).entries[0]
+        modules = entry.instruments[0].detectors[0].modules
+        assert len(modules) == 3
+        data = fh["entry/data/data"][0]
+        assert data.shape == (3 * 8, 12)
+        for k, (m, p) in enumerate(zip(modules, ps.panels)):
+            assert [int(v) for v in m.data_origin] == [k * 8, 0]
+            assert [int(v) for v in m.data_size] == [8, 12]
+            chain = nxmx.get_dependency_chain(m.fast_pixel_direction.depends_on)
+            origin_mm = nxmx.get_cumulative_transformation(chain)[0, :3, 3]
+            pf = m.fast_pixel_direction[()].to("mm").magnitude.item()
+            fv = np.asarray(m.fast_pixel_direction.vector, dtype=np.float64)
+            sv = np.asarray(m.slow_pixel_direction.vector, dtype=np.float64)
+            s, f = np.mgrid[0:8, 0:12].astype(np.float64)
+            got = (origin_mm + (f[..., None] + 0.5) * pf * fv
+                   + (s[..., None] + 0.5) * pf * sv) * 1e-3
+            px = p.pixel_size
+            o = p.odet()
+            _, _, x, y, z = subpixel_position(px, f, s, px / 2.0, 0.0, *p.fast, *p.slow, *o,
+                                              *p.origin)
+            want = np.stack([x, y, z], axis=-1) @ R.T
+            assert np.max(np.abs(got - want)) < 1e-12
+            np.testing.assert_array_equal(data[k * 8:(k + 1) * 8], img[k].astype(np.float32))
