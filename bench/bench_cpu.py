@@ -4,7 +4,8 @@
                               [--dtype float64 float32] [case ...]
 
 nbsim: in-process render time (kernel compiled and cached beforehand; best of --repeat).
-nanoBragg.c: set NB_C_BIN to a binary built from bl831/nanoBragg (gcc -O3 -fopenmp ...);
+nanoBragg.c: set NB_C_BIN to a binary built from bl831/nanoBragg (gcc -O3 -fopenmp ...),
+or to several separated by ":";
 it is run with OMP_NUM_THREADS=threads as a whole process (best of --repeat), writing its
 float image to a temporary directory.  Ratio = C time / nbsim time (> 1: nbsim faster).
 """
@@ -23,6 +24,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nbsim  # noqa: E402
 from cases import CASES  # noqa: E402
+
+
+# Roofline estimate.  Vector-lane operations per sub-path (one pixel x sub-pixel x layer x
+# source x (phi, domain) cell evaluation) in the lattice loop, counted from the kernels'
+# source (every multiply, add, FMA, floor, compare/select, convert and the division counts
+# as one lane operation): float64 lanes kernel: h, k, l (9) + 3 x sincg_delta (~40) + the
+# accumulation (~6) = 135; float32 lanes kernel: the float64 pass (h, k, l, rounding,
+# fractional parts, parity: ~30) + 3 x the float32 ratio (~30 float32 lane operations, i.e.
+# ~15 float64-equivalent in a vector of twice the lanes) + accumulation (~6) = ~81 float64-
+# equivalent.  Peak: 2 FMA pipes x 8 float64 lanes (512-bit) per core and cycle (AMD Zen 5).
+OPS_PER_SUBPATH = {"float64": 135.0, "float32": 81.0}
+FMA_PIPES, F64_LANES = 2, 8
+
+
+def subpaths(sim):
+    """Sub-path evaluations of one render (pixels x sub-pixels x layers x sources x cells)."""
+    p = sim.plan
+    return (p.rendered_pixels.size * p.oversample ** 2 * p.detector.thicksteps
+            * p.src_lambda.shape[0] * p.cells.shape[1])
 
 
 def nbsim_sim(args, threads, mode, dtype="float64"):
@@ -62,27 +82,36 @@ def main(argv=None):
     ap.add_argument("--mode", default="spec", choices=["spec", "c-parity"])
     ap.add_argument("--dtype", nargs="+", default=["float64"], choices=["float64", "float32"],
                     help="nbsim precisions to time (each beside the same C run)")
+    ap.add_argument("--ghz", type=float, default=2.6,
+                    help="core clock for the roofline line (the machine's nominal clock)")
     a = ap.parse_args(argv)
-    cbin = os.environ.get("NB_C_BIN")
+    # NB_C_BIN: one nanoBragg binary, or several separated by ":" (e.g. -O2 and -O3 builds),
+    # each timed in the same interleaved rounds
+    cbins = [c for c in os.environ.get("NB_C_BIN", "").split(":") if c]
     rows = []
     for name in a.cases:
         for th in a.threads:
-            # interleaved: every precision and C, best of --repeat rounds of all of them
+            # interleaved: every precision and every C binary, best of --repeat rounds
             sims = {d: nbsim_sim(CASES[name], th, a.mode, d) for d in a.dtype}
             tns = {d: float("inf") for d in a.dtype}
-            tc = float("inf") if cbin else None
+            tcs = {c: float("inf") for c in cbins}
             for _ in range(a.repeat):
                 for d in a.dtype:
                     tns[d] = min(tns[d], time_nbsim(sims[d], 1))
-                if cbin:
-                    tc = min(tc, time_c(cbin, CASES[name], th, 1, a.mode))
+                for c in cbins:
+                    tcs[c] = min(tcs[c], time_c(c, CASES[name], th, 1, a.mode))
             for d in a.dtype:
                 tn = tns[d]
-                rows.append((name, th, d, tn, tc))
-                ratio = f"{tc / tn:6.2f}x" if tc else "     -"
-                tcs = f"{tc * 1000:9.1f}" if tc else "        -"
-                print(f"{name:26s} threads={th} {d}  nbsim {tn * 1000:9.1f} ms   C {tcs} ms   "
-                      f"C/nbsim {ratio}", flush=True)
+                rows.append((name, th, d, tn, dict(tcs)))
+                cols = "".join(f"   C[{Path(c).name}] {tc * 1000:9.1f} ms  C/nbsim {tc / tn:6.2f}x"
+                               for c, tc in tcs.items())
+                print(f"{name:26s} threads={th} {d}  nbsim {tn * 1000:9.1f} ms{cols}", flush=True)
+                sps = subpaths(sims[d]) / tn
+                peak = th * FMA_PIPES * F64_LANES * a.ghz * 1e9
+                print(f"{'':26s} roofline: {sps / 1e9:6.2f} G sub-paths/s, "
+                      f"{100 * sps * OPS_PER_SUBPATH[d] / peak:5.1f} % of the FMA peak "
+                      f"({th} core(s) x {FMA_PIPES} x {F64_LANES} float64 lanes x {a.ghz} GHz)",
+                      flush=True)
     return rows
 
 

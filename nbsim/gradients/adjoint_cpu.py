@@ -30,13 +30,12 @@ _pixel_adjoint = numba.njit(cache=True, nogil=True, error_model="numpy")(
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
-def adjoint_kernel(cot, image, pixel_index, fpixels, mask, has_mask,
-                   geom, subpixel_size, oversample, thicksteps,
-                   src_dir, src_lambda, src_dlam, cells, dcells, ncell, ast,
-                   Fgrid, fgrid_meta, default_F, hkls, lattice, scalars,
+def adjoint_kernel(cot, image, pixel_index, ka, has_mask, src_dlam, dcells,
                    carry_pixel, switch_pixel, iopt, nchunks, acc, gF):
     """Accumulate ``sum_pixels cot * d(pixel)/d(plan quantities)`` into ``acc`` (and
-    ``gF``); write each rendered pixel's value into ``image`` (flat)."""
+    ``gF``); write each rendered pixel's value into ``image`` (flat).  ka: the plan's
+    argument bundle (``kernels.bundle.KernelArrays``)."""
+    mask = ka.mask
     npix = pixel_index.shape[0]
     for ch in numba.prange(nchunks):
         a = acc[ch]
@@ -45,8 +44,5 @@ def adjoint_kernel(cot, image, pixel_index, fpixels, mask, has_mask,
             if has_mask:
                 if mask[idx] == 0:
                     continue
-            image[idx] = _pixel_adjoint(idx, cot[idx], fpixels, geom, subpixel_size,
-                                        oversample, thicksteps, src_dir, src_lambda,
-                                        src_dlam, cells, dcells, ncell, ast, Fgrid,
-                                        fgrid_meta, default_F, hkls, lattice, scalars,
-                                        carry_pixel, switch_pixel, iopt, a, gF, ch)
+            image[idx] = _pixel_adjoint(idx, cot[idx], ka, src_dlam, dcells, carry_pixel,
+                                        switch_pixel, iopt, a, gF, ch)

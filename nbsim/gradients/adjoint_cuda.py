@@ -57,11 +57,10 @@ def _kernel_source():
     TPB = THREADS_PER_BLOCK
     f64 = numba.float64
 
-    def adjoint(cot, image, write_image, pixel_index, fpixels, mask, has_mask,
-                geom, subpixel_size, oversample, thicksteps,
-                src_dir, src_lambda, src_dlam, cells, dcells, ncell, ast,
-                Fgrid, fgrid_meta, default_F, hkls, lattice, scalars,
+    def adjoint(cot, image, write_image, pixel_index, ka, has_mask, src_dlam, dcells,
                 carry_pixel, switch_pixel, iopt, acc_out, gF):
+        """ka: the plan's argument bundle (``kernels.bundle.KernelArrays``), device arrays."""
+        mask = ka.mask
         tid = cuda.threadIdx.x
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
@@ -74,10 +73,8 @@ def _kernel_source():
             if has_mask:
                 if mask[idx] == 0:
                     continue
-            v = pixel(idx, cot[idx], fpixels, geom, subpixel_size, oversample,
-                      thicksteps, src_dir, src_lambda, src_dlam, cells, dcells,
-                      ncell, ast, Fgrid, fgrid_meta, default_F, hkls, lattice,
-                      scalars, carry_pixel, switch_pixel, iopt, acc, gF, 0)
+            v = pixel(idx, cot[idx], ka, src_dlam, dcells, carry_pixel, switch_pixel, iopt,
+                      acc, gF, 0)
             if write_image:
                 image[idx] = v
         sh = cuda.shared.array(TPB, f64)
@@ -150,12 +147,13 @@ def run_adjoint_cuda(sim, cot, kin, timing=None, want_image=True, during=None):
     d_image = d(np.zeros(sp * fp)) if want_image else c.device_array(1)
     d_acc = d(np.zeros(core.NACC))
     d_gF = d(np.zeros((1,) + p.Fgrid.shape) if want else np.zeros((1, 1, 1, 1)))
-    args = [d(np.ascontiguousarray(cot)), d_image, bool(want_image), dev["pixel_index"], fp,
-            dev["mask"], bool(p.options.has_mask), dev["geom"], p.subpixel_size, p.oversample,
-            p.detector.thicksteps, dev["src_dir"], dev["src_lambda"], d(kin["src_dlam"]),
-            dev["cells"], d(kin["dcells"]), p.crystal.phisteps * p.crystal.mosaic_domains,
-            dev["ast"], dev["Fgrid"], dev["fgrid_meta"], p.default_F, p.hkls, dev["lattice"],
-            dev["scalars"], kin["carry_pixel"], kin["switch_pixel"], d(kin["iopt"]), d_acc, d_gF]
+    ka = p.kernel_arrays()._replace(
+        geom=dev["geom"], mask=dev["mask"], src_dir=dev["src_dir"],
+        src_lambda=dev["src_lambda"], cells=dev["cells"], ast=dev["ast"], Fgrid=dev["Fgrid"],
+        fgrid_meta=dev["fgrid_meta"], lattice=dev["lattice"], scalars=dev["scalars"])
+    args = [d(np.ascontiguousarray(cot)), d_image, bool(want_image), dev["pixel_index"], ka,
+            bool(p.options.has_mask), d(kin["src_dlam"]), d(kin["dcells"]),
+            kin["carry_pixel"], kin["switch_pixel"], d(kin["iopt"]), d_acc, d_gF]
     blocks = max(1, min(MAX_BLOCKS, math.ceil(npix / THREADS_PER_BLOCK)))
     if timing is not None:
         c.synchronize()

@@ -102,11 +102,27 @@ def _build(HAS_GRID, WANT_ETA):
     A_FDET, A_SDET, A_ODET, A_CLOSE = core.A_FDET, core.A_SDET, core.A_ODET, core.A_CLOSE
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
-    def adjoint(cot, image, chunk_start, chunk_len, fpixels, mask, has_mask,
-                geom, subpixel_size, oversample, thicksteps,
-                src_dir, src_lambda, src_dlam, cells, dcells, ncell, ast,
-                Fgrid, fgrid_meta, default_F, hkls, lattice, scalars, iopt,
+    def adjoint(cot, image, chunk_start, chunk_len, ka, has_mask, src_dlam, dcells, iopt,
                 series, acc, gF, scratch):
+        # ka: the plan's argument bundle (kernels.bundle.KernelArrays); every run uses the
+        # steady-state cell table
+        fpixels = ka.fpixels
+        mask = ka.mask
+        geom = ka.geom
+        subpixel_size = ka.subpixel_size
+        oversample = ka.oversample
+        thicksteps = ka.thicksteps
+        src_dir = ka.src_dir
+        src_lambda = ka.src_lambda
+        cells = ka.cells[1]
+        ncell = ka.ncell
+        ast = ka.ast
+        Fgrid = ka.Fgrid
+        fgrid_meta = ka.fgrid_meta
+        default_F = ka.default_F
+        hkls = ka.hkls
+        lattice = ka.lattice
+        scalars = ka.scalars
         OS_THICK = iopt[core.O_OS_THICK] != 0
         OS_POLAR = iopt[core.O_OS_POLAR] != 0
         OS_OMEGA = iopt[core.O_OS_OMEGA] != 0
@@ -465,9 +481,6 @@ def run(sim, cot, kin, nthreads):
     image = np.zeros(sp * fp)
     dcells = kin["dcells"][1] if want_eta else np.zeros((1, 9))
     kern = get_kernel(has_grid, want_eta)
-    kern(cot, image, starts, lens, fp, p.mask, bool(p.options.has_mask), p.geom,
-         p.subpixel_size, p.oversample, p.detector.thicksteps, p.src_dir, p.src_lambda,
-         kin["src_dlam"], np.ascontiguousarray(p.cells[1]), np.ascontiguousarray(dcells),
-         p.cells.shape[1], p.ast, p.Fgrid, p.fgrid_meta, p.default_F, p.hkls, p.lattice,
-         p.scalars, kin["iopt"], series, acc, gF, scratch)
+    kern(cot, image, starts, lens, p.kernel_arrays(), bool(p.options.has_mask),
+         kin["src_dlam"], np.ascontiguousarray(dcells), kin["iopt"], series, acc, gF, scratch)
     return acc.sum(axis=0), (gF.sum(axis=0) if want_F else None), image

@@ -621,12 +621,27 @@ def make_pixel_adjoint(scatter):
         return I, fbar, Lpre, nzpre, interp_on, qbx, qby, qbz
 
     @register_jitable
-    def pixel_adjoint(idx, G, fpixels, geom, subpixel_size, oversample, thicksteps,
-                      src_dir, src_lambda, src_dlam, cells, dcells, ncell, ast,
-                      Fgrid, fgrid_meta, default_F, hkls, lattice, scalars,
-                      carry_pixel, switch_pixel, iopt, acc, gF, slot):
+    def pixel_adjoint(idx, G, ka, src_dlam, dcells, carry_pixel, switch_pixel, iopt, acc, gF,
+                      slot):
         """One pixel: adds G * d(pixel)/d(plan quantities) into ``acc`` (and ``gF``) and
-        returns the pixel's value."""
+        returns the pixel's value.  ka: the plan's argument bundle
+        (``kernels.bundle.KernelArrays``); src_dlam, dcells: the gradient's own inputs."""
+        fpixels = ka.fpixels
+        geom = ka.geom
+        subpixel_size = ka.subpixel_size
+        oversample = ka.oversample
+        thicksteps = ka.thicksteps
+        src_dir = ka.src_dir
+        src_lambda = ka.src_lambda
+        cells = ka.cells
+        ncell = ka.ncell
+        ast = ka.ast
+        Fgrid = ka.Fgrid
+        fgrid_meta = ka.fgrid_meta
+        default_F = ka.default_F
+        hkls = ka.hkls
+        lattice = ka.lattice
+        scalars = ka.scalars
         INTERP = iopt[O_INTERP]
         OS_THICK = iopt[O_OS_THICK] != 0
         OS_POLAR = iopt[O_OS_POLAR] != 0

@@ -280,11 +280,8 @@ def _run_adjoint_cpu(sim, cot, kin, lanes) -> AdjointResult:
         want = kin["iopt"][core.O_WANT_F] != 0
         gF = (np.zeros((nchunks,) + p.Fgrid.shape) if want else np.zeros((1, 1, 1, 1)))
         image = np.zeros(sp * fp)
-        adjoint_kernel(cot, image, p.pixel_index, fp, p.mask, bool(p.options.has_mask),
-                       p.geom, p.subpixel_size, p.oversample, p.detector.thicksteps,
-                       p.src_dir, p.src_lambda, kin["src_dlam"], p.cells, kin["dcells"],
-                       p.crystal.phisteps * p.crystal.mosaic_domains, p.ast, p.Fgrid,
-                       p.fgrid_meta, p.default_F, p.hkls, p.lattice, p.scalars,
+        adjoint_kernel(cot, image, p.pixel_index, p.kernel_arrays(),
+                       bool(p.options.has_mask), kin["src_dlam"], kin["dcells"],
                        kin["carry_pixel"], kin["switch_pixel"], kin["iopt"], nchunks, acc, gF)
     finally:
         numba.set_num_threads(prev)

@@ -4,14 +4,13 @@ The scalar kernel (:mod:`nbsim.kernels.cpu`) runs the whole loop nest per pixel,
 general but leaves the SIMD units idle.  Here a thread takes a run of up to ``LANES``
 pixels of one detector row and walks the loop nest once for all of them: the innermost
 loops run over the pixels, contain no branches and no calls, and LLVM turns them into
-AVX2/AVX-512 code.  Each run of pixels takes a small scratch block
-(one allocation per run of 32 pixels).
+AVX2/AVX-512 code.  A block of ``RUNS_PER_BLOCK`` runs shares one scratch allocation.
 
 It handles the common options (every lattice shape, nearest-neighbour structure
 factors, per-contribution oversample factors, polarization, sensor thickness, masks).
 Sub-paths that can be skipped per pixel (``-dmin``), tricubic interpolation, curved
-detectors, float32 and the c-parity running-sum oversampling go to the scalar kernel,
-which is the reference; results agree with it to rounding.  Under the c-parity phi=0
+detectors and the c-parity running-sum oversampling go to the scalar kernel, which is the
+reference; float32 goes to :mod:`.cpu_lanes32`; results agree with it to rounding.  Under the c-parity phi=0
 carryover this kernel renders every pixel with the steady-state cell table and the
 simulator re-renders the one pixel holding the run's first sub-path with the scalar
 kernel.

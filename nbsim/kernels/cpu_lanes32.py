@@ -331,15 +331,19 @@ def get_kernel(opts: KernelOptions):
                                             nk, dk = sincg_ratio32(dks[j], Nb32)
                                             nl, dl = sincg_ratio32(dls[j], Nc32)
                                             fl32[j] = sgs[j] * (nh * nk * nl) / (dh * dk * dl)
-                                        for j in range(n):
-                                            fls[j] = fl32[j]
-                                    # pass 3 (scalar loads): structure factor and accumulation
+                                    # pass 3: structure factor (a gather: the clamped index is
+                                    # always valid, so the load is unconditional) and the
+                                    # float64 accumulation
                                     for j in range(n):
                                         if HAS_GRID:
-                                            fc = float(Fflat[gis[j]]) if ins[j] != 0.0 else default_F
+                                            fg = float(Fflat[gis[j]])
+                                            fc = fg if ins[j] != 0.0 else default_F
                                         else:
                                             fc = default_F
-                                        fl = fls[j]
+                                        if SQUARE:
+                                            fl = float(fl32[j])
+                                        else:
+                                            fl = fls[j]
                                         contrib = fc * fc * fl * fl
                                         if OS_THICK:
                                             contrib *= cap[j]

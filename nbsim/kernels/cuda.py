@@ -207,6 +207,7 @@ def kernel_source(opts: KernelOptions, spec: Spec = Spec()):
         if t >= npix:
             return
         n = n0 + t
+        fpixels = ka.fpixels
         if INDEXED:
             idx = pixel_index[n]
             fpixel = idx % fpixels
