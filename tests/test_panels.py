@@ -422,3 +422,53 @@ def test_nexus_one_module_per_panel(tmp_path):
             want = np.stack([x, y, z], axis=-1) @ R.T
             assert np.max(np.abs(got - want)) < 1e-12
             np.testing.assert_array_equal(data[k * 8:(k + 1) * 8], img[k].astype(np.float32))
+
+
+# ------------------------------------------------------------- float32 and CUDA
+def test_float32_lanes_kernel_panels():
+    """-dtype float32 (the float32 SIMD kernel): each module as its single-panel render."""
+    geo = ["-distance", "20", "-oversample", "2", "-dtype", "float32"]
+    _, img = _render(CRYSTAL + geo + ["-Xbeam", "1.0", "-Ybeam", "1.15"], panels=MINI)
+    for k in range(6):
+        _, ref = _render(CRYSTAL + geo + _module_flags(MINI, k, 1.0, 1.15, 0.1))
+        err = np.max(np.abs(img[k] - ref)) / np.max(ref)
+        assert err <= 1e-6, f"module {k}: {err:.3e}"
+
+
+_CUDA_WORKER = r"""
+import json, os, sys
+import numpy as np
+sys.path[:0] = [os.environ["NBSIM_ROOT"], os.path.join(os.environ["NBSIM_ROOT"], "tests")]
+from test_panels import CRYSTAL, SENSOR, _json_panels, _render, _custom_flags
+from nbsim.geometry import panels as pnl
+doc = _json_panels()
+flags = CRYSTAL + SENSOR + ["-detector_thick", "300"]
+sim, img = _render(flags + ["-device", "cuda"], panels=pnl.panels_from_dict(doc))
+assert sim.config.device == "cuda"
+_, cpu = _render(flags, panels=pnl.panels_from_dict(doc))
+refs = [_render(flags + _custom_flags(p))[1] for p in doc["panels"]]
+print(json.dumps({"shape": list(img.shape),
+                  "vs_cpu": float(np.max(np.abs(img - cpu)) / np.max(cpu)),
+                  "vs_single": [float(np.max(np.abs(img[k] - r)) / np.max(r))
+                                for k, r in enumerate(refs)]}))
+"""
+
+
+@pytest.mark.slow
+def test_cuda_kernel_panels_in_simulator():
+    """The CUDA kernel (Numba's CUDA simulator, in a subprocess: the variable must be set
+    before numba.cuda is imported) renders all panels in one launch like the CPU."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip("numba.cuda")
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NBSIM_ROOT=root)
+    out = subprocess.run([sys.executable, "-c", _CUDA_WORKER], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["shape"] == [3, 8, 12]
+    assert res["vs_cpu"] <= 1e-12
+    assert max(res["vs_single"]) <= 1e-12
