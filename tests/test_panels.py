@@ -472,3 +472,56 @@ def test_cuda_kernel_panels_in_simulator():
     assert res["shape"] == [3, 8, 12]
     assert res["vs_cpu"] <= 1e-12
     assert max(res["vs_single"]) <= 1e-12
+
+
+# ----------------------------------------------------------------- CLI outputs
+def test_cli_tiled_frame_from_panel_file_with_layout(tmp_path):
+    """A panel file with 'frame' and 'tile' (here: the MINI layout written out): the CLI's
+    float and SMV files hold the tiled frame with zero gaps and the frame's size."""
+    from nbsim.cli.main import main
+    from nbsim.io.smv import read_smv
+    geo = ["-distance", "20", "-oversample", "1", "-Xbeam", "1.0", "-Ybeam", "1.15"]
+    sim, img = _render(CRYSTAL + geo, panels=MINI)
+    doc = pnl.panels_to_dict(sim.plan.panels)
+    assert doc["frame"] == [MINI.frame_fpixels, MINI.frame_spixels]
+    (tmp_path / "mini.json").write_text(json.dumps(doc))
+    back = pnl.load_panels_json(str(tmp_path / "mini.json"))
+    _, img2 = _render(CRYSTAL + geo, panels=back)
+    _assert_close(img2, img, "JSON round trip")
+    out = tmp_path / "f.bin"
+    rc = main(CRYSTAL + geo + ["-panels", str(tmp_path / "mini.json"), "-floatfile",
+                               str(out), "-intfile", str(tmp_path / "i.img"), "-noprogress"])
+    assert rc == 0
+    frame = np.fromfile(out, dtype=np.float32).reshape(MINI.frame_spixels, MINI.frame_fpixels)
+    np.testing.assert_array_equal(frame, sim.plan.panels.tiled(img).astype(np.float32))
+    assert np.all(frame[:, 10:12] == 0) and np.all(frame[6:9] == 0)
+    hdr, ints = read_smv(str(tmp_path / "i.img"))
+    assert ints.shape == (MINI.frame_spixels, MINI.frame_fpixels)
+    assert int(hdr["SIZE1"]) == MINI.frame_fpixels and int(hdr["SIZE2"]) == MINI.frame_spixels
+    # the frame header's beam centre is the frame detector's (the flags')
+    det = sim.plan.frame_detector
+    assert float(hdr["PIXEL_SIZE"]) == pytest.approx(0.1)
+    assert det.fpixels == MINI.frame_fpixels
+
+
+def test_cli_refuses_printout_with_panels(tmp_path, capsys):
+    from nbsim.cli.main import main
+    rc = main(CRYSTAL + ["-detector_preset", "jungfrau_4m", "-roi", "0", "1", "0", "1",
+                         "-printout_pixel", "0", "0", "-floatfile", str(tmp_path / "f.bin")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "-printout" in err[0]
+    assert not (tmp_path / "f.bin").exists()
+
+
+def test_jungfrau_4m_each_module_equals_its_single_panel_render():
+    lay = pnl.PRESETS["jungfrau_4m"]
+    geo = ["-distance", "90", "-oversample", "1"]
+    xb, yb = 80.0, 78.0
+    roi = ["-roi", "480", "499", "240", "251"]
+    _, img = _render(CRYSTAL + geo + roi + ["-Xbeam", repr(xb), "-Ybeam", repr(yb)],
+                     panels="jungfrau_4m")
+    assert img.shape == (8, 512, 1024)
+    win = (slice(240, 252), slice(480, 500))
+    for k in range(8):
+        _, ref = _render(CRYSTAL + geo + roi + _module_flags(lay, k, xb, yb, PX_MM))
+        _assert_close(img[k][win], ref[win], f"module {k}")

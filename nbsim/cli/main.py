@@ -156,6 +156,9 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     # has had the imports and the plan to create the GPU context meanwhile
     _check_device(cfg)
     plan = sim.plan
+    if plan.panels is not None and (outs.printout or outs.printout_pixel is not None):
+        raise NbsimError("-printout / -printout_pixel: not available with a multi-panel "
+                         "detector yet (docs/panels.md)")
     det = plan.detector
     _T["plan"] = time.perf_counter()
 

@@ -35,7 +35,8 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = ["Panel", "PanelSet", "TiledLayout", "PRESETS", "preset", "load_panels_json",
-           "panels_from_dict", "panel_geometry_table", "validate_panels", "PANEL_GEOM_LEN"]
+           "panels_from_dict", "panels_to_dict", "panel_geometry_table", "validate_panels",
+           "PANEL_GEOM_LEN"]
 
 #: per-panel geometry row: the plan's 25 geometry numbers (pix0, fdet, sdet, odet, beam,
 #: polar axis, distance, close distance, pixel size, thickness step, mu, Kahn factor,
@@ -303,6 +304,34 @@ def panels_from_dict(doc, source: str = "panels", default_pixel_size: Optional[f
     return ps
 
 
+def panels_to_dict(ps: PanelSet) -> dict:
+    """The JSON document (docs/panels.md) of ``ps``; ``panels_from_dict`` reads it back
+    (masks are written as one rectangle per masked pixel run of a row)."""
+    out = []
+    for p in ps.panels:
+        d = {"name": p.name, "origin": [float(v) for v in p.origin],
+             "fast": [float(v) for v in p.fast], "slow": [float(v) for v in p.slow],
+             "fpixels": int(p.fpixels), "spixels": int(p.spixels),
+             "pixel_size": float(p.pixel_size)}
+        if p.normal is not None:
+            d["normal"] = [float(v) for v in p.normal]
+        if p.thickness is not None:
+            d["thickness"] = float(p.thickness)
+        if p.tile is not None:
+            d["tile"] = [int(p.tile[0]), int(p.tile[1])]
+        if p.mask is not None:
+            rects = []
+            for s_ in range(p.spixels):
+                row = np.flatnonzero(np.diff(np.concatenate(([1], p.mask[s_] != 0, [1]))))
+                rects += [[int(a), int(b) - 1, s_, s_] for a, b in zip(row[::2], row[1::2])]
+            d["mask"] = rects
+        out.append(d)
+    doc = {"format": "nbsim-panels", "version": 1, "panels": out}
+    if ps.frame is not None:
+        doc["frame"] = [int(ps.frame[1]), int(ps.frame[0])]
+    return doc
+
+
 def _mask_from_rects(src, k, rects, p: Panel) -> np.ndarray:
     """'mask': a list of [fmin, fmax, smin, smax] rectangles (inclusive panel pixels)
     that are not rendered."""
@@ -460,10 +489,12 @@ def frame_config(cfg):
         thick = [p.thickness for p in layout.panels if p.thickness is not None]
         if thick:
             d = replace(d, thick=max(thick))
-        # the frame detector gets the panels' pixel size and counts (beam centre defaults,
-        # header values); the panels' own geometry replaces its pix0 and axes
-        d = replace(d, fpixels=layout.fpixels, spixels=layout.spixels,
-                    pixel_size=layout.panels[0].pixel_size)
+        # the frame detector gets the panels' pixel size and the frame's (else a panel's)
+        # pixel counts (beam centre defaults, header values); the panels' own geometry
+        # replaces its pix0 and axes
+        sp, fp = layout.frame if layout.frame is not None else (layout.spixels,
+                                                                 layout.fpixels)
+        d = replace(d, fpixels=fp, spixels=sp, pixel_size=layout.panels[0].pixel_size)
     else:
         raise ConfigError("detector.panels", type(layout).__name__,
                           "must be a preset name, a TiledLayout or a PanelSet")
