@@ -525,3 +525,19 @@ def test_jungfrau_4m_each_module_equals_its_single_panel_render():
     for k in range(8):
         _, ref = _render(CRYSTAL + geo + roi + _module_flags(lay, k, xb, yb, PX_MM))
         _assert_close(img[k][win], ref[win], f"module {k}")
+
+
+def test_frame_mask_for_a_layout_and_bad_mask_shape():
+    geo = CRYSTAL + ["-distance", "20", "-oversample", "1", "-Xbeam", "1.0", "-Ybeam", "1.15"]
+    _, full = _render(geo, panels=MINI)
+    frame_mask = np.ones((MINI.frame_spixels, MINI.frame_fpixels), dtype=np.uint8)
+    frame_mask[7:11, 9:14] = 0            # across a gap: module 2 / 3 corner pixels
+    _, img = _render(geo, panels=MINI, mask=frame_mask)
+    want = full.copy()
+    want[2, 0:2, 9] = 0                   # module 2 starts at frame (0, 9)
+    want[3, 0:2, 0:2] = 0                 # module 3 starts at frame (12, 9)
+    np.testing.assert_array_equal(img, want)
+    with pytest.raises(ConfigError, match="must have 6 x 6 x 10"):
+        _render(geo, panels=MINI, mask=np.ones((5, 5), dtype=np.uint8))
+    with pytest.raises(ConfigError, match="overlapping"):
+        _render(geo, panels=pnl.TiledLayout("bad", 2, 1, 10, 6, -3, 0, 1e-4))

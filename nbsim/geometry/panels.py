@@ -507,7 +507,9 @@ def resolve_panels(layout, det) -> Optional[PanelSet]:
     if layout is None:
         return None
     if isinstance(layout, TiledLayout):
-        return layout.panels_in(det)
+        ps = layout.panels_in(det)
+        validate_panels(ps)            # an API-made layout may overlap (negative gaps)
+        return ps
     return layout
 
 
@@ -568,10 +570,10 @@ def pixel_index_and_mask(ps: PanelSet, roi, mask_cfg):
             mask[k] &= (p.mask != 0)
     if mask_cfg is not None:
         m = np.asarray(mask_cfg)
-        if m.shape == ps.shape or m.size == ps.pixels and m.ndim != 2:
-            mask &= (m.reshape(ps.shape) != 0)
-        elif ps.frame is not None and m.size == ps.frame[0] * ps.frame[1]:
-            mask &= (ps.untiled(m.reshape(ps.frame)) != 0)
+        if m.shape == ps.shape or m.shape == (n * sp, fp):
+            mask &= (m.reshape(ps.shape) != 0)          # per panel, or the stacked rows
+        elif ps.frame is not None and m.shape == tuple(ps.frame):
+            mask &= (ps.untiled(m) != 0)                 # the tiled frame's image
         else:
             want = f"{n} x {sp} x {fp}"
             if ps.frame is not None:
