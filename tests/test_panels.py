@@ -541,3 +541,36 @@ def test_frame_mask_for_a_layout_and_bad_mask_shape():
         _render(geo, panels=MINI, mask=np.ones((5, 5), dtype=np.uint8))
     with pytest.raises(ConfigError, match="overlapping"):
         _render(geo, panels=pnl.TiledLayout("bad", 2, 1, 10, 6, -3, 0, 1e-4))
+
+
+# ------------------------------------------------- c-parity tricubic switch order
+TWO = pnl.TiledLayout("two", 2, 1, 10, 8, 2, 0, 1e-4)
+
+
+def test_cparity_tricubic_switch_crosses_panels(tmp_path):
+    """C turns interpolation off for the rest of the run at the first out-of-range
+    evaluation; with panels 'the rest' is (panel, slow, fast) order.  Module 0 (far from
+    the beam) goes out of range at its first pixel, so module 1 (near the beam, all in
+    range) is nearest-neighbour in c-parity mode and interpolated in spec mode."""
+    import itertools
+    hkl = tmp_path / "small.hkl"
+    hkl.write_text("".join(f"{h} {k} {l} {10 + (h * 7 + k * 3 + l * 5) % 11}\n"
+                           for h, k, l in itertools.product(range(-4, 5), repeat=3)))
+    flags = ["-cell", "30", "30", "30", "90", "90", "90", "-hkl", str(hkl), "-N", "3",
+             "-interpolate", "-lambda", "1", "-distance", "20", "-oversample", "1",
+             "-nonoise", "-nopgm"]
+    frame = flags + ["-Xbeam", "0.4", "-Ybeam", "1.7"]
+
+    def module(k, extra, mode):
+        return _render(flags + extra + _module_flags(TWO, k, 0.4, 1.7, 0.1), mode=mode)[1]
+
+    sim, img = _render(frame, mode="c-parity", panels=TWO)
+    assert sim._switch_pixel == 0
+    _assert_close(img[0], module(0, [], "c-parity"), "module 0")
+    nearest1 = module(1, ["-nointerpolate"], "spec")
+    interp1 = module(1, [], "c-parity")        # alone, module 1 never leaves the grid
+    assert np.max(np.abs(interp1 - nearest1)) > 1e-3 * np.max(nearest1)
+    _assert_close(img[1], nearest1, "module 1 after the switch")
+    _, spec = _render(frame, mode="spec", panels=TWO)
+    _assert_close(spec[1], module(1, [], "spec"), "spec module 1")
+    _assert_close(spec[1], interp1, "spec module 1 interpolated")
