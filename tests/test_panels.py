@@ -293,6 +293,8 @@ def test_zero_size_panels_refused(tmp_path, capsys, key, value, why):
     (lambda d: d["panels"][0].update(colour="red"), "unknown key 'colour'"),
     (lambda d: d.update(panels=[]), "empty"),
     (lambda d: d["panels"][0].update(mask=[[0, 20, 0, 1]]), "outside the panel"),
+    (lambda d: d["panels"][0].update(normal=[-1, 0, 0]), "points towards the sample"),
+    (lambda d: d["panels"][0].update(origin=[0.0, 0.0004, -0.0006]), "passes through"),
 ])
 def test_bad_panel_files_refused(tmp_path, capsys, edit, why):
     doc = _json_panels()

@@ -384,6 +384,9 @@ def validate_panels(ps: PanelSet) -> None:
                 raise ConfigError(src, where, "'normal' is not perpendicular to fast and slow")
         if abs(float(p.odet() @ p.origin)) == 0.0:
             raise ConfigError(src, where, "the panel's plane passes through the sample")
+        if p.normal is not None and float(p.normal @ p.origin) < 0.0:
+            raise ConfigError(src, where, "'normal' points towards the sample (nanoBragg's "
+                              "odet points away from it)")
         if p.mask is not None and p.mask.shape != (p.spixels, p.fpixels):
             raise ConfigError(src, where, f"mask must have {p.spixels} x {p.fpixels} pixels")
     p0 = ps.panels[0]
