@@ -587,8 +587,11 @@ def pixel_index_and_mask(ps: PanelSet, roi, mask_cfg):
 
 def stacked_detector(det, ps: PanelSet):
     """The frame detector ``det`` as the kernels see a panel set: one raster of
-    ``panels * spixels`` rows of ``fpixels`` (the flat index), ROI and mask per panel."""
-    return replace(det, fpixels=ps.fpixels, spixels=ps.count * ps.spixels)
+    ``panels * spixels`` rows of ``fpixels`` (the flat index).  Its ``roi`` is the whole
+    raster: the per-panel ROI lives in the plan's ``pixel_index`` (a rectangle of the
+    stacked raster cannot hold it)."""
+    return replace(det, fpixels=ps.fpixels, spixels=ps.count * ps.spixels,
+                   roi=(0, ps.fpixels, 0, ps.count * ps.spixels))
 
 
 def recommended_oversample(ps: PanelSet, beam, wavelength: float, xtalsize_max: float) -> int:
