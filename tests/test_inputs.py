@@ -360,7 +360,8 @@ def nb_to_dials(v):
     return [z, y, -x]          # nanoBragg.c's DIALS_ORIGIN rule
 
 
-def test_expt_image_equals_nanobragg_flags(tmp_path):
+def expt_case(tmp_path):
+    """nanoBragg flags for a known geometry, and the DIALS experiment list of it."""
     from nbsim.geometry.detector import resolve_detector
     rng = np.random.default_rng(1)
     lam = 1.1
@@ -411,9 +412,22 @@ def test_expt_image_equals_nanobragg_flags(tmp_path):
                         "real_space_c": nb_to_dials(real[:, 2]),
                         "space_group_hall_symbol": " P 1"}],
            "profile": [], "scaling_model": []}
+    return flags, doc
+
+
+def rotation(axis, angle):
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
+
+
+EXPT_TAIL = ["-default_F", "50", "-N", "5", "-oversample", "1"]
+
+
+def test_expt_image_equals_nanobragg_flags(tmp_path):
+    flags, doc = expt_case(tmp_path)
     (tmp_path / "x.expt").write_text(json.dumps(doc))
-    expt_flags = ["-expt", str(tmp_path / "x.expt"), "-default_F", "50", "-N", "5",
-                  "-oversample", "1"]
+    expt_flags = ["-expt", str(tmp_path / "x.expt")] + EXPT_TAIL
     for mode in ("spec", "c-parity"):
         ref = nbsim.Simulator.from_args(flags, mode=mode).run()
         img = nbsim.Simulator.from_args(expt_flags, mode=mode).run()
@@ -425,6 +439,36 @@ def test_expt_image_equals_nanobragg_flags(tmp_path):
     (tmp_path / "y.expt").write_text(json.dumps(doc))
     other = nbsim.Simulator.from_args(["-expt", str(tmp_path / "y.expt")] + expt_flags[2:]).run()
     assert np.max(np.abs(other - ref)) > 1e-6 * ref.max()
+
+
+def test_expt_goniometer_rotations_and_index(tmp_path):
+    """lab = S R(axis, phi) F x: moving rotations between S, F, the axis and the crystal
+    leaves the image alone; -expt_index picks the experiment."""
+    flags, doc = expt_case(tmp_path)
+    ref = nbsim.Simulator.from_args(flags).run()
+    S = rotation([0.3, -1.0, 0.4], 0.7)
+    F = rotation([1.0, 0.2, -0.5], -1.3)
+    g = doc["goniometer"][0]
+    g["setting_rotation"] = S.ravel().tolist()
+    g["fixed_rotation"] = F.ravel().tolist()
+    g["rotation_axis"] = (S.T @ np.array(g["rotation_axis"], float)).tolist()
+    xtal = dict(doc["crystal"][0])
+    for key in ("real_space_a", "real_space_b", "real_space_c"):
+        xtal[key] = (F.T @ S.T @ np.array(xtal[key], float)).tolist()
+    # experiment 0 points at a wrong crystal; experiment 1 at the rotated one
+    wrong = dict(xtal, real_space_a=(1.05 * np.array(xtal["real_space_a"])).tolist())
+    doc["crystal"] = [wrong, xtal]
+    doc["experiment"] = [dict(doc["experiment"][0], crystal=0),
+                         dict(doc["experiment"][0], crystal=1)]
+    (tmp_path / "r.expt").write_text(json.dumps(doc))
+    img = nbsim.Simulator.from_args(["-expt", str(tmp_path / "r.expt"), "-expt_index", "1"]
+                                    + EXPT_TAIL).run()
+    assert np.max(np.abs(img - ref)) <= 1e-12 * ref.max()
+    img0 = nbsim.Simulator.from_args(["-expt", str(tmp_path / "r.expt")] + EXPT_TAIL).run()
+    assert np.max(np.abs(img0 - ref)) > 1e-3 * ref.max()
+    rc = main(["-expt", str(tmp_path / "r.expt"), "-expt_index", "2"] + EXPT_TAIL,
+              stdout=io.StringIO(), stderr=(err := io.StringIO()))
+    assert rc == 2 and "the file has 2 experiments" in err.getvalue()
 
 
 # ------------------------------------------------------------------ 5. bad input

@@ -11,7 +11,7 @@ reflections to ``d_min`` plus F000.  Two of gemmi's calculators:
 * ``fft`` -- ``DensityCalculatorX``: the atoms' density on a grid (rate 2, density
   cut at 1e-7, gemmi's Refmac-compatible blur removed again in reciprocal space), then
   one FFT; float32; measured on 2,000 atoms to 2 A: largest error 1e-5 of the rms |F|,
-  median relative error 7e-7; ~1 s in a 100 A cell.
+  median relative error 7e-7; 0.75 s in a 100 A cell.
 
 ``method="auto"`` (the command line's choice) takes ``direct`` up to
 :data:`DIRECT_TERMS_LIMIT` terms and ``fft`` beyond.
