@@ -576,3 +576,47 @@ def test_cparity_tricubic_switch_crosses_panels(tmp_path):
     _, spec = _render(frame, mode="spec", panels=TWO)
     _assert_close(spec[1], module(1, [], "spec"), "spec module 1")
     _assert_close(spec[1], interp1, "spec module 1 interpolated")
+
+
+# ------------------------------------------------------------------------ CBF
+def _cbf_beam_xy(path):
+    text = open(path, "rb").read(4096).decode("latin-1")
+    line = next(l for l in text.splitlines() if l.startswith("# Beam_xy"))
+    bx, by = line.split("(")[1].split(")")[0].split(",")
+    return float(bx), float(by)
+
+
+def test_cbf_one_file_per_panel_or_tiled_frame(tmp_path):
+    fabio = pytest.importorskip("fabio")
+    from nbsim.io.cbf import CbfSink
+    from nbsim.io.labframe import beam_centre_px
+    from nbsim.io.sinks import DatasetInfo, FrameScan
+    # a panel file without a layout: one file per panel, each with its panel's header
+    ps = pnl.panels_from_dict(_json_panels())
+    sim, img = _render(CRYSTAL + ["-oversample", "1"], panels=ps)
+    counts = np.rint(img * 10).astype(np.int32)
+    sink = CbfSink(str(tmp_path / "scan_#####.cbf"))
+    sink.open(DatasetInfo(plan=sim.plan, nframes=1, scans=[FrameScan(0.0, 0.1)]))
+    sink.write(0, counts)
+    sink.close()
+    for k in range(3):
+        path = tmp_path / f"scan_00001_p{k:02d}.cbf"
+        assert np.array_equal(fabio.open(str(path)).data, counts[k])
+        bx, by, _ = beam_centre_px(pnl.panel_detector(sim.plan, k))
+        got = _cbf_beam_xy(path)
+        assert got[0] == pytest.approx(bx, abs=1e-3) and got[1] == pytest.approx(by, abs=1e-3)
+    # a layout: one file holding the tiled frame, the frame detector's beam centre
+    geo = CRYSTAL + ["-distance", "20", "-oversample", "1", "-Xbeam", "1.0", "-Ybeam", "1.15"]
+    sim, img = _render(geo, panels=MINI)
+    counts = np.rint(img * 10).astype(np.int32)
+    sink = CbfSink(str(tmp_path / "mini_#####.cbf"))
+    sink.open(DatasetInfo(plan=sim.plan, nframes=1, scans=[FrameScan(0.0, 0.1)]))
+    sink.write(0, counts)
+    sink.close()
+    data = fabio.open(str(tmp_path / "mini_00001.cbf")).data
+    assert np.array_equal(data, sim.plan.panels.tiled(counts))
+    bx, by, _ = beam_centre_px(sim.plan.frame_detector)
+    got = _cbf_beam_xy(tmp_path / "mini_00001.cbf")
+    assert got[0] == pytest.approx(bx, abs=1e-3) and got[1] == pytest.approx(by, abs=1e-3)
+    # the beam centre of the MOSFLM frame: Ybeam along fast, Xbeam along slow (+ half)
+    assert bx == pytest.approx(1.15 / 0.1 + 0.5) and by == pytest.approx(1.0 / 0.1 + 0.5)

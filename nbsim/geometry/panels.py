@@ -624,3 +624,28 @@ def file_image(plan, image: np.ndarray):
     det = plan.detector
     return np.asarray(image).reshape(det.spixels, det.fpixels), replace(
         det, roi=(0, det.fpixels, 0, det.spixels))
+
+
+def panel_detector(plan, k: int):
+    """Panel ``k`` of a multi-panel plan as a flat single-panel detector (the frame
+    detector with the panel's pix0, axes, pixel counts, pixel size and distances): what a
+    per-panel file header describes."""
+    p = plan.panels.panels[k]
+    det = plan.frame_detector
+    o = p.odet()
+    close = float(p.origin @ o)
+    ratio = float(np.asarray(det.beam) @ o)
+    return replace(det, fpixels=p.fpixels, spixels=p.spixels, pixel_size=p.pixel_size,
+                   detsize_f=p.fpixels * p.pixel_size, detsize_s=p.spixels * p.pixel_size,
+                   pix0=np.array(p.origin, dtype=np.float64), fdet=np.array(p.fast),
+                   sdet=np.array(p.slow), odet=o, close_distance=close,
+                   distance=close / ratio if ratio != 0.0 else math.inf,
+                   roi=(0, p.fpixels, 0, p.spixels))
+
+
+def panel_file_path(path: str, k: int, count: int) -> str:
+    """``path`` with ``_p<k>`` before its extension (one file per panel)."""
+    import os
+    width = max(2, len(str(count - 1)))
+    root, ext = os.path.splitext(str(path))
+    return f"{root}_p{k:0{width}d}{ext}"
