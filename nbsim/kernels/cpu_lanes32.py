@@ -52,9 +52,9 @@ LANES = 64
 _NSCRATCH = 13
 # runs rendered one after the other by one prange iteration (one scratch allocation)
 RUNS_PER_BLOCK = 8
-# scratch rows of a run (float32): fractional Miller indices, the sign of the ratio
-(_T_DH, _T_DK, _T_DL, _T_SG, _T_FL) = range(5)
-_NSCRATCH32 = 5
+# scratch rows of a run (float32): fractional Miller indices, lattice factor
+(_T_DH, _T_DK, _T_DL, _T_FL) = range(4)
+_NSCRATCH32 = 4
 
 _F32 = np.float32
 _ZERO = _F32(0.0)
@@ -65,13 +65,13 @@ _PI = _F32(math.pi)
 # below this |d| the ratio equals N to float32 precision for N <= 1000
 # ((N pi d)^2 / 6 < 2e-8); it also keeps the three sines' product far from underflow
 _NODE = _F32(1e-7)
-# Taylor coefficients of sin(y)/y in y^2 to y^12: |error| < 7e-10 on |y| <= pi/2
+# Taylor coefficients of sin(y)/y in y^2 to y^10: relative error < 6e-8 (one float32
+# rounding) on |y| <= pi/2
 _C1 = _F32(-1.0 / 6.0)
 _C2 = _F32(1.0 / 120.0)
 _C3 = _F32(-1.0 / 5040.0)
 _C4 = _F32(1.0 / 362880.0)
 _C5 = _F32(-1.0 / 39916800.0)
-_C6 = _F32(1.0 / 6227020800.0)
 
 
 def supports(opts: KernelOptions) -> bool:
@@ -85,24 +85,24 @@ def supports(opts: KernelOptions) -> bool:
 
 @register_jitable
 def sin_pi_small32(x):
-    """sin(pi x) for |x| <= 1/2 in float32 (relative error ~1e-7)."""
+    """sin(pi x) for |x| <= 1/2 in float32 (relative error ~1e-7: truncation 6e-8 plus
+    the roundings)."""
     y = _PI * x
     z = y * y
-    return y * (_ONE + z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * (_C5 + z * _C6))))))
+    return y * (_ONE + z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * _C5)))))
 
 
 @register_jitable
 def sincg_ratio32(d, N):
-    """(num, den) with num / den = (-1)^m sin(N pi d) / sin(pi d) for the float32
-    fractional Miller index d (|d| <= 1/2) and the float32 integer N; the remaining sign
-    (-1)^((N-1) h0) comes from the float64 pass.  (N, 1) at a node; (1, 1) when N <= 1
-    (the axis does not contribute, as in C)."""
+    """(num, den) with |num / den| = |sin(N pi d) / sin(pi d)| = |sincg(pi h, N)| for the
+    float32 fractional Miller index d = h - rint(h) (|d| <= 1/2) and the float32 integer N.
+    Up to sign: the image needs F_latt^2 only, so the signs (-1)^m of the reduction
+    N d - m and (-1)^((N-1) h0) of the shift by h0 are not computed.  (N, 1) at a node;
+    (1, 1) when N <= 1 (the axis does not contribute, as in C)."""
     nd = N * d
     m = np.floor(nd + _HALF)
     num = sin_pi_small32(nd - m)
     den = sin_pi_small32(d)
-    # (-1)^m from the parity of a whole number held in a float
-    num = num * (_ONE - _TWO * (m - _TWO * np.floor(_HALF * m)))
     node = abs(d) < _NODE
     num = N if node else num
     den = _ONE if node else den
@@ -172,10 +172,6 @@ def get_kernel(opts: KernelOptions):
         lat = ka.lattice
         Na = float(lat[0]); Nb = float(lat[1]); Nc = float(lat[2]); fudge = float(lat[3])
         Na32 = _F32(Na); Nb32 = _F32(Nb); Nc32 = _F32(Nc)
-        # parity of N - 1 per axis: the sign (-1)^((N-1) h0) of the reduced ratio
-        odd_a = 1.0 if (Na > 1.0 and (math.floor(Na + 0.5) - 1.0) % 2.0 == 1.0) else 0.0
-        odd_b = 1.0 if (Nb > 1.0 and (math.floor(Nb + 0.5) - 1.0) % 2.0 == 1.0) else 0.0
-        odd_c = 1.0 if (Nc > 1.0 and (math.floor(Nc + 0.5) - 1.0) % 2.0 == 1.0) else 0.0
         I_bg = ka.scalars[0]
         scale = ka.scalars[1]
         h_min = fgrid_meta[0]; k_min = fgrid_meta[1]; l_min = fgrid_meta[2]
@@ -201,7 +197,7 @@ def get_kernel(opts: KernelOptions):
             fpix = s[_S_FPIX]
             fls = s[_S_FL]
             ins = s[_S_IN]
-            dhs = s32[_T_DH]; dks = s32[_T_DK]; dls = s32[_T_DL]; sgs = s32[_T_SG]
+            dhs = s32[_T_DH]; dks = s32[_T_DK]; dls = s32[_T_DL]
             fl32 = s32[_T_FL]
             gis = np.empty(W, dtype=np.int64)
             for c in range(g * RUNS_PER_BLOCK, min(nruns, (g + 1) * RUNS_PER_BLOCK)):
@@ -306,9 +302,6 @@ def get_kernel(opts: KernelOptions):
                                             dhs[j] = _F32(h - h0)
                                             dks[j] = _F32(k - k0)
                                             dls[j] = _F32(l - l0)
-                                            # (-1)^((N-1) h0) over the three axes
-                                            par = odd_a * h0 + odd_b * k0 + odd_c * l0
-                                            sgs[j] = _F32(1.0 - 2.0 * (par - 2.0 * np.floor(0.5 * par)))
                                         else:
                                             fls[j] = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc,
                                                                        fudge, ast)
@@ -330,7 +323,7 @@ def get_kernel(opts: KernelOptions):
                                             nh, dh = sincg_ratio32(dhs[j], Na32)
                                             nk, dk = sincg_ratio32(dks[j], Nb32)
                                             nl, dl = sincg_ratio32(dls[j], Nc32)
-                                            fl32[j] = sgs[j] * (nh * nk * nl) / (dh * dk * dl)
+                                            fl32[j] = (nh * nk * nl) / (dh * dk * dl)
                                     # pass 3: structure factor (a gather: the clamped index is
                                     # always valid, so the load is unconditional) and the
                                     # float64 accumulation
