@@ -293,6 +293,25 @@ def _divsteps(st, flag, vals):
     st.cfg.beam.hdivsteps = st.cfg.beam.vdivsteps = int(vals[0])
 
 
+def _panels_file(st, flag, vals):
+    from .errors import ConfigError
+    from .geometry.panels import load_panels_json
+    try:
+        st.cfg.detector.panels = load_panels_json(str(vals[0]))
+    except ConfigError as e:
+        where = f"{e.value}: " if e.value else ""
+        raise ArgError(f"{flag} {vals[0]}: {where}{e.why}") from None
+
+
+def _detector_preset(st, flag, vals):
+    from .errors import ConfigError
+    from .geometry.panels import preset
+    try:
+        st.cfg.detector.panels = preset(str(vals[0]))
+    except ConfigError as e:
+        raise ArgError(f"{flag} {vals[0]}: {e.why}") from None
+
+
 def _roi(st, flag, vals):
     st.cfg.detector.roi = tuple(int(v) for v in vals)
 
@@ -748,6 +767,12 @@ FLAGS: List[Flag] = [
        _dataset("worker_blocks", int)),
     _F("-resume", 0, N0, "", "off", "continue an interrupted dataset: keep complete frames",
        _dataset("resume")),
+    # multi-panel detectors (nbsim.geometry.panels, docs/panels.md)
+    _F("-panels", 1, S, "file", "none (one flat panel)",
+       "multi-panel detector from a JSON panel file", _panels_file, "detector.panels"),
+    _F("-detector_preset", 1, S, "eiger2_16m|jungfrau_4m", "none",
+       "built-in multi-panel detector (its frame placed by the detector flags)",
+       _detector_preset, "detector.panels"),
 ]
 
 FLAG_INDEX: Dict[str, Flag] = {n: f for f in FLAGS for n in f.names}

@@ -63,6 +63,9 @@ class DetectorConfig:
     mu: Optional[float] = None              # attenuation coefficient, 1/m
     roi: Optional[Tuple[int, int, int, int]] = None   # xmin xmax ymin ymax, inclusive pixels
     mask: Optional[np.ndarray] = None       # (spixels, fpixels); zero = skip pixel
+    # multi-panel detector: a preset name, a geometry.panels.TiledLayout or PanelSet
+    # (None: one flat panel); see docs/panels.md
+    panels: Optional[object] = None
 
 
 @dataclass
@@ -264,7 +267,8 @@ class Config:
                               "no structure factors: give an HKL grid or a nonzero default_F")
         if d.mask is not None:
             m = np.asarray(d.mask)
-            if m.ndim != 2:
+            if m.ndim != 2 and not (d.panels is not None and m.ndim == 3):
+                # with panels also (panels, slow, fast): nbsim.geometry.panels
                 raise ConfigError("detector.mask", m.shape, "must be a 2-D array")
         if d.roi is not None and len(d.roi) != 4:
             raise ConfigError("detector.roi", d.roi, "needs xmin xmax ymin ymax")

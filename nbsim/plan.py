@@ -49,10 +49,36 @@ class Plan:
     options: KernelOptions
     carry_needed: bool            # c-parity and some phi step is exactly 0 with a rotation elsewhere
     notes: List[str] = field(default_factory=list)
+    # multi-panel detectors (nbsim.geometry.panels): the panels, their geometry table and
+    # the frame detector the flags describe; ``detector`` is then the stacked raster of
+    # panels * spixels rows the kernels index (flat index, panel-major)
+    panels: Optional[object] = None
+    panel_geom: Optional[np.ndarray] = None   # (panels, PANEL_GEOM_LEN); None: single
+    frame_detector: Optional[DetectorGeometry] = None
 
     @property
     def shape(self):
+        """The image shape: (spixels, fpixels), or (panels, slow, fast) with panels."""
+        if self.panels is not None:
+            return self.panels.shape
         return (self.detector.spixels, self.detector.fpixels)
+
+    def panel_table(self) -> np.ndarray:
+        """(panels, PANEL_GEOM_LEN) per-panel geometry the kernels look each pixel's
+        geometry up in (one row, the plan's own geometry, for a single panel)."""
+        if self.panel_geom is not None:
+            return self.panel_geom
+        from .geometry.panels import single_panel_row
+        t = self.__dict__.get("_single_panel_row")
+        if t is None:
+            t = self.__dict__["_single_panel_row"] = single_panel_row(
+                self.geom, float(self.subpixel_size))
+        return t
+
+    @property
+    def panel_rows(self) -> int:
+        """Rows (slow pixels) of one panel of the stacked raster."""
+        return int(self.panels.spixels) if self.panels is not None else int(self.detector.spixels)
 
     def kernel_arrays(self, float32: bool = False):
         """The kernels' argument bundle (:class:`nbsim.kernels.bundle.KernelArrays`), built
@@ -70,7 +96,8 @@ class Plan:
                 ncell=int(self.cells.shape[1]), ast=self.ast,
                 Fgrid=self.Fgrid, fgrid_meta=self.fgrid_meta,
                 default_F=float(self.default_F), hkls=int(self.hkls), lattice=self.lattice,
-                scalars=self.scalars)
+                scalars=self.scalars, panel_geom=self.panel_table(),
+                panel_rows=self.panel_rows)
             if float32:
                 ka = crystal_in(ka, np.float32)
             cache[bool(float32)] = ka
@@ -143,7 +170,10 @@ def cell_tables(cfg: Config, cryst: CrystalGeometry, spindle: np.ndarray):
 
 def make_plan(cfg: Config) -> Plan:
     cfg.validate()
+    from .geometry import panels as pnl
+    cfg, layout = pnl.frame_config(cfg)
     det = resolve_detector(cfg)
+    pset = pnl.resolve_panels(layout, det)
     cryst = resolve_crystal(cfg, cfg.beam.wavelength, cfg.beam.beamsize)
     srcs = resolve_sources(cfg, det.beam, det.polar)
     notes = list(det.notes) + list(cryst.notes)
@@ -165,6 +195,10 @@ def make_plan(cfg: Config) -> Plan:
         interpolate = False
 
     recommended = recommended_oversample(cfg, det, cryst)
+    if isinstance(layout, pnl.PanelSet):
+        # a preset's modules share the frame's distance and pixel: the frame's value
+        recommended = pnl.recommended_oversample(pset, det.beam, cfg.beam.wavelength,
+                                                 cryst.xtalsize_max)
     oversample = s.oversample if (s.oversample is not None and s.oversample > 0) else recommended
     if oversample <= 0:
         oversample = 1
@@ -184,7 +218,11 @@ def make_plan(cfg: Config) -> Plan:
     ys = np.arange(max(ymin, 0), min(ymax, sp - 1) + 1, dtype=np.int64)
     pixel_index = (ys[:, None] * fp + xs[None, :]).ravel()
     mask_cfg = cfg.detector.mask
-    if mask_cfg is not None:
+    has_mask = mask_cfg is not None
+    if pset is not None:
+        # the ROI applies to every panel's pixel coordinates; the flat index is panel-major
+        pixel_index, mask, has_mask = pnl.pixel_index_and_mask(pset, det.roi, mask_cfg)
+    elif mask_cfg is not None:
         m = np.asarray(mask_cfg)
         if m.size != fp * sp:
             from .errors import ConfigError
@@ -207,6 +245,15 @@ def make_plan(cfg: Config) -> Plan:
     geom[22] = det.mu
     geom[23] = cfg.beam.polarization
     geom[24] = s.dmin
+    panel_geom = None
+    frame_det = None
+    if pset is not None:
+        if det.curved:
+            from .errors import ConfigError
+            raise ConfigError("detector.curved", True, "a curved detector cannot have panels")
+        panel_geom = pnl.panel_geometry_table(pset, geom, det, oversample)
+        frame_det = det
+        det = pnl.stacked_detector(det, pset)
 
     cells, carry_needed = cell_tables(cfg, cryst, det.spindle)
 
@@ -236,7 +283,7 @@ def make_plan(cfg: Config) -> Plan:
         os_running=(cfg.mode == "c-parity") and bool(
             s.oversample_thick or s.oversample_polar or s.oversample_omega),
         curved=det.curved, point_pixel=det.point_pixel, nopolar=bool(cfg.beam.nopolar),
-        has_mask=mask_cfg is not None, use_dmin=s.dmin > 0.0, carry=carry_needed,
+        has_mask=has_mask, use_dmin=s.dmin > 0.0, carry=carry_needed,
         has_water=s.water_size != 0.0, kahn=cfg.beam.polarization != 0.0,
         thick=det.thick != 0.0, float32=cfg.dtype == "float32",
         has_grid=hkls != 0)
@@ -248,4 +295,4 @@ def make_plan(cfg: Config) -> Plan:
                 src_lambda=np.ascontiguousarray(srcs.wavelengths), cells=cells, ast=ast,
                 Fgrid=Fgrid, fgrid_meta=meta, default_F=float(st.default_F), hkls=hkls,
                 lattice=lattice, scalars=scalars, options=opts, carry_needed=carry_needed,
-                notes=notes)
+                notes=notes, panels=pset, panel_geom=panel_geom, frame_detector=frame_det)

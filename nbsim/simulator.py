@@ -101,7 +101,9 @@ class Simulator:
         kern(image, starts, lens, p.kernel_arrays(opts.float32))
 
     def run(self) -> np.ndarray:
-        """Render the image: (spixels, fpixels) float64 in photons per pixel."""
+        """Render the image: (spixels, fpixels) float64 in photons per pixel; with a
+        multi-panel detector (nbsim.geometry.panels) (panels, slow, fast), all panels in
+        one kernel launch."""
         from .limits import check_image
         return check_image(self._render(None), self.config)
 
@@ -203,7 +205,7 @@ class Simulator:
                 self._switch_pixel = int(p.pixel_index[first])
                 self._launch(opts._replace(interp=2), p.pixel_index[first:], image,
                              self._carry_pixel, self._switch_pixel, oor, dummy_trace)
-        self.image = image.reshape(p.detector.spixels, p.detector.fpixels)
+        self.image = image.reshape(p.shape)     # (panels, slow, fast) with panels
         return self.image
 
     def trace_pixel(self, fpixel: int, spixel: int) -> PixelTrace:

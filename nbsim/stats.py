@@ -211,8 +211,16 @@ def solid_angle_sum(plan, block: int = 1 << 18) -> float:
         blk = idx[b0:b0 + block]
         fp = (blk % det.fpixels).astype(np.float64)
         sp = (blk // det.fpixels).astype(np.float64)
+        thickstep, pixel_size, close = det.thickstep, det.pixel_size, det.close_distance
+        if plan.panels is not None:
+            # each pixel's panel geometry (nbsim.geometry.panels: rows are stacked panels)
+            panel = (blk // det.fpixels) // plan.panel_rows
+            sp = sp - panel * plan.panel_rows
+            g = plan.panel_table()[panel]
+            pix0, fdet, sdet, odet = g[:, 0:3].T, g[:, 3:6].T, g[:, 6:9].T, g[:, 9:12].T
+            sub, thickstep, pixel_size, close = g[:, 25], g[:, 21], g[:, 20], g[:, 19]
         for t in layers:
-            Odet = t * float(det.thickstep)
+            Odet = t * thickstep
             for subS, subF in subs:
                 # the kernels' physics functions, on arrays (plain arithmetic)
                 _, _, x, y, z = ph.subpixel_position(sub, fp * os_ + subF, sp * os_ + subS,
@@ -227,7 +235,7 @@ def solid_angle_sum(plan, block: int = 1 << 18) -> float:
                                        fdet, flat[:, 2] / d)
                     x, y, z = pos[:, 0], pos[:, 1], pos[:, 2]
                 airpath = np.sqrt(x * x + y * y + z * z)
-                omega = ph.solid_angle(det.pixel_size, airpath, det.close_distance,
+                omega = ph.solid_angle(pixel_size, airpath, close,
                                        bool(opts.point_pixel))
                 total += float(np.sum(omega)) * weight
     return total / float(plan.steps)

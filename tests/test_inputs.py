@@ -528,11 +528,11 @@ def test_bad_inputs_one_line_exit_2(tmp_path):
              "image_size": [10, 10], "pixel_size": [0.1, 0.1]}
     doc = {"__id__": "ExperimentList", "experiment": [{"beam": 0, "detector": 0}],
            "beam": [{"direction": [0, 0, 1], "wavelength": 1.0}],
-           "detector": [{"panels": [panel, dict(panel, origin=[0, 10, -100])]}]}
+           "detector": [{"panels": [panel, dict(panel, origin=[-9.5, 10, -100])]}]}
     (tmp_path / "two.expt").write_text(json.dumps(doc))
     rc, err = run_cli(["-expt", str(tmp_path / "two.expt"), "-default_F", "1", "-cell",
                        "30", "30", "30", "90", "90", "90"], tmp_path)
-    assert_refused(rc, err, tmp_path, "-expt", "2 panels")
+    assert_refused(rc, err, tmp_path, "-expt", "overlapping")
     # a flag that also sets what the experiment sets
     doc["detector"][0]["panels"] = [panel]
     (tmp_path / "one.expt").write_text(json.dumps(doc))

@@ -162,6 +162,9 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     # has had the imports and the plan to create the GPU context meanwhile
     _check_device(cfg)
     plan = sim.plan
+    if plan.panels is not None and (outs.printout or outs.printout_pixel is not None):
+        raise NbsimError("-printout / -printout_pixel: not available with a multi-panel "
+                         "detector yet (docs/panels.md)")
     det = plan.detector
     _T["plan"] = time.perf_counter()
 
@@ -190,6 +193,10 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     else:
         image = sim.run()
     render_s = time.perf_counter() - t0
+    if plan.panels is not None:
+        # multi-panel: the files hold the preset's tiled frame, or the stacked panels
+        from ..geometry.panels import file_image
+        image, det = file_image(plan, image)
     if getattr(sim, "_switch_pixel", None) not in (None, np.iinfo(np.int64).max):
         sp = int(sim._switch_pixel)
         _note(err, f"c-parity: tricubic interpolation went out of range at pixel "

@@ -36,6 +36,10 @@ def _prepare(args_or_simulator, mode, threads=None):
     from ..simulator import Simulator
     prepare_cpu()
     sim0 = as_simulator(args_or_simulator, mode, threads)
+    if sim0.plan.panels is not None:
+        from ..errors import ConfigError
+        raise ConfigError("detector.panels", sim0.plan.panels.source,
+                          "gradients of multi-panel detectors are not implemented")
     cfg = effective_config(sim0)
     if sim0.config.dtype == "float64" and not getattr(sim0, "_nbsim_effective", False):
         sim = copy.copy(sim0)

@@ -18,7 +18,10 @@ What is read and what it becomes (nanoBragg flags in brackets):
   fraction of the intensity whose E-vector lies in the plane normal to n): E-vector
   n x beam [-polar_vector], Kahn factor 2f - 1 [-polar] (no polarization fields: f =
   0.5, unpolarized);
-* detector: exactly one panel (more are refused until nbsim has panels): ``image_size``
+* detector: one panel as below, or several: a multi-panel detector
+  (nbsim.geometry.panels, docs/panels.md: every panel's origin, axes, ``image_size``,
+  ``pixel_size``, ``thickness``; all panels the same pixel counts); panel 0 also sets the
+  single-panel fields below (the frame detector).  One panel: ``image_size``
   [-detpixels_f/-detpixels_s], square ``pixel_size`` [-pixel], ``fast_axis``,
   ``slow_axis`` [-fdet_vector, -sdet_vector, -odet_vector = unit(fast x slow)],
   ``origin`` (the corner of the first pixel, mm, as nanoBragg's pix0) given as the
@@ -109,6 +112,9 @@ class ExperimentGeometry:
     osc: Optional[float] = None       # rad
     a_star_matrix: Optional[np.ndarray] = None   # MOSFLM layout, wavelength-scaled
     notes: List[str] = field(default_factory=list)
+    # a multi-panel detector: every panel (nbsim.geometry.panels.PanelSet, nanoBragg's
+    # frame, metres); None for one panel.  The fields above then describe panel 0.
+    panels: Optional[object] = None
 
 
 def _vec(d, key, where, n=3):
@@ -201,10 +207,7 @@ def read_expt(path, index: int = 0) -> ExperimentGeometry:
     panels = det.get("panels") if isinstance(det, dict) else None
     if not isinstance(panels, list) or not panels:
         raise FormatError(f"{where}: detector has no panels")
-    if len(panels) != 1:
-        raise FormatError(f"{where}: the detector has {len(panels)} panels; nbsim renders "
-                          f"single-panel detectors only (multi-panel detectors are not "
-                          f"supported yet)")
+    panel_set = _panel_set(panels, where, M) if len(panels) > 1 else None
     p = panels[0]
     pw = f"{where}: detector panel 0"
     fast = _unit(_vec(p, "fast_axis", pw), f"{pw}: fast_axis")
@@ -288,7 +291,42 @@ def read_expt(path, index: int = 0) -> ExperimentGeometry:
         fpixels=int(size[0]), spixels=int(size[1]), pixel_size=float(px[0]) * 1e-3,
         fdet=tuple(fdet), sdet=tuple(sdet), odet=tuple(odet), xclose=float(xclose),
         yclose=float(yclose), close_distance=float(close_distance), thick=thick, mu=mu,
-        spindle_axis=spindle, phi0=phi0, osc=osc, a_star_matrix=a_star, notes=notes)
+        spindle_axis=spindle, phi0=phi0, osc=osc, a_star_matrix=a_star, notes=notes,
+        panels=panel_set)
+
+
+def _panel_set(panels, where, M):
+    """Every panel of a multi-panel dxtbx detector as nbsim panels (nanoBragg frame,
+    metres; panel order = the file's; ``thickness`` when given with ``mu``), validated
+    (same pixel counts, no overlap, ...: nbsim.geometry.panels)."""
+    from ..errors import ConfigError
+    from ..geometry.panels import Panel, PanelSet, validate_panels
+    out = []
+    for k, p in enumerate(panels):
+        pw = f"{where}: detector panel {k}"
+        if not isinstance(p, dict):
+            raise FormatError(f"{pw}: not an object")
+        fast = _unit(_vec(p, "fast_axis", pw), f"{pw}: fast_axis")
+        slow = _unit(_vec(p, "slow_axis", pw), f"{pw}: slow_axis")
+        size = _vec(p, "image_size", pw, 2)
+        px = _vec(p, "pixel_size", pw, 2)
+        if np.any(size != np.rint(size)):
+            raise FormatError(f"{pw}: image_size {size.tolist()} is not two whole numbers")
+        if not abs(px[0] - px[1]) <= 1e-9 * abs(px[0]):
+            raise FormatError(f"{pw}: pixel_size {px.tolist()}: nanoBragg needs square pixels")
+        thick_mm = float(p.get("thickness", 0.0) or 0.0)
+        mu_mm = float(p.get("mu", 0.0) or 0.0)
+        out.append(Panel(origin=M @ _vec(p, "origin", pw) * 1e-3, fast=M @ fast,
+                         slow=M @ slow, fpixels=int(size[0]), spixels=int(size[1]),
+                         pixel_size=float(px[0]) * 1e-3,
+                         thickness=thick_mm * 1e-3 if thick_mm > 0 and mu_mm > 0 else None,
+                         name=str(p.get("name", f"panel{k}"))))
+    ps = PanelSet(out, source=where)
+    try:
+        validate_panels(ps)
+    except ConfigError as e:
+        raise FormatError(f"{where}: detector {e.value}: {e.why}") from None
+    return ps
 
 
 def apply_to_config(geom: ExperimentGeometry, cfg) -> None:
@@ -311,6 +349,9 @@ def apply_to_config(geom: ExperimentGeometry, cfg) -> None:
     d.pix0_vector = None
     if geom.thick > 0 and geom.mu is not None:
         d.thick, d.mu = geom.thick, geom.mu
+    if geom.panels is not None:
+        # a multi-panel detector: the panels replace the frame's origin and axes
+        d.panels = geom.panels
     if geom.spindle_axis is not None:
         c.spindle_axis = geom.spindle_axis
     c.phi0 = geom.phi0

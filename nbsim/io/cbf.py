@@ -239,9 +239,10 @@ def _simple_geometry(det) -> bool:
             and np.allclose(a, [-1, 0, 0], atol=tol))
 
 
-def cbf_header_for(info: DatasetInfo, index: int) -> CbfHeader:
-    """The miniCBF header of frame ``index`` (0-based) of a dataset."""
-    det = info.plan.detector
+def cbf_header_for(info: DatasetInfo, index: int, det=None) -> CbfHeader:
+    """The miniCBF header of frame ``index`` (0-based) of a dataset (of detector ``det``
+    if given: a panel's, or a multi-panel frame's)."""
+    det = info.plan.detector if det is None else det
     bf, bs, dist = beam_centre_px(det)
     lam = np.asarray(info.plan.sources.wavelengths, dtype=np.float64)
     if info.scans is not None:
@@ -285,7 +286,29 @@ class CbfSink:
     def write(self, index: int, data: np.ndarray) -> None:
         if self._info is None:
             raise RuntimeError("CbfSink.write before open")
+        plan = self._info.plan
+        if getattr(plan, "panels", None) is not None:
+            self._write_panels(index, data)
+            return
         write_cbf(frame_path(self.template, index), data, cbf_header_for(self._info, index))
+
+    def _write_panels(self, index: int, data: np.ndarray) -> None:
+        """A multi-panel frame (nbsim.geometry.panels): the tiled frame with zero gaps
+        and the frame detector's header when the panel set has a layout (presets), else
+        one file per panel (``_p00``, ``_p01``... before the extension), each with its
+        panel's header."""
+        from ..geometry import panels as pnl
+        plan = self._info.plan
+        ps = plan.panels
+        path = frame_path(self.template, index)
+        img = np.asarray(data).reshape(ps.shape)
+        if ps.frame is not None and all(p.tile is not None for p in ps.panels):
+            frame, det = pnl.file_image(plan, img)
+            write_cbf(path, frame, cbf_header_for(self._info, index, det))
+            return
+        for k in range(ps.count):
+            write_cbf(pnl.panel_file_path(path, k, ps.count), img[k],
+                      cbf_header_for(self._info, index, pnl.panel_detector(plan, k)))
 
     def close(self) -> None:
         self._info = None

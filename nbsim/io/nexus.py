@@ -18,6 +18,8 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
                                           frame_time, distance, beam_center_x/y
           transformations       NXtransformations  det_z (translation along the normal)
           module                NXdetector_module  data_origin, data_size ([slow, fast]),
+                                          (multi-panel: module00, module01, ... one per
+                                          panel over its rows of the stacked panels)
                                           module_offset (in-plane translation to the
                                           pixel-(0,0) corner), fast/slow_pixel_direction
       sample                    NXsample  depends_on -> transformations/omega (rotation,
@@ -100,6 +102,8 @@ def _dtype_of(info: DatasetInfo) -> np.dtype:
 
 def _frame_as(data, dtype: np.dtype, shape) -> np.ndarray:
     a = np.asarray(data)
+    if a.ndim == 3 and a.shape[0] * a.shape[1] == shape[0] and a.shape[2] == shape[1]:
+        a = a.reshape(shape)            # (panels, slow, fast): the stacked panels' rows
     if a.shape != tuple(shape):
         raise ValueError(f"frame shape {a.shape} != detector (slow, fast) {tuple(shape)}")
     if a.dtype == dtype:
@@ -162,6 +166,19 @@ def _write_module(detector, name, corner, fvec, svec, pixel_size, data_origin, d
     _axis(module, "fast_pixel_direction", px_mm, "mm", "translation", fvec, off.name)
     _axis(module, "slow_pixel_direction", px_mm, "mm", "translation", svec, off.name)
     return module
+
+
+def _write_panel_modules(detector, panels, R, base_axis, base_position):
+    """A multi-panel detector (nbsim.geometry.panels): the data are the panels stacked
+    along slow (nbsim's flat index, ``panels * spixels`` rows); one NXdetector_module per
+    panel, in panel order, over rows k * spixels .. (k + 1) * spixels - 1, each with the
+    panel's own corner, axes and pixel size."""
+    sp, fp = int(panels.spixels), int(panels.fpixels)
+    width = max(2, len(str(panels.count - 1)))
+    for k, p in enumerate(panels.panels):
+        _write_module(detector, f"module{k:0{width}d}", to_mcstas(R, p.origin),
+                      to_mcstas(R, p.fast), to_mcstas(R, p.slow), float(p.pixel_size),
+                      (k * sp, 0), (sp, fp), base_axis, base_position)
 
 
 def _not_rendered(plan, shape) -> np.ndarray:
@@ -255,8 +272,12 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     detector.create_dataset("pixel_mask", data=mask, compression="gzip", shuffle=True)
     _field(detector, "pixel_mask_applied", False)
 
-    _write_module(detector, "module", pix0, fvec, svec, float(det.pixel_size), (0, 0),
-                  (slow, fast), z_ax, along * normal)
+    panels = getattr(info.plan, "panels", None)
+    if panels is None:
+        _write_module(detector, "module", pix0, fvec, svec, float(det.pixel_size), (0, 0),
+                      (slow, fast), z_ax, along * normal)
+    else:
+        _write_panel_modules(detector, panels, R, z_ax, along * normal)
 
     # -- sample and goniometer
     sample = _nxgroup(entry, "sample", "NXsample")

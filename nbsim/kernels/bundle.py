@@ -41,6 +41,12 @@ class KernelArrays(NamedTuple):
     hkls: int                 # 0: no grid (default_F everywhere)
     lattice: np.ndarray       # (4,) Na Nb Nc fudge
     scalars: np.ndarray       # (3,) float64: I_bg, scale (= r_e^2 fluence / steps), steps
+    panel_geom: np.ndarray    # (panels, 26): per panel geom's 25 numbers with the panel's
+    #                           pix0, fdet, sdet, odet, distances, pixel size, thickstep,
+    #                           then the sub-pixel size (nbsim.geometry.panels); one row
+    #                           (= geom, subpixel_size) for a single flat detector
+    panel_rows: int           # slow pixels per panel: the kernels' raster is the panels
+    #                           stacked along slow, row r is panel r // panel_rows
 
 
 def crystal_in(ka: KernelArrays, dtype) -> KernelArrays:

@@ -29,20 +29,10 @@ def executed_flags(pixel_index, ka, has_mask, curved, out):
     ka: the plan's argument bundle (``bundle.KernelArrays``)."""
     fpixels = ka.fpixels
     mask = ka.mask
-    geom = ka.geom
-    subpixel_size = ka.subpixel_size
     oversample = ka.oversample
     thicksteps = ka.thicksteps
     src_dir = ka.src_dir
     src_lambda = ka.src_lambda
-    p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
-    fx = geom[3]; fy = geom[4]; fz = geom[5]
-    sx = geom[6]; sy = geom[7]; sz = geom[8]
-    ox = geom[9]; oy = geom[10]; oz = geom[11]
-    bx = geom[12]; by = geom[13]; bz = geom[14]
-    distance = geom[18]
-    thickstep = geom[21]
-    dmin = geom[24]
     nsrc = src_lambda.shape[0]
     for n in numba.prange(pixel_index.shape[0]):
         idx = pixel_index[n]
@@ -51,6 +41,19 @@ def executed_flags(pixel_index, ka, has_mask, curved, out):
             continue
         fpixel = idx % fpixels
         spixel = idx // fpixels
+        # the pixel's panel (rows of the panels stacked along slow) and its geometry
+        panel = spixel // ka.panel_rows
+        spixel = spixel - panel * ka.panel_rows
+        geom = ka.panel_geom[panel]
+        subpixel_size = geom[25]
+        p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
+        fx = geom[3]; fy = geom[4]; fz = geom[5]
+        sx = geom[6]; sy = geom[7]; sz = geom[8]
+        ox = geom[9]; oy = geom[10]; oz = geom[11]
+        bx = geom[12]; by = geom[13]; bz = geom[14]
+        distance = geom[18]
+        thickstep = geom[21]
+        dmin = geom[24]
         found = False
         for t in range(thicksteps):
             if found:

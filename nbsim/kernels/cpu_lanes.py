@@ -71,8 +71,6 @@ def get_kernel(opts: KernelOptions):
             return
         fpixels = ka.fpixels
         mask = ka.mask
-        geom = ka.geom
-        subpixel_size = ka.subpixel_size
         oversample = ka.oversample
         thicksteps = ka.thicksteps
         src_dir = ka.src_dir
@@ -85,16 +83,6 @@ def get_kernel(opts: KernelOptions):
         default_F = ka.default_F
         lattice = ka.lattice
         scalars = ka.scalars
-        p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
-        fx = geom[3]; fy = geom[4]; fz = geom[5]
-        sx = geom[6]; sy = geom[7]; sz = geom[8]
-        ox = geom[9]; oy = geom[10]; oz = geom[11]
-        pax = geom[15]; pay = geom[16]; paz = geom[17]
-        close_distance = geom[19]
-        pixel_size = geom[20]
-        thickstep = geom[21]
-        mu = geom[22]
-        kahn = geom[23]
         Na = lattice[0]; Nb = lattice[1]; Nc = lattice[2]; fudge = lattice[3]
         I_bg = scalars[0]
         scale = scalars[1]
@@ -107,7 +95,6 @@ def get_kernel(opts: KernelOptions):
         kminf = float(k_min); kmaxf = float(k_max)
         lminf = float(l_min); lmaxf = float(l_max)
         nsrc = src_lambda.shape[0]
-        half = subpixel_size / 2.0
         nruns = chunk_start.shape[0]
         nblocks = (nruns + RUNS_PER_BLOCK - 1) // RUNS_PER_BLOCK
         for g in numba.prange(nblocks):
@@ -127,6 +114,23 @@ def get_kernel(opts: KernelOptions):
                 n = chunk_len[c]
                 spixel = idx0 // fpixels
                 fpixel0 = idx0 - spixel * fpixels
+                # the run's panel (a run lies in one row; rows are the panels stacked along
+                # slow, nbsim.geometry.panels) and that panel's geometry
+                panel = spixel // ka.panel_rows
+                spixel = spixel - panel * ka.panel_rows
+                geom = ka.panel_geom[panel]
+                subpixel_size = geom[25]
+                half = subpixel_size / 2.0
+                p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
+                fx = geom[3]; fy = geom[4]; fz = geom[5]
+                sx = geom[6]; sy = geom[7]; sz = geom[8]
+                ox = geom[9]; oy = geom[10]; oz = geom[11]
+                pax = geom[15]; pay = geom[16]; paz = geom[17]
+                close_distance = geom[19]
+                pixel_size = geom[20]
+                thickstep = geom[21]
+                mu = geom[22]
+                kahn = geom[23]
                 for j in range(n):
                     I[j] = I_bg
                     fpix[j] = fpixel0 + j

@@ -157,8 +157,6 @@ def get_kernel(opts: KernelOptions):
             return
         fpixels = ka.fpixels
         mask = ka.mask
-        geom = ka.geom
-        subpixel_size = ka.subpixel_size
         oversample = ka.oversample
         thicksteps = ka.thicksteps
         src_dir = ka.src_dir
@@ -173,17 +171,6 @@ def get_kernel(opts: KernelOptions):
         lat = ka.lattice
         Na = float(lat[0]); Nb = float(lat[1]); Nc = float(lat[2]); fudge = float(lat[3])
         Na32 = _F32(Na); Nb32 = _F32(Nb); Nc32 = _F32(Nc)
-        p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
-        fx = geom[3]; fy = geom[4]; fz = geom[5]
-        sx = geom[6]; sy = geom[7]; sz = geom[8]
-        ox = geom[9]; oy = geom[10]; oz = geom[11]
-        pax = geom[15]; pay = geom[16]; paz = geom[17]
-        close_distance = geom[19]
-        pixel_size = geom[20]
-        pix2_close = pixel_size * pixel_size * close_distance
-        thickstep = geom[21]
-        mu = geom[22]
-        kahn = geom[23]
         I_bg = ka.scalars[0]
         scale = ka.scalars[1]
         h_min = fgrid_meta[0]; k_min = fgrid_meta[1]; l_min = fgrid_meta[2]
@@ -195,7 +182,6 @@ def get_kernel(opts: KernelOptions):
         kminf = float(k_min); kmaxf = float(k_max)
         lminf = float(l_min); lmaxf = float(l_max)
         nsrc = src_lambda.shape[0]
-        half = subpixel_size / 2.0
         nruns = chunk_start.shape[0]
         nblocks = (nruns + RUNS_PER_BLOCK - 1) // RUNS_PER_BLOCK
         for g in numba.prange(nblocks):
@@ -218,6 +204,24 @@ def get_kernel(opts: KernelOptions):
                 n = chunk_len[c]
                 spixel = idx0 // fpixels
                 fpixel0 = idx0 - spixel * fpixels
+                # the run's panel (a run lies in one row; rows are the panels stacked along
+                # slow, nbsim.geometry.panels) and that panel's geometry
+                panel = spixel // ka.panel_rows
+                spixel = spixel - panel * ka.panel_rows
+                geom = ka.panel_geom[panel]
+                subpixel_size = geom[25]
+                half = subpixel_size / 2.0
+                p0x = geom[0]; p0y = geom[1]; p0z = geom[2]
+                fx = geom[3]; fy = geom[4]; fz = geom[5]
+                sx = geom[6]; sy = geom[7]; sz = geom[8]
+                ox = geom[9]; oy = geom[10]; oz = geom[11]
+                pax = geom[15]; pay = geom[16]; paz = geom[17]
+                close_distance = geom[19]
+                pixel_size = geom[20]
+                pix2_close = pixel_size * pixel_size * close_distance
+                thickstep = geom[21]
+                mu = geom[22]
+                kahn = geom[23]
                 for j in range(n):
                     I[j] = I_bg
                     fpix[j] = fpixel0 + j

@@ -349,6 +349,7 @@ class GpuRender:
             self.x0, self.y0, self.nx, _ = self.rect
         self.d_mask = dev(np.ascontiguousarray(p.mask, dtype=np.uint8))
         self.d_geom = dev(np.ascontiguousarray(p.geom, dtype=gt))
+        self.d_panel_geom = dev(np.ascontiguousarray(p.panel_table(), dtype=gt))
         self.d_src_dir = dev(np.ascontiguousarray(p.src_dir, dtype=gt))
         self.d_src_lambda = dev(np.ascontiguousarray(p.src_lambda, dtype=gt))
         self.d_cells = dev(np.ascontiguousarray(p.cells, dtype=ft))
@@ -388,7 +389,8 @@ class GpuRender:
             mask=self.d_mask, src_dir=self.d_src_dir, src_lambda=self.d_src_lambda,
             cells=self.d_cells, ncell=self.ncell, ast=self.d_ast, Fgrid=self.d_Fgrid,
             fgrid_meta=self.d_fgrid_meta, default_F=self.default_F, hkls=int(p.hkls),
-            lattice=self.d_lattice, scalars=self.d_scalars)
+            lattice=self.d_lattice, scalars=self.d_scalars, panel_geom=self.d_panel_geom,
+            panel_rows=int(p.panel_rows))
         return (self.d_out, int(n0), int(count), self.d_pixel_index, int(self.x0),
                 int(self.nx), int(self.y0), ka, int(carry_pixel), int(switch_pixel),
                 self.d_first_oor, self.d_trace)
@@ -456,7 +458,7 @@ class GpuRender:
 
     def render(self):
         carry, switch = self.render_device()
-        image = self.fetch()
+        image = self.fetch().reshape(self.plan.shape)     # (panels, slow, fast) with panels
         sim = self.sim
         sim._carry_pixel = carry
         sim._switch_pixel = switch
@@ -475,7 +477,7 @@ def run(sim) -> np.ndarray:
     if p.pixel_index.shape[0] == 0:
         sim._prepare_carry()
         sim._switch_pixel = NO_SWITCH
-        sim.image = np.zeros((p.detector.spixels, p.detector.fpixels))
+        sim.image = np.zeros(p.shape)
         return sim.image
     pure = os.environ.get("NBSIM_CUDA_PURE_F32", "") not in ("", "0")
     prepare_compiler()

@@ -103,8 +103,12 @@ def _build(opts: KernelOptions, jit_options, geometry=None):
               does for the common value 1, which removes those loops)
         trace, tn: with opts.trace, row tn of trace receives the scaling chain
         """
-        geom = ka.geom
-        subpixel_size = ka.subpixel_size
+        # the pixel's panel: spixel counts the rows of the panels stacked along slow
+        # (nbsim.geometry.panels); the panel's row of the geometry table
+        panel = spixel // ka.panel_rows
+        spixel = spixel - panel * ka.panel_rows
+        geom = ka.panel_geom[panel]
+        subpixel_size = geom[25]
         src_dir = ka.src_dir
         src_lambda = ka.src_lambda
         cells = ka.cells
