@@ -130,3 +130,29 @@ def test_bad_suite_value_in_a_dataset_is_one_line_and_nothing_written(tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "-psf" in lines[0] and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
+
+def test_nexus_frames_hold_the_noisify_integers_in_process_and_on_dask(tmp_path):
+    pytest.importorskip("distributed")
+    h5py = pytest.importorskip("h5py")
+    pytest.importorskip("hdf5plugin")
+    import hdf5plugin  # noqa: F401
+    suite = ["-stol", WATER, "-thickness", "0.005", "-psf", "gauss", "-psf_fwhm", "500",
+             "-readout", "2"]
+    runs = {}
+    for tag, extra in (("a", []), ("b", ["-workers", "2"])):
+        d = tmp_path / tag
+        d.mkdir()
+        rc, _o, err = run_cli(FLAGS + suite + extra + [
+            "-nimages", N, "-seed", SEED, "-noprogress", "-nexus", d / "s.h5",
+            "-noisefile", d / "n_#.img", "-floatfile", d / "f_#.bin"])
+        assert rc == 0, err
+        with h5py.File(d / "s.h5", "r") as f:
+            runs[tag] = f["entry/data/data"][()]
+        for i in range(N):
+            pixels = np.frombuffer((d / f"n_{i + 1}.img").read_bytes()[512:], dtype="<u2")
+            np.testing.assert_array_equal(runs[tag][i].ravel(), pixels.astype(np.int32))
+    assert np.array_equal(runs["a"], runs["b"])
+    for i in range(1, N + 1):
+        for name in (f"n_{i}.img", f"f_{i}.bin"):
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

@@ -11,7 +11,9 @@
 orientations (``-misset_seed``; default: ``seed``).  Frame ``i`` uses
 ``frame_seed(seed, i, "noise")`` and ``frame_seed(misset_seed, i, "misset")``
 (:mod:`nbsim.dataset.seeds`).  A Dataset pickles without its renderer, so it can be sent
-to Dask workers; each worker builds the frame-independent plan once.
+to Dask workers; each worker builds the frame-independent plan once.  ``effects``
+(:class:`~nbsim.dataset.effects.FrameEffects`; ``from_args`` reads the suite flags) adds
+the -stol background to every frame and makes the noise by noisify.c's chain.
 """
 from __future__ import annotations
 
