@@ -260,6 +260,12 @@ def run_dataset(argv, out, err) -> int:
         raise _error(f"the flags give a degenerate geometry ({type(e).__name__}: {e}); "
                      f"check the distance, the detector and beam vectors and "
                      f"-pix0_vector") from None
+    # the detector suite per frame (-stol background once, noisify flags): checked here
+    from ..dataset.effects import FrameEffects
+    ds.effects = FrameEffects.from_parsed(parsed, lambda: ds.renderer.base)
+    if ds.effects is not None:
+        for msg in ds.effects.notes:
+            _note(err, msg)
     if not resume:
         rec = JobRecord(record_path, flags, kind=frames.kind, nframes=n,
                         seed=ds.seeds.seed, misset_seed=ds.seeds.misset_seed)
@@ -323,6 +329,8 @@ def run_dataset(argv, out, err) -> int:
         shown.append(f"-nexus {nexus} (worker blocks of {blocks})")
     if png:
         shown.append(f"-png {png}")
+    if ds.effects is not None:
+        lines.extend("  " + t for t in ds.effects.lines)
     lines.append("  outputs: " + ", ".join(shown))
     lines.append(f"  job record: {record_path}")
     out.lines(lines)

@@ -109,6 +109,18 @@ def _amorphous_sample_values(s):
 
 def add_amorphous_background(parsed, plan, img32: np.ndarray, table) -> Tuple[np.ndarray, List[str]]:
     """``img32`` plus the -stol background (a new array), and the lines to print."""
+    bg, lines = amorphous_background(parsed, plan, table)
+    return add_background(img32, bg), lines
+
+
+def add_background(img32: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """The float32 image plus the float64 background, rounded once to float32."""
+    return (img32.astype(np.float64) + bg).astype(np.float32)
+
+
+def amorphous_background(parsed, plan, table) -> Tuple[np.ndarray, List[str]]:
+    """The -stol background (float64 photons/pixel) of ``plan``'s detector, sources and
+    fluence, and the line to print (it does not depend on the crystal orientation)."""
     from ..amorphous import AmorphousSample, amorphous_image, geometry_from_nbsim
     s = parsed.outputs.suite
     path = s["stol"][1]
@@ -121,9 +133,8 @@ def add_amorphous_background(parsed, plan, img32: np.ndarray, table) -> Tuple[np
     geom = geometry_from_nbsim(plan.detector, plan.sources, plan.oversample)
     device = "cuda" if cfg.device == "cuda" else "cpu"
     bg = amorphous_image(geom, table, sample, device=device)
-    out = (img32.astype(np.float64) + bg).astype(np.float32)
     _, molecules, *_ = sample.resolved()
-    return out, ["amorphous background from %s: %d points, %.6g molecules, max %.6g photons/pixel"
+    return bg, ["amorphous background from %s: %d points, %.6g molecules, max %.6g photons/pixel"
                  % (path, table.points, molecules, float(bg.max()))]
 
 
@@ -162,12 +173,16 @@ def effects_params(parsed, adc_offset: float):
 def noisify_noise_image(parsed, params, img32: np.ndarray, noise_idum: int):
     """Noise image by noisify.c's chain: ``(integers, bits, lines)``."""
     from ..effects import NoisifyStreams, noisify
+    res = noisify(img32, params, NoisifyStreams(int(noise_idum), calib_idum(parsed)))
+    return res.noisy.image(params.bits), params.bits, res.messages
+
+
+def calib_idum(parsed) -> int:
+    """noisify.c's calibration-stream idum: ``-calib_seed``, else its 123456789."""
     from ..rng import idum_from_seed_flag
     s = parsed.outputs.suite
-    calib = (idum_from_seed_flag(int(s["calib_seed"][1])) if "calib_seed" in s
-             else 123456789)
-    res = noisify(img32, params, NoisifyStreams(int(noise_idum), calib))
-    return res.noisy.image(params.bits), params.bits, res.messages
+    return (idum_from_seed_flag(int(s["calib_seed"][1])) if "calib_seed" in s
+            else 123456789)
 
 
 def write_noise_smv(path, image: np.ndarray, header, bits: int) -> None:

@@ -79,7 +79,8 @@ def _render_task(dataset, index: int, need_image: bool = True) -> FrameImage:
     assign_gpu(dataset)
     f = dataset.render(index)
     keep = need_image or f.counts is None
-    return FrameImage(index=f.index, image=f.image32 if keep else None, counts=f.counts)
+    return FrameImage(index=f.index, image=f.image32 if keep else None, counts=f.counts,
+                      noise_pixels=f.noise_pixels)
 
 
 class DaskExecutor:

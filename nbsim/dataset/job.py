@@ -11,7 +11,9 @@
 orientations (``-misset_seed``; default: ``seed``).  Frame ``i`` uses
 ``frame_seed(seed, i, "noise")`` and ``frame_seed(misset_seed, i, "misset")``
 (:mod:`nbsim.dataset.seeds`).  A Dataset pickles without its renderer, so it can be sent
-to Dask workers; each worker builds the frame-independent plan once.
+to Dask workers; each worker builds the frame-independent plan once.  ``effects``
+(:class:`~nbsim.dataset.effects.FrameEffects`; ``from_args`` reads the suite flags) adds
+the -stol background to every frame and makes the noise by noisify.c's chain.
 """
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ import dataclasses
 import time
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
+import numpy as np
+
 from ..config import Config
+from .effects import FrameEffects
 from .frames import FrameSpec, RotationScan, Stills
 from .noise import poisson_counts
 from .render import FrameImage, FrameRenderer
@@ -48,7 +53,8 @@ class Dataset:
 
     def __init__(self, config: Config, frames: Union[RotationScan, Stills], *,
                  seed: Optional[int] = None, misset_seed: Optional[int] = None,
-                 noise: bool = True, threads: Optional[int] = None):
+                 noise: bool = True, threads: Optional[int] = None,
+                 effects: Optional[FrameEffects] = None):
         if frames.nframes < 1:
             raise ValueError("a dataset needs at least one frame")
         if seed is None:
@@ -69,6 +75,7 @@ class Dataset:
         self.seeds = _Seeds(seed, misset_seed)
         self.noise = bool(noise)
         self.threads = threads
+        self.effects = effects          # the detector suite per frame (.effects)
         self._renderer = None
 
     @classmethod
@@ -77,7 +84,10 @@ class Dataset:
         parsed = parse_args(list(args))
         kw.setdefault("threads", parsed.threads)
         kw.setdefault("noise", parsed.outputs.calculate_noise)
-        return cls(parsed.config, frames, **kw)
+        ds = cls(parsed.config, frames, **kw)
+        if "effects" not in kw:
+            ds.effects = FrameEffects.from_parsed(parsed, lambda: ds.renderer.base)
+        return ds
 
     # pickling (Dask): the renderer holds compiled-kernel state; rebuild it per process
     def __getstate__(self):
@@ -123,7 +133,15 @@ class Dataset:
         spec = self.frame(i)
         image = self.renderer.render(spec)
         frame = FrameImage(index=int(i), image=image)
-        if self.noise:
+        fx = self.effects
+        if fx is not None and fx.background is not None:
+            # the single run's float file: float32 image + float64 background, rounded once
+            frame.image = image + fx.background
+            frame.__dict__["_image32"] = fx.add_background(
+                np.ascontiguousarray(image, dtype=np.float32))
+        if self.noise and fx is not None and fx.noisify_params is not None:
+            frame.counts, frame.noise_pixels = fx.noise(frame.image32, spec.noise_seed)
+        elif self.noise:
             frame.counts = poisson_counts(frame.image32, spec.noise_seed, self.config.mode,
                                           roi=self.renderer.base.detector.roi)
         return frame

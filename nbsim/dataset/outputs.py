@@ -128,6 +128,8 @@ class frame_products:
         return pgm_image(f.image32, pscale, self.roi), pscale
 
     def noise_smv(self, f: FrameImage):
+        if f.noise_pixels is not None:      # noisify.c's chain (adc already in)
+            return f.noise_pixels
         from .noise import noise_smv_image
         return noise_smv_image(f.counts, self.outs.adc_offset, self.roi)
 
@@ -151,6 +153,11 @@ class frame_products:
         write_smv(path, data, self.header(index))
 
     def write_noise(self, path, index, data):
+        if self.ds.effects is not None and self.ds.effects.noisify_params is not None:
+            from ..cli.suite_hooks import write_noise_smv
+            write_noise_smv(path, data, self.header(index), 16 if data.dtype == np.uint16
+                            else 32)
+            return
         from ..io import write_smv
         write_smv(path, data, self.header(index), noise=True)
 

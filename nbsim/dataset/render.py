@@ -27,10 +27,13 @@ __all__ = ["FrameRenderer", "FrameImage", "frame_config"]
 @dataclass
 class FrameImage:
     """A rendered frame: ``image`` (slow, fast) float64 photons; ``counts`` int32 Poisson
-    counts (None without noise)."""
+    counts (None without noise; with noisify flags the ADU integers, see
+    :mod:`nbsim.dataset.effects`)."""
     index: int
     image: np.ndarray
     counts: Optional[np.ndarray] = None
+    #: the -noisefile pixels (uint16 / uint32) when noisify.c's chain made the noise
+    noise_pixels: Optional[np.ndarray] = None
 
     @property
     def image32(self) -> np.ndarray:

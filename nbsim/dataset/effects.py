@@ -1,0 +1,85 @@
+"""The detector suite per frame: the -stol background and noisify.c's chain on every frame.
+
+A dataset applies the same suite flags as the single-image ``nbsim`` run
+(:mod:`nbsim.cli.suite_hooks`), so frame ``i`` is the single run with ``-phi``/``-misset``
+of the frame and ``-seed <frame seed>``:
+
+* **amorphous background** (``-stol FILE -thickness -density -MW``, default mode): it
+  depends on the detector, the sources and the fluence, never on the crystal's
+  orientation, so it is computed **once per dataset** (float64 photons/pixel) and added
+  to every frame's float32 image before noise, rounded once to float32 as the single run
+  does.  Under ``-c_parity`` the flags change nothing (a note says so).
+* **noisify chain** (any of ``-psf -psf_fwhm -psf_radius -psf_method -readout -flicker
+  -calibration -calib_seed -gain -bits``, with noise on): the frame's noise image is
+  :func:`nbsim.effects.noisify` of its float image with the noise idum of the frame's
+  seed (``idum_from_seed_flag(frame_seed(seed, i, "noise"))``) and the calibration idum
+  of ``-calib_seed`` (noisify.c's 123456789 by default) -- the **same for every frame**:
+  a pixel's calibration error is a property of the detector, not of the exposure.
+  The frame's ``counts`` (NeXus / CBF data) are then those ADU integers (adc offset,
+  gain and readout noise included) as int32; ``-noisefile`` frames hold them as
+  noisify.c writes them (16-bit, or 32-bit ``TYPE=long_integer`` with ``-bits 32``).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["FrameEffects"]
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+class FrameEffects:
+    """What the suite flags do to each frame (picklable: sent to Dask workers whole).
+
+    ``background``: float64 (slow, fast) photons/pixel added to every frame, or None;
+    ``noisify_params``: :class:`nbsim.effects.NoisifyParams`, or None (Poisson counts);
+    ``calib_idum``: the calibration stream's idum, shared by all frames;
+    ``lines``: what the run prints about them; ``notes``: flags that change nothing.
+    """
+
+    def __init__(self, background: Optional[np.ndarray] = None, noisify_params=None,
+                 calib_idum: int = 123456789, lines: Sequence[str] = (),
+                 notes: Sequence[str] = ()):
+        self.background = background
+        self.noisify_params = noisify_params
+        self.calib_idum = int(calib_idum)
+        self.lines: List[str] = list(lines)
+        self.notes: List[str] = list(notes)
+
+    @classmethod
+    def from_parsed(cls, parsed, plan_of_run) -> Optional["FrameEffects"]:
+        """The suite flags of ``parsed`` (:func:`nbsim.args.parse_args`), checked as the
+        single run checks them (:class:`nbsim.cli.suite_hooks.SuiteError`: exit 2);
+        ``plan_of_run()`` gives the frame-independent plan (called only for -stol).
+        None when no suite flag is given."""
+        if not parsed.outputs.suite:
+            return None
+        from ..cli import suite_hooks
+        suite = suite_hooks.prepare(parsed, parsed.outputs.adc_offset)
+        background, lines = None, []
+        if suite.table is not None:
+            background, lines = suite_hooks.amorphous_background(parsed, plan_of_run(),
+                                                                 suite.table)
+        calib = suite_hooks.calib_idum(parsed) if suite.effects is not None else 123456789
+        return cls(background, suite.effects, calib, lines, suite.notes)
+
+    def add_background(self, image32: np.ndarray) -> np.ndarray:
+        """The frame's float32 image with the background (what its float file holds)."""
+        if self.background is None:
+            return image32
+        from ..cli.suite_hooks import add_background
+        return add_background(image32, self.background)
+
+    def noise(self, image32: np.ndarray, noise_seed: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(counts int32, noise-file pixels uint16|uint32)`` of one frame by noisify.c's
+        chain, from the frame's ``-seed`` value ``noise_seed``."""
+        from ..effects import NoisifyStreams, noisify
+        from ..rng import idum_from_seed_flag
+        p = self.noisify_params
+        res = noisify(image32, p, NoisifyStreams(idum_from_seed_flag(int(noise_seed)),
+                                                 self.calib_idum))
+        pixels = res.noisy.image(p.bits)
+        counts = np.minimum(pixels.astype(np.int64), _INT32_MAX).astype(np.int32)
+        return counts, pixels
