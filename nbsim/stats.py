@@ -34,7 +34,7 @@ from .io._roi import as_image2d, roi_tuple, roi_window
 from .io.cformat import c_g
 
 __all__ = ["ImageStats", "image_stats", "intfile_scale_rule", "pgm_scale_rule",
-           "max_location"]
+           "max_location", "StreamingStats", "solid_angle_sum"]
 
 
 @dataclass
@@ -62,11 +62,13 @@ class ImageStats:
 _BLOCK = 1 << 16
 
 
-def _seq_sum(x: np.ndarray, transform=None) -> float:
-    """Left-to-right float64 sum of ``transform(x)`` (C's loop order: ``np.add.accumulate``
-    is sequential, unlike ``np.sum``'s pairwise summation), in blocks so no image-sized
-    temporary is made."""
-    acc = 0.0
+def _seq_sum(x: np.ndarray, transform=None, start: float = 0.0) -> float:
+    """Left-to-right float64 sum of ``transform(x)`` continuing from ``start`` (C's loop
+    order: ``np.add.accumulate`` is sequential, unlike ``np.sum``'s pairwise summation), in
+    blocks so no image-sized temporary is made.  Sequential, so a sum carried across
+    pieces of an image (``start`` = the previous pieces' sum) is the one-piece sum, bit for
+    bit."""
+    acc = float(start)
     buf = np.empty(_BLOCK + 1, dtype=np.float64)
     for i in range(0, x.size, _BLOCK):
         c = x[i:i + _BLOCK]
@@ -116,6 +118,97 @@ def _stats(img, render, use_mask, roi):
     n2 = max(int(allv.size), 2)
     rmsd = math.sqrt(_seq_sum(allv, dev2) / (n2 - 1))
     return max_I, mf, ms, avg, rms, rmsd, total, sumsqr, sumn
+
+
+class StreamingStats:
+    """C's statistics of an image that arrives in blocks of whole rows (raster order).
+
+    The same operations in the same order as :func:`image_stats` on the whole image (the
+    sequential sums are carried from block to block), so the result is bit-identical.
+    C needs two passes: :meth:`add_rows` for every block (max, sum, sum of squares, count),
+    then :meth:`add_deviation_rows` for every block again (``rmsd`` needs the mean), then
+    :meth:`result`.  Blocks are float32 rows ``row0 .. row0+len-1`` of the detector (every
+    column); ``render_rows`` the matching rows of the bool mask (True = rendered) or None.
+    """
+
+    def __init__(self, roi, fpixels: int, spixels: int, use_mask: bool):
+        self.roi = roi_tuple(roi, fpixels, spixels)
+        self.use_mask = bool(use_mask)
+        self.max_I, self.mf, self.ms = 0.0, -1, -1
+        self.total = 0.0
+        self.sumsqr = 0.0
+        self.sumn = 0
+        self.dev2 = 0.0
+        self.n2 = 0
+        self.avg = None
+
+    def _window(self, img_rows, row0):
+        """The ROI part of the rows: (window, first ROI row index within the block)."""
+        x0, x1, y0, y1 = (int(v) for v in self.roi)
+        r0 = max(y0 - row0, 0)
+        r1 = min(y1 - row0, img_rows.shape[0] - 1)
+        if r1 < r0:
+            return None, 0
+        return img_rows[r0:r1 + 1, x0:x1 + 1], r0
+
+    def add_rows(self, img_rows, row0: int, render_rows=None):
+        """First pass over one block (float32 (rows, fpixels), starting at detector row
+        ``row0``)."""
+        win, r0 = self._window(img_rows, row0)
+        if win is None:
+            return
+        x0 = int(self.roi[0])
+        if self.use_mask:
+            rwin = render_rows[r0:r0 + win.shape[0], x0:x0 + win.shape[1]]
+            v = win[rwin]
+        else:
+            v = win.ravel()
+        if v.size:
+            finite_max = np.where(np.isnan(v), -np.inf, v)
+            k = int(np.argmax(finite_max))
+            if finite_max[k] > self.max_I:      # strictly greater: the first maximum wins
+                self.max_I = float(v[k])
+                if self.use_mask:
+                    ss, ff = np.nonzero(rwin)
+                    s_, f_ = int(ss[k]), int(ff[k])
+                else:
+                    s_, f_ = divmod(k, win.shape[1])
+                self.ms, self.mf = s_ + r0 + row0, f_ + x0
+        self.sumn += int(v.size)
+        self.total = _seq_sum(v, start=self.total)
+        self.sumsqr = _seq_sum(v, lambda c: c * c, start=self.sumsqr)
+
+    def _mean(self):
+        if self.avg is None:
+            self.avg = self.total / max(self.sumn, 1)
+        return self.avg
+
+    def add_deviation_rows(self, img_rows, row0: int):
+        """Second pass over one block: the ROI including masked pixels, for ``rmsd``."""
+        win, _ = self._window(img_rows, row0)
+        if win is None:
+            return
+        avg = self._mean()
+
+        def dev2(c):
+            t = c.astype(np.float64) - avg
+            return t * t
+        self.n2 += int(win.size)
+        self.dev2 = _seq_sum(win.ravel(), dev2, start=self.dev2)
+
+    def result(self, pixel_size: float = 0.1e-3, oversample: int = 1) -> ImageStats:
+        """The :class:`ImageStats` (after both passes)."""
+        avg = self._mean()
+        n = max(max(self.sumn, 1), 2)
+        rms = math.sqrt(self.sumsqr / (n - 1))
+        rmsd = math.sqrt(self.dev2 / (max(self.n2, 2) - 1))
+        if self.mf >= 0:
+            x, y = max_location(self.mf, self.ms, pixel_size, oversample)
+        else:
+            x = y = 0.0
+        return ImageStats(float(self.max_I), x, y, int(self.mf), int(self.ms), float(avg),
+                          float(rms), float(rmsd), float(self.total), float(self.sumsqr),
+                          int(self.sumn))
 
 
 def max_location(fpixel: int, spixel: int, pixel_size: float, oversample: int = 1):
@@ -182,19 +275,24 @@ def _rotate_many(v, axis, angles):
                      az * d + vz * cs + (-ay * vx + ax * vy) * sn], axis=1)
 
 
-def solid_angle_sum(plan, block: int = 1 << 18) -> float:
+def solid_angle_sum(plan, block: int = 1 << 18, index_blocks=None) -> float:
     """C's ``omega_sum / steps``: the solid angle (sr) it prints as "subtended by detector".
 
     C adds the pixel's solid angle once per sub-pixel and sensor layer of every rendered
     (in-ROI, unmasked) pixel, before any -dmin cut; without -oversample_omega the value of
     the first sub-pixel of the first layer stands for all of them.  Divided by ``steps``
     (sources x domains x phi steps x oversample^2), so it is the detector's solid angle
-    times the number of layers.  Exact formula of C; the sum order differs (printed %g)."""
+    times the number of layers.  Exact formula of C; the sum order differs (printed %g).
+    ``index_blocks``: the rendered pixels as successive arrays of ``block`` raster indices
+    (the last may be shorter), for a detector whose whole index is not built; the same
+    blocks as the default, so the same sum."""
     det = plan.detector
     opts = plan.options
     os_ = int(plan.oversample)
     ts = int(det.thicksteps)
-    idx = plan.rendered_pixels
+    if index_blocks is None:
+        idx = plan.rendered_pixels
+        index_blocks = (idx[b0:b0 + block] for b0 in range(0, idx.size, block))
     sub = float(plan.subpixel_size)
     pix0, fdet, sdet, odet = (np.asarray(x, dtype=np.float64) for x in
                               (det.pix0, det.fdet, det.sdet, det.odet))
@@ -207,8 +305,7 @@ def solid_angle_sum(plan, block: int = 1 << 18) -> float:
         subs = [(0, 0)]
         weight = float(ts * os_ * os_)
     total = 0.0
-    for b0 in range(0, idx.size, block):
-        blk = idx[b0:b0 + block]
+    for blk in index_blocks:
         fp = (blk % det.fpixels).astype(np.float64)
         sp = (blk // det.fpixels).astype(np.float64)
         for t in layers:

@@ -1,0 +1,190 @@
+"""The per-image output steps of a nanoBragg run: statistics, the float, int (SMV), PGM and
+noise images, in C's order and with C's printed lines, and their writing as one set.
+
+A run hands over the rendered image (float64 or float32, (slow, fast)); nothing here
+renders or knows the command line beyond :class:`nbsim.args.Outputs`.  The steps are
+separate functions so that a dataset (many images) can call them per frame:
+
+* :func:`smv_header` -- the SMV header of the plan's detector and scan;
+* :func:`render_mask` -- the bool (slow, fast) "C renders this pixel" mask, or None;
+* :func:`image_outputs` -- everything C prints after the render and the files to write,
+  for an image held whole (the one-piece path);
+* :class:`OutputSet` -- writes outputs under temporary names beside their targets and
+  renames them all at the end (:meth:`OutputSet.commit`), or removes every temporary file
+  (:meth:`OutputSet.discard`, also on an interrupt): an output appears complete or not at
+  all.  The streamed path (:mod:`nbsim.streaming`) writes into the same temporary files
+  block by block.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["OutputError", "OutputStep", "OutputSet", "smv_header", "render_mask",
+           "image_outputs", "solid_angle_and_float_lines"]
+
+
+class OutputError(Exception):
+    """An output file cannot be written (the message names the flag and the file)."""
+
+
+@dataclass
+class OutputStep:
+    """One file to write: ``writer(path)`` writes it (to the temporary name it is given)."""
+    flag: str
+    path: str
+    writer: Callable[[str], None]
+    optional: bool = False          # failure only warns (C: the dump file)
+
+
+def smv_header(plan):
+    """The :class:`nbsim.io.SMVHeader` C writes for ``plan``'s detector, beam and scan."""
+    from .io import SMVHeader
+    det = plan.detector
+    return SMVHeader(fpixels=det.fpixels, spixels=det.spixels, pixel_size=det.pixel_size,
+                     distance=det.distance, lambda0=plan.config.beam.wavelength,
+                     Xbeam=det.Xbeam, Ybeam=det.Ybeam, Fbeam=det.Fbeam, Sbeam=det.Sbeam,
+                     detsize_s=det.detsize_s, dials_origin=tuple(det.dials_origin),
+                     ORGX=det.ORGX, ORGY=det.ORGY, close_distance=det.close_distance,
+                     phi0=plan.crystal.phi0, osc=plan.crystal.osc,
+                     detector_twotheta=det.twotheta)
+
+
+def render_mask(plan) -> Optional[np.ndarray]:
+    """bool (slow, fast): True where C renders (mask value != 0); None without -mask."""
+    if plan.config.detector.mask is None:
+        return None
+    det = plan.detector
+    return plan.mask.reshape(det.spixels, det.fpixels) != 0
+
+
+def solid_angle_and_float_lines(plan, floatfile: str, index_blocks=None) -> List[str]:
+    """C's "solid angle subtended" and "writing <floatfile>" lines."""
+    from . import report
+    from .stats import solid_angle_sum
+    det = plan.detector
+    return (report.solid_angle_lines(solid_angle_sum(plan, index_blocks=index_blocks))
+            + report.float_lines(floatfile, det.fpixels * det.spixels))
+
+
+def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
+                  previous_state: Optional[np.ndarray] = None
+                  ) -> Tuple[List[str], List[OutputStep]]:
+    """What C prints after rendering ``image`` and the files it writes, in C's order.
+
+    ``image``: the render ((slow, fast), float64 or float32; C stores float32).
+    ``outs``: :class:`nbsim.args.Outputs` (file names, scales, ADC offset, which outputs).
+    ``noise_idum``: C's noise seed (required when ``outs.calculate_noise``);
+    ``previous_state``: ran1's state C leaves before the noise image (positive idum only).
+    Returns ``(stdout lines, output steps)``; nothing is written here.
+    """
+    from . import report
+    from .io import int_image, pgm_image, write_float_image, write_pgm, write_smv
+    from .stats import image_stats, intfile_scale_rule, pgm_scale_rule
+
+    det = plan.detector
+    img32 = image if (image.dtype == np.float32 and image.flags.c_contiguous) else \
+        np.ascontiguousarray(image, dtype=np.float32)
+    lines: List[str] = []
+    steps: List[OutputStep] = []
+    stats = image_stats(img32, mask=render_mask(plan), roi=det.roi,
+                        pixel_size=det.pixel_size, oversample=plan.oversample)
+    steps.append(OutputStep("-floatfile", outs.floatfile,
+                            lambda p: write_float_image(p, img32)))
+    lines += solid_angle_and_float_lines(plan, outs.floatfile)
+    intfile_scale = intfile_scale_rule(stats.max_I, outs.intfile_scale)
+    lines += report.stats_lines(stats, intfile_scale)
+    header = smv_header(plan)
+    ints = int_image(img32, intfile_scale, outs.adc_offset, det.roi)
+    steps.append(OutputStep("-intfile", outs.intfile, lambda p: write_smv(p, ints, header)))
+    lines += report.int_lines(outs.intfile)
+    if outs.write_pgm:
+        pgm_scale = pgm_scale_rule(stats.rmsd, intfile_scale, outs.pgm_scale)
+        pgm = pgm_image(img32, pgm_scale, det.roi)
+        steps.append(OutputStep("-pgmfile", outs.pgmfile,
+                                lambda p: write_pgm(p, pgm, pgm_scale)))
+        lines += report.pgm_lines(outs.pgmfile, pgm_scale)
+    if outs.calculate_noise:
+        from .noise import noise_image
+        noisy = noise_image(img32, idum=noise_idum, adc_offset=outs.adc_offset, roi=det.roi,
+                            previous_state=previous_state)
+        steps.append(OutputStep("-noisefile", outs.noisefile,
+                                lambda p: write_smv(p, noisy.image, header, noise=True)))
+        lines += report.noise_lines(noisy, outs.noisefile)
+    return lines, steps
+
+
+class OutputSet:
+    """Output files written under temporary names beside their targets, renamed together.
+
+    ``note(msg)`` receives warnings (an optional output that failed).  Use as::
+
+        outputs = OutputSet(note)
+        try:
+            outputs.write(steps)           # or: path = outputs.temp_for(flag, target)
+            outputs.commit()
+        finally:
+            outputs.discard()              # no-op after a commit
+
+    Temporary names are ``.<name>.nbsim-<pid>-<n>.tmp`` in the target's directory, so a
+    rename never crosses file systems.
+    """
+
+    def __init__(self, note: Callable[[str], None] = lambda msg: None):
+        self.note = note
+        self._temps: List[Tuple[str, str]] = []      # (temporary, target)
+        self._n = 0
+
+    def temp_for(self, flag: str, path: str) -> str:
+        """A registered temporary name for ``path`` (removed by :meth:`discard`)."""
+        p = Path(path)
+        tmp = str(p.with_name(f".{p.name}.nbsim-{os.getpid()}-{self._n}.tmp"))
+        self._n += 1
+        self._temps.append((tmp, path))
+        return tmp
+
+    def forget(self, tmp: str):
+        _unlink(tmp)
+        self._temps = [(t, p) for t, p in self._temps if t != tmp]
+
+    def write(self, steps: List[OutputStep]):
+        """Run every step into its temporary file (OSError -> :class:`OutputError` naming
+        the flag and file, or a warning for an optional step)."""
+        for st in steps:
+            tmp = self.temp_for(st.flag, st.path)
+            try:
+                st.writer(tmp)
+            except OSError as e:
+                self.forget(tmp)
+                reason = e.strerror or str(e)
+                if st.optional:
+                    self.note(f"WARNING: unable to write {st.flag} {st.path}: {reason}")
+                    continue
+                raise OutputError(f"{st.flag}: cannot write {st.path}: {reason}") from None
+
+    def commit(self):
+        """Rename every temporary file to its target (in the order they were made)."""
+        temps, self._temps = self._temps, []
+        for i, (tmp, path) in enumerate(temps):
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                self._temps = temps[i:]
+                raise
+
+    def discard(self):
+        """Remove every temporary file not yet renamed."""
+        temps, self._temps = self._temps, []
+        for tmp, _ in temps:
+            _unlink(tmp)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
