@@ -58,8 +58,12 @@ class StreamPlan:
     render_seconds: float = 0.0
 
 
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.2f} GiB"
+def _size(n: int) -> str:
+    """Bytes as GiB (or MiB / KiB / bytes for smaller amounts)."""
+    for unit, k in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << k:
+            return f"{n / (1 << k):.2f} {unit}"
+    return f"{n} bytes"
 
 
 def one_piece_bytes(plan, outs) -> int:
@@ -127,8 +131,8 @@ def choose_streaming(plan, outs, device: str) -> Optional[StreamPlan]:
         if estimate <= limit:
             return None
         rows = max(1, BLOCK_PIXELS // max(fp, 1))
-    why = (f"a {fp}x{sp} detector needs about {_gib(estimate)} held whole "
-           f"(limit {_gib(limit)}; set NBSIM_MEMORY_LIMIT, or use -roi)")
+    why = (f"a {fp}x{sp} detector needs about {_size(estimate)} held whole "
+           f"(limit {_size(limit)}; set NBSIM_MEMORY_LIMIT, or use -roi)")
     if outs.printout or outs.printout_pixel is not None:
         flag = "-printout" if outs.printout else "-printout_pixel"
         raise OutputError(f"{flag}: {why}, and the pixel trace needs the whole image")
