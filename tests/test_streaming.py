@@ -1,5 +1,6 @@
 """Detectors rendered in row blocks and streamed to the outputs (nbsim.streaming, issue 13):
 the same bytes and lines as the one-piece path; refusals that name the size."""
+import dataclasses
 import io
 import os
 import subprocess
@@ -152,19 +153,29 @@ def test_streaming_stats_equal_whole_image_stats(seed):
     rng = np.random.default_rng(seed)
     sp, fp = 37, 23
     img = rng.normal(3.0, 2.0, (sp, fp)).astype(np.float32)
-    img[rng.random((sp, fp)) < 0.05] = np.nan
     img[5, 7] = img[20, 3] = np.float32(99.0)           # a tie: the first wins
+    with_nan = img.copy()
+    with_nan[rng.random((sp, fp)) < 0.05] = np.nan      # C's sums become NaN
     mask = rng.random((sp, fp)) > 0.2
-    for m in (None, mask):
-        for roi in (None, (2, 19, 4, 30), (0, 100, 30, 200)):
-            whole = image_stats(img, mask=m, roi=roi, pixel_size=1e-4, oversample=2)
-            st = StreamingStats(roi, fp, sp, m is not None)
-            cuts = np.unique(np.concatenate(([0, sp], rng.integers(1, sp, 6))))
-            for a, b in zip(cuts[:-1], cuts[1:]):
-                st.add_rows(img[a:b], int(a), None if m is None else m[a:b])
-            for a, b in zip(cuts[:-1], cuts[1:]):
-                st.add_deviation_rows(img[a:b], int(a))
-            assert st.result(1e-4, 2) == whole
+    mask[5, 7] = mask[20, 3] = True
+    for im in (img, with_nan):
+        for m in (None, mask):
+            for roi in (None, (2, 19, 4, 30), (0, 100, 30, 200)):
+                whole = image_stats(im, mask=m, roi=roi, pixel_size=1e-4, oversample=2)
+                st = StreamingStats(roi, fp, sp, m is not None)
+                cuts = np.unique(np.concatenate(([0, sp], rng.integers(1, sp, 6))))
+                for a, b in zip(cuts[:-1], cuts[1:]):
+                    st.add_rows(im[a:b], int(a), None if m is None else m[a:b])
+                for a, b in zip(cuts[:-1], cuts[1:]):
+                    st.add_deviation_rows(im[a:b], int(a))
+                got = dataclasses.astuple(st.result(1e-4, 2))
+                want = dataclasses.astuple(whole)
+                np.testing.assert_array_equal(np.array(got, dtype=float),
+                                              np.array(want, dtype=float))
+                if im is img:
+                    assert np.isfinite(want).all()
+                if im is img and roi is None:
+                    assert (whole.max_I, whole.max_fpixel, whole.max_spixel) == (99.0, 7, 5)
 
 
 def _wait_with_rusage(p, timeout):
