@@ -25,7 +25,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 __all__ = ["OutputError", "OutputStep", "OutputSet", "smv_header", "render_mask",
-           "image_outputs", "solid_angle_and_float_lines"]
+           "image_outputs", "solid_angle_and_float_lines", "rendered_index_blocks"]
 
 
 class OutputError(Exception):
@@ -62,17 +62,42 @@ def render_mask(plan) -> Optional[np.ndarray]:
     return plan.mask.reshape(det.spixels, det.fpixels) != 0
 
 
-def solid_angle_and_float_lines(plan, floatfile: str, index_blocks=None) -> List[str]:
+def rendered_index_blocks(plan, block: int = 1 << 18, rows: int = 256):
+    """The rendered pixels (ROI, unmasked) in raster order as arrays of ``block`` raster
+    indices (the last shorter), built ``rows`` detector rows at a time: the blocks
+    :func:`nbsim.stats.solid_angle_sum` takes from ``plan.rendered_pixels``, without
+    the whole index."""
+    sp = plan.detector.spixels
+    x0, x1, y0, y1 = plan.roi_bounds
+    pending: List[np.ndarray] = []
+    n = 0
+    for r0 in range(max(y0, 0), y1 + 1, rows):
+        idx = plan.roi_rows_index(r0, min(sp, r0 + rows, y1 + 1))
+        if plan.options.has_mask:
+            idx = idx[plan.mask[idx] != 0]
+        pending.append(idx)
+        n += idx.size
+        while n >= block:
+            allidx = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield allidx[:block]
+            rest = allidx[block:]
+            pending, n = [rest], rest.size
+    if n:
+        yield np.concatenate(pending)
+
+
+def solid_angle_and_float_lines(plan, floatfile: str) -> List[str]:
     """C's "solid angle subtended" and "writing <floatfile>" lines."""
     from . import report
     from .stats import solid_angle_sum
     det = plan.detector
-    return (report.solid_angle_lines(solid_angle_sum(plan, index_blocks=index_blocks))
+    return (report.solid_angle_lines(solid_angle_sum(
+                plan, index_blocks=rendered_index_blocks(plan)))
             + report.float_lines(floatfile, det.fpixels * det.spixels))
 
 
 def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
-                  previous_state: Optional[np.ndarray] = None
+                  previous_state: Optional[np.ndarray] = None, compiled: bool = True
                   ) -> Tuple[List[str], List[OutputStep]]:
     """What C prints after rendering ``image`` and the files it writes, in C's order.
 
@@ -80,31 +105,53 @@ def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
     ``outs``: :class:`nbsim.args.Outputs` (file names, scales, ADC offset, which outputs).
     ``noise_idum``: C's noise seed (required when ``outs.calculate_noise``);
     ``previous_state``: ran1's state C leaves before the noise image (positive idum only).
+    ``compiled``: the statistics, int image and PGM by :mod:`nbsim.postrender` (one pass
+    each; needs Numba's CPU target) rather than NumPy (same bytes; a GPU run without
+    noise then never sets the CPU target up).
     Returns ``(stdout lines, output steps)``; nothing is written here.
     """
     from . import report
     from .io import int_image, pgm_image, write_float_image, write_pgm, write_smv
-    from .stats import image_stats, intfile_scale_rule, pgm_scale_rule
+    from .io._roi import roi_tuple
+    from .stats import StreamingStats, image_stats, intfile_scale_rule, pgm_scale_rule
 
     det = plan.detector
     img32 = image if (image.dtype == np.float32 and image.flags.c_contiguous) else \
         np.ascontiguousarray(image, dtype=np.float32)
+    img32 = img32.reshape(det.spixels, det.fpixels)
+    roi = roi_tuple(det.roi, det.fpixels, det.spixels)
+    if compiled:
+        from . import postrender
+        acc = StreamingStats(det.roi, det.fpixels, det.spixels,
+                             plan.mask if plan.config.detector.mask is not None else None)
+        acc.add_rows(img32, 0)
+        acc.add_deviation_rows(img32, 0)
+        stats = acc.result(det.pixel_size, plan.oversample)
+    else:
+        stats = image_stats(img32, mask=render_mask(plan), roi=det.roi,
+                            pixel_size=det.pixel_size, oversample=plan.oversample)
     lines: List[str] = []
     steps: List[OutputStep] = []
-    stats = image_stats(img32, mask=render_mask(plan), roi=det.roi,
-                        pixel_size=det.pixel_size, oversample=plan.oversample)
     steps.append(OutputStep("-floatfile", outs.floatfile,
                             lambda p: write_float_image(p, img32)))
     lines += solid_angle_and_float_lines(plan, outs.floatfile)
     intfile_scale = intfile_scale_rule(stats.max_I, outs.intfile_scale)
     lines += report.stats_lines(stats, intfile_scale)
     header = smv_header(plan)
-    ints = int_image(img32, intfile_scale, outs.adc_offset, det.roi)
+    if compiled:
+        ints = np.zeros(img32.shape, dtype=np.uint16)
+        postrender.int_rows(img32, 0, roi, float(intfile_scale), float(outs.adc_offset), ints)
+    else:
+        ints = int_image(img32, intfile_scale, outs.adc_offset, det.roi)
     steps.append(OutputStep("-intfile", outs.intfile, lambda p: write_smv(p, ints, header)))
     lines += report.int_lines(outs.intfile)
     if outs.write_pgm:
         pgm_scale = pgm_scale_rule(stats.rmsd, intfile_scale, outs.pgm_scale)
-        pgm = pgm_image(img32, pgm_scale, det.roi)
+        if compiled:
+            pgm = np.zeros(img32.shape, dtype=np.uint8)
+            postrender.pgm_rows(img32, 0, roi, float(pgm_scale), pgm)
+        else:
+            pgm = pgm_image(img32, pgm_scale, det.roi)
         steps.append(OutputStep("-pgmfile", outs.pgmfile,
                                 lambda p: write_pgm(p, pgm, pgm_scale)))
         lines += report.pgm_lines(outs.pgmfile, pgm_scale)

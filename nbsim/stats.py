@@ -121,94 +121,66 @@ def _stats(img, render, use_mask, roi):
 
 
 class StreamingStats:
-    """C's statistics of an image that arrives in blocks of whole rows (raster order).
+    """C's statistics of an image that arrives in blocks of whole rows (raster order),
+    with the compiled loops of :mod:`nbsim.postrender` (one pass each, no temporaries).
 
     The same operations in the same order as :func:`image_stats` on the whole image (the
     sequential sums are carried from block to block), so the result is bit-identical.
     C needs two passes: :meth:`add_rows` for every block (max, sum, sum of squares, count),
     then :meth:`add_deviation_rows` for every block again (``rmsd`` needs the mean), then
-    :meth:`result`.  Blocks are float32 rows ``row0 .. row0+len-1`` of the detector (every
-    column); ``render_rows`` the matching rows of the bool mask (True = rendered) or None.
+    :meth:`result`.  A block is float32 rows ``row0 .. row0+len-1`` of the detector (every
+    column); ``mask`` the flat uint8 raster mask of the whole detector (C renders where it
+    is nonzero) or None.  A whole image is one block (``row0 = 0``).
     """
 
-    def __init__(self, roi, fpixels: int, spixels: int, use_mask: bool):
+    def __init__(self, roi, fpixels: int, spixels: int, mask=None):
+        from . import postrender
+        self._pr = postrender
         self.roi = roi_tuple(roi, fpixels, spixels)
-        self.use_mask = bool(use_mask)
-        self.max_I, self.mf, self.ms = 0.0, -1, -1
-        self.total = 0.0
-        self.sumsqr = 0.0
-        self.sumn = 0
-        self.dev2 = 0.0
-        self.n2 = 0
+        self.mask = (np.zeros(1, dtype=np.uint8) if mask is None
+                     else np.ascontiguousarray(mask, dtype=np.uint8).reshape(-1))
+        self.use_mask = mask is not None
+        self.acc = postrender.new_first_pass_acc()
+        self.dev = np.zeros(2)
         self.avg = None
 
-    def _window(self, img_rows, row0):
-        """The ROI part of the rows: (window, first ROI row index within the block)."""
-        x0, x1, y0, y1 = (int(v) for v in self.roi)
-        r0 = max(y0 - row0, 0)
-        r1 = min(y1 - row0, img_rows.shape[0] - 1)
-        if r1 < r0:
-            return None, 0
-        return img_rows[r0:r1 + 1, x0:x1 + 1], r0
+    def add_rows(self, img_rows, row0: int):
+        """First pass over one block (float32 (rows, fpixels) from detector row ``row0``)."""
+        if self.avg is not None:
+            raise RuntimeError("add_rows after the deviation pass began")
+        self._pr.stats_first_pass(np.ascontiguousarray(img_rows, dtype=np.float32),
+                                  int(row0), self.roi, self.mask, self.use_mask, self.acc)
 
-    def add_rows(self, img_rows, row0: int, render_rows=None):
-        """First pass over one block (float32 (rows, fpixels), starting at detector row
-        ``row0``)."""
-        win, r0 = self._window(img_rows, row0)
-        if win is None:
-            return
-        x0 = int(self.roi[0])
-        if self.use_mask:
-            rwin = render_rows[r0:r0 + win.shape[0], x0:x0 + win.shape[1]]
-            v = win[rwin]
-        else:
-            v = win.ravel()
-        if v.size:
-            finite_max = np.where(np.isnan(v), -np.inf, v)
-            k = int(np.argmax(finite_max))
-            if finite_max[k] > self.max_I:      # strictly greater: the first maximum wins
-                self.max_I = float(v[k])
-                if self.use_mask:
-                    ss, ff = np.nonzero(rwin)
-                    s_, f_ = int(ss[k]), int(ff[k])
-                else:
-                    s_, f_ = divmod(k, win.shape[1])
-                self.ms, self.mf = s_ + r0 + row0, f_ + x0
-        self.sumn += int(v.size)
-        self.total = _seq_sum(v, start=self.total)
-        self.sumsqr = _seq_sum(v, lambda c: c * c, start=self.sumsqr)
+    @property
+    def max_I(self) -> float:
+        """The maximum so far (0.0 until a pixel exceeds it)."""
+        return float(self.acc[0])
 
     def _mean(self):
         if self.avg is None:
-            self.avg = self.total / max(self.sumn, 1)
+            self.avg = float(self.acc[3]) / max(int(self.acc[5]), 1)
         return self.avg
 
     def add_deviation_rows(self, img_rows, row0: int):
         """Second pass over one block: the ROI including masked pixels, for ``rmsd``."""
-        win, _ = self._window(img_rows, row0)
-        if win is None:
-            return
-        avg = self._mean()
-
-        def dev2(c):
-            t = c.astype(np.float64) - avg
-            return t * t
-        self.n2 += int(win.size)
-        self.dev2 = _seq_sum(win.ravel(), dev2, start=self.dev2)
+        self._pr.stats_deviation_pass(np.ascontiguousarray(img_rows, dtype=np.float32),
+                                      int(row0), self.roi, self._mean(), self.dev)
 
     def result(self, pixel_size: float = 0.1e-3, oversample: int = 1) -> ImageStats:
         """The :class:`ImageStats` (after both passes)."""
         avg = self._mean()
-        n = max(max(self.sumn, 1), 2)
-        rms = math.sqrt(self.sumsqr / (n - 1))
-        rmsd = math.sqrt(self.dev2 / (max(self.n2, 2) - 1))
-        if self.mf >= 0:
-            x, y = max_location(self.mf, self.ms, pixel_size, oversample)
+        max_I, mf, ms, total, sumsqr, sumn = (float(v) for v in self.acc)
+        sumn = int(sumn)
+        n = max(max(sumn, 1), 2)
+        rms = math.sqrt(sumsqr / (n - 1))
+        rmsd = math.sqrt(float(self.dev[0]) / (max(int(self.dev[1]), 2) - 1))
+        mf, ms = int(mf), int(ms)
+        if mf >= 0:
+            x, y = max_location(mf, ms, pixel_size, oversample)
         else:
             x = y = 0.0
-        return ImageStats(float(self.max_I), x, y, int(self.mf), int(self.ms), float(avg),
-                          float(rms), float(rmsd), float(self.total), float(self.sumsqr),
-                          int(self.sumn))
+        return ImageStats(max_I, x, y, mf, ms, float(avg), float(rms), float(rmsd),
+                          total, sumsqr, sumn)
 
 
 def max_location(fpixel: int, spixel: int, pixel_size: float, oversample: int = 1):

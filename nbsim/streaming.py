@@ -39,7 +39,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .outputs import OutputError, render_mask, smv_header, solid_angle_and_float_lines
+from .outputs import OutputError, smv_header, solid_angle_and_float_lines
 
 __all__ = ["StreamPlan", "choose_streaming", "one_piece_bytes", "render_row_blocks",
            "render_streamed", "DEFAULT_MEMORY_LIMIT"]
@@ -253,36 +253,7 @@ def render_row_blocks(sim, rows: int, progress=None):
         del image, oor
 
 
-def _rendered_index_blocks(plan, rows: int, block: int = 1 << 18):
-    """The rendered pixels (ROI, unmasked) in raster order as arrays of ``block`` indices
-    (the last shorter): the blocks :func:`nbsim.stats.solid_angle_sum` makes itself."""
-    sp = plan.detector.spixels
-    pending: List[np.ndarray] = []
-    n = 0
-    for r0 in range(0, sp, rows):
-        idx = _rendered_rows_index(plan, r0, min(sp, r0 + rows))
-        pending.append(idx)
-        n += idx.size
-        while n >= block:
-            allidx = np.concatenate(pending)
-            yield allidx[:block]
-            rest = allidx[block:]
-            pending, n = [rest], rest.size
-    if n:
-        yield np.concatenate(pending)
-
-
 # ----------------------------------------------------------------------- outputs
-def _local_window_roi(roi, row0: int, nrows: int):
-    """The ROI (xmin, xmax, ymin, ymax) as rows of a block starting at ``row0``, clipped
-    to the block; None when the block holds no ROI row."""
-    y0 = max(int(roi[2]) - row0, 0)
-    y1 = min(int(roi[3]) - row0, nrows - 1)
-    if y1 < y0:
-        return None
-    return np.array([roi[0], roi[1], y0, y1], dtype=np.int64)
-
-
 def _read_blocks(path: str, fp: int, sp: int, rows: int):
     """(row0, float32 (rows, fp)) blocks of a raw little-endian float32 image file."""
     with open(path, "rb") as fh:
@@ -294,8 +265,9 @@ def _read_blocks(path: str, fp: int, sp: int, rows: int):
             yield r0, a.reshape(r1 - r0, fp).astype(np.float32, copy=False)
 
 
-def _le(a: np.ndarray, dt: str) -> memoryview:
-    return memoryview(np.ascontiguousarray(a, dtype=np.dtype(dt)))
+def _le(a: np.ndarray, dt: str) -> np.ndarray:
+    """The bytes of ``a`` as type ``dt`` (no copy when it already is)."""
+    return np.ascontiguousarray(a, dtype=np.dtype(dt)).reshape(-1).view(np.uint8)
 
 
 def render_streamed(sim, stream: StreamPlan, outs, outputs, *, progress=None,
@@ -305,9 +277,8 @@ def render_streamed(sim, stream: StreamPlan, outs, outputs, *, progress=None,
     files of ``outputs`` (:class:`nbsim.outputs.OutputSet`; the caller commits).  Returns
     the lines C prints after the render (the same as :func:`nbsim.outputs.image_outputs`).
     """
-    from . import report, rng
-    from .io.int_image import _int_image
-    from .io.pgm import _pgm, pgm_header
+    from . import postrender, report, rng
+    from .io.pgm import pgm_header
     from .io.smv import format_smv_header
     from .io._roi import roi_tuple
     from .stats import StreamingStats, intfile_scale_rule, pgm_scale_rule
@@ -317,8 +288,8 @@ def render_streamed(sim, stream: StreamPlan, outs, outputs, *, progress=None,
     fp, sp = int(det.fpixels), int(det.spixels)
     rows = stream.rows_per_block
     roi = roi_tuple(det.roi, fp, sp)
-    use_mask = plan.config.detector.mask is not None
-    stats = StreamingStats(det.roi, fp, sp, use_mask)
+    stats = StreamingStats(det.roi, fp, sp,
+                           plan.mask if plan.config.detector.mask is not None else None)
 
     def opened(flag, path):
         tmp = outputs.temp_for(flag, path)
@@ -340,15 +311,13 @@ def render_streamed(sim, stream: StreamPlan, outs, outputs, *, progress=None,
         for r0, r1, block in render_row_blocks(sim, rows, progress):
             rows32 = block.astype(np.float32)
             guarded("-floatfile", outs.floatfile, lambda: fh.write(_le(rows32, "<f4")))
-            stats.add_rows(rows32, r0, None if not use_mask else
-                           plan.mask[r0 * fp:r1 * fp].reshape(r1 - r0, fp) != 0)
+            stats.add_rows(rows32, r0)
             del rows32, block
     if progress is not None:
         progress.finish()
     stream.render_seconds = time.perf_counter() - t0
 
-    lines = solid_angle_and_float_lines(plan, outs.floatfile,
-                                        index_blocks=_rendered_index_blocks(plan, rows))
+    lines = solid_angle_and_float_lines(plan, outs.floatfile)
     intfile_scale = intfile_scale_rule(stats.max_I, outs.intfile_scale)
 
     # pass 2: int image, noise image, rmsd
@@ -373,10 +342,9 @@ def render_streamed(sim, stream: StreamPlan, outs, outputs, *, progress=None,
                     lambda: nh.write(format_smv_header(header, noise=True)))
         for r0, rows32 in _read_blocks(float_tmp, fp, sp, rows):
             n = rows32.shape[0]
-            local = _local_window_roi(roi, r0, n)
             ints = np.zeros((n, fp), dtype=np.uint16)
-            if local is not None:
-                _int_image(rows32, float(intfile_scale), float(outs.adc_offset), local, ints)
+            postrender.int_rows(rows32, r0, roi, float(intfile_scale),
+                                float(outs.adc_offset), ints)
             guarded("-intfile", outs.intfile, lambda: ih.write(_le(ints, order)))
             del ints
             stats.add_deviation_rows(rows32, r0)
@@ -407,9 +375,7 @@ def render_streamed(sim, stream: StreamPlan, outs, outputs, *, progress=None,
             for r0, rows32 in _read_blocks(float_tmp, fp, sp, rows):
                 n = rows32.shape[0]
                 pix = np.zeros((n, fp), dtype=np.uint8)
-                local = _local_window_roi(roi, r0, n)
-                if local is not None:
-                    _pgm(rows32, float(pgm_scale), local, pix)
+                postrender.pgm_rows(rows32, r0, roi, float(pgm_scale), pix)
                 guarded("-pgmfile", outs.pgmfile, lambda: ph.write(memoryview(pix)))
         lines += report.pgm_lines(outs.pgmfile, pgm_scale)
     if outs.calculate_noise:

@@ -204,17 +204,19 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             render_s = time.perf_counter() - t0
             _note_switch(err, sim, det)
             if pixel_to_print is not None:
-                img32 = image.astype(np.float32)
                 block = 1 << 16                 # one kernel call per block of traced pixels
                 for b in range(0, len(pixel_to_print), block):
                     for tr in sim.trace_pixels(pixel_to_print[b:b + block]):
                         out.lines(report.printout_lines(
-                            sim, tr, float(img32[tr.spixel, tr.fpixel])))
+                            sim, tr, float(np.float32(image[tr.spixel, tr.fpixel]))))
             out.lines([""])
-            lines, steps = image_outputs(image, plan, outs, noise_idum=noise_idum,
+            # C keeps the float32 image only: the float64 render goes once it is rounded
+            img32 = image.astype(np.float32).reshape(det.spixels, det.fpixels)
+            sim.image = image = None
+            lines, steps = image_outputs(img32, plan, outs, noise_idum=noise_idum,
                                          previous_state=_mosaic_stream_state(cfg, plan,
-                                                                             noise_idum))
-            del image
+                                                                             noise_idum),
+                                         compiled=cfg.device == "cpu")
             out.lines(lines)
         if outs.write_dump and parsed.hkl_data is not None:
             hkl = parsed.hkl_data
