@@ -1,10 +1,12 @@
 """Detectors too large for memory: render in blocks of rows, stream them to the outputs.
 
-When the one-piece run (the float64 image, its float32 copy, the pixel index, the int /
-noise / PGM images and their conversion temporaries; :func:`one_piece_bytes`) would need
-more than ``min(NBSIM_MEMORY_LIMIT, half the available memory)`` (default limit 1 GiB,
-about 27 M pixels), the CLI renders the detector in blocks of whole rows and writes every
-output as the blocks complete, with the same bytes as the one-piece path:
+The CLI's CPU render always goes in blocks of rows, each rounded to float32 as it
+completes (:func:`render_float32`: the float64 image is never held whole).  When even the
+one-piece outputs (the float32 image and the int / noise / PGM images;
+:func:`one_piece_bytes`, 9 bytes per pixel with every output) would need more than
+``min(NBSIM_MEMORY_LIMIT, half the available memory)`` (default limit 1 GiB, about 120 M
+pixels), the CLI writes every output as the blocks complete instead, with the same bytes
+as the one-piece path:
 
 * pass 1 -- render a block (CPU kernels, the same calls as
   :meth:`nbsim.Simulator.run_chunked`), round it to float32, append it to the
@@ -42,7 +44,7 @@ import numpy as np
 from .outputs import OutputError, smv_header, solid_angle_and_float_lines
 
 __all__ = ["StreamPlan", "choose_streaming", "one_piece_bytes", "render_row_blocks",
-           "render_streamed", "DEFAULT_MEMORY_LIMIT"]
+           "render_float32", "render_streamed", "DEFAULT_MEMORY_LIMIT"]
 
 DEFAULT_MEMORY_LIMIT = 1 << 30      # bytes: above this a run streams
 BLOCK_PIXELS = 1 << 22              # pixels per streamed block (about 4 M)
@@ -66,18 +68,22 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def one_piece_bytes(plan, outs) -> int:
+def one_piece_bytes(plan, outs, device: str = "cpu") -> int:
     """Peak bytes the one-piece run adds for its images (estimate, upper side).
 
-    Held together: float64 image (8/pixel), int64 pixel index (8/ROI pixel), float32 copy
-    (4), int image (2), PGM (1), noise image (2); plus the largest conversion temporary
-    (the int image's float64 / float32 / uint16 steps: 14/ROI pixel)."""
+    Held together on the CPU: the float32 image (4/pixel; rendered in row blocks of at
+    most 1 M pixels, 8 MiB of float64), the int image (2), PGM (1), noise image (2).  A GPU
+    run adds the float64 image (8), the int64 pixel index (8/ROI pixel) and the NumPy
+    conversions' largest temporary (the int image's float64 / float32 / uint16 steps:
+    14/ROI pixel)."""
     det = plan.detector
     npix = int(det.fpixels) * int(det.spixels)
+    per_pixel = 4 + 2 + (1 if outs.write_pgm else 0) + (2 if outs.calculate_noise else 0)
+    if device == "cpu":
+        return npix * per_pixel + (8 << 20)
     x0, x1, y0, y1 = plan.roi_bounds
     nroi = max(x1 - x0 + 1, 0) * max(y1 - y0 + 1, 0)
-    per_pixel = 8 + 4 + 2 + (1 if outs.write_pgm else 0) + (2 if outs.calculate_noise else 0)
-    return npix * per_pixel + nroi * (8 + 14)
+    return npix * (per_pixel + 8) + nroi * (8 + 14)
 
 
 def available_bytes() -> int:
@@ -115,7 +121,7 @@ def choose_streaming(plan, outs, device: str) -> Optional[StreamPlan]:
     anything image-sized is allocated) when an output needs the whole image."""
     det = plan.detector
     fp, sp = int(det.fpixels), int(det.spixels)
-    estimate = one_piece_bytes(plan, outs)
+    estimate = one_piece_bytes(plan, outs, device)
     forced = os.environ.get("NBSIM_STREAM_ROWS", "").strip()
     if forced:
         try:
@@ -159,6 +165,19 @@ def _release(mm: mmap.mmap, start: int, stop: int):
         mm.madvise(mmap.MADV_DONTNEED, a0, a1 - a0)
 
 
+def render_float32(sim, progress=None, block_pixels: int = 1 << 20) -> np.ndarray:
+    """The image as C stores it (float32 (slow, fast)), rendered on the CPU in blocks of
+    rows (:func:`render_row_blocks`): bit-identical to ``sim.run()`` rounded to float32,
+    without ever holding the float64 image (one block of at most ``block_pixels``)."""
+    det = sim.plan.detector
+    fp, sp = int(det.fpixels), int(det.spixels)
+    img32 = np.empty((sp, fp), dtype=np.float32)
+    for r0, r1, block in render_row_blocks(sim, max(1, block_pixels // max(fp, 1)),
+                                           progress):
+        img32[r0:r1] = block
+    return img32
+
+
 def _rendered_rows_index(plan, row0, row1):
     idx = plan.roi_rows_index(row0, row1)
     if plan.options.has_mask:
@@ -187,12 +206,14 @@ def _first_executing_pixel(plan, rows: int) -> int:
     return -1
 
 
-def render_row_blocks(sim, rows: int, progress=None):
-    """Yield ``(row0, row1, block)`` for consecutive blocks of ``rows`` detector rows, every
-    row of the detector in order; ``block`` is a float64 (row1-row0, fpixels) view, valid
-    until the next block is asked for.  Pixel for pixel the values of
+def render_row_blocks(sim, rows: int, progress=None, target_seconds: float = 0.25):
+    """Yield ``(row0, row1, block)`` for consecutive blocks of at most ``rows`` detector
+    rows, every row of the detector in order; ``block`` is a float64 (row1-row0, fpixels)
+    view, valid until the next block is asked for.  Pixel for pixel the values of
     :meth:`nbsim.Simulator.run` (the same kernel calls on the same pixels; the c-parity
     carry pixel and tricubic switch are found in raster order on the way).  CPU only.
+    Blocks start at one row and grow (at most 4x a step) to take about
+    ``target_seconds`` each, so a signal or the progress bar is never far away.
     ``progress``: ``update(rows_done, rows_total)`` after each block."""
     import numba
 
@@ -218,8 +239,11 @@ def render_row_blocks(sim, rows: int, progress=None):
         carry = _first_executing_pixel(p, rows) if p.carry_needed else -1
         sim._carry_pixel = carry
         switch = _NO_SWITCH
-        for r0 in range(0, sp, rows):
-            r1 = min(sp, r0 + rows)
+        step = 1
+        r0 = 0
+        while r0 < sp:
+            r1 = min(sp, r0 + step)
+            t0 = time.perf_counter()
             idx = p.roi_rows_index(r0, r1)
             if idx.size:
                 if lanes:
@@ -240,13 +264,18 @@ def render_row_blocks(sim, rows: int, progress=None):
                 else:
                     sim._launch(opts._replace(interp=2), idx, image, carry, switch, oor,
                                 dummy_trace)
+            n_rendered = idx.size
             del idx
+            per_row = (time.perf_counter() - t0) / (r1 - r0)
             yield r0, r1, image[r0 * fp:r1 * fp].reshape(r1 - r0, fp)
             _release(image_map, 8 * r0 * fp, 8 * r1 * fp)
             if oor_map is not None:
                 _release(oor_map, r0 * fp, r1 * fp)
             if progress is not None:
                 progress.update(r1, sp)
+            want = int(target_seconds / per_row) if (per_row > 0 and n_rendered) else 4 * step
+            step = max(1, min(want, 4 * step, rows))
+            r0 = r1
         sim._switch_pixel = switch
     finally:
         numba.set_num_threads(prev_threads)

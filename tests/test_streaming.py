@@ -78,6 +78,20 @@ def test_streamed_outputs_are_the_one_piece_bytes(case, mode, tmp_path, monkeypa
     assert not any(n.endswith(".tmp") for n in files1)
 
 
+@pytest.mark.parametrize("mode", ["spec", "c-parity"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cli_float_image_is_simulator_run_rounded(case, mode, tmp_path, monkeypatch):
+    """The CLI renders in row blocks rounded as they complete (one-piece and streamed):
+    its float file is Simulator.run()'s image (one kernel call) rounded to float32."""
+    from nbsim import Simulator
+    args = CASES[case] + (["-c_parity"] if mode == "c-parity" else [])
+    monkeypatch.chdir(tmp_path)
+    ref = Simulator.from_args(args).run().astype("<f4").tobytes()
+    rc, _, err, files = _run(args, tmp_path / "cli", monkeypatch)
+    assert rc == 0, err
+    assert files["floatimage.bin"] == ref
+
+
 def test_memory_limit_selects_streaming(tmp_path, monkeypatch):
     """Above NBSIM_MEMORY_LIMIT the run streams by itself (blocks of ~4 M pixels, here
     one block) and writes the same files."""
@@ -104,8 +118,8 @@ def test_outputs_that_need_the_whole_image_are_refused_with_the_size(extra, flag
     assert rc == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"nbsim: error: {flag}: ")
-    need_kib = 64 * 64 * (8 + 4 + 2 + 1 + 2 + 8 + 14) / 1024     # every output on
-    assert (f"a 64x64 detector needs about {need_kib:.2f} KiB held whole (limit 1.00 KiB"
+    need_mib = (64 * 64 * (4 + 2 + 1 + 2) + (8 << 20)) / 2 ** 20     # every output on
+    assert (f"a 64x64 detector needs about {need_mib:.2f} MiB held whole (limit 1.00 KiB"
             in lines[0])
     assert files == {}
 
@@ -122,14 +136,16 @@ def test_a_gpu_render_too_large_for_memory_is_refused_before_allocating(monkeypa
     parsed = parse_args(CUBE + ["-detpixels", "20000"])
     sim = Simulator(parsed.config)
     assert "pixel_index" not in vars(sim.plan)          # the index was never built
-    need = one_piece_bytes(sim.plan, parsed.outputs)
+    need = one_piece_bytes(sim.plan, parsed.outputs, "cuda")
     assert need == 20000 ** 2 * (8 + 4 + 2 + 1 + 2 + 8 + 14)
+    need_cpu = one_piece_bytes(sim.plan, parsed.outputs, "cpu")
+    assert need_cpu == 20000 ** 2 * (4 + 2 + 1 + 2) + (8 << 20)
     gib = f"{need / 2 ** 30:.2f}"
     with pytest.raises(OutputError, match=rf"^-device cuda: a 20000x20000 detector needs "
                                           rf"about {gib} GiB held whole \(limit 1\.00 GiB"):
         choose_streaming(sim.plan, parsed.outputs, "cuda")
     st = choose_streaming(sim.plan, parsed.outputs, "cpu")
-    assert st.rows_per_block == (1 << 22) // 20000 and st.estimate == need
+    assert st.rows_per_block == (1 << 22) // 20000 and st.estimate == need_cpu
     assert choose_streaming(Simulator(parse_args(CUBE + ["-detpixels", "64"]).config).plan,
                             parsed.outputs, "cuda") is None
 

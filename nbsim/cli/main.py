@@ -8,25 +8,30 @@ Flags, units and defaults are nanoBragg.c's (``nbsim -h`` lists them; the table 
 1. parse every flag and read every input file (-mask, -img, -mat, -sourcefile, -hkl or
    the dump file) and build the plan -- any problem stops here, before anything is
    written;
-2. check that every output can be written (its directory exists and is writable);
+2. check that every output can be written (its directory exists and is writable), and
+   decide whether the image is held whole or, for a detector too large for memory,
+   rendered in row blocks streamed to the outputs (:mod:`nbsim.streaming`; refused
+   before anything image-sized is allocated when an output needs the whole image);
 3. print the summary (:mod:`nbsim.report`), render (a progress bar on stderr once a
    render has taken more than a second, unless ``-noprogress``), print ``-printout`` /
-   ``-printout_pixel`` blocks, the statistics and the scales;
+   ``-printout_pixel`` blocks, the statistics and the scales (:mod:`nbsim.outputs`);
 4. write the outputs: each to a temporary name in its directory, then all renamed at the
-   end; any failure removes the temporary files, so an output either appears complete or
-   not at all.  The dump file (Fdump.bin, after reading -hkl) is written with them; like
-   nanoBragg, failing to write it is only a warning.
+   end; any failure or interrupt removes the temporary files, so an output either appears
+   complete or not at all.  The dump file (Fdump.bin, after reading -hkl) is written with
+   them; like nanoBragg, failing to write it is only a warning.
 
 Exit status: 0 success; 2 bad flags, values or input files, or an output that cannot be
 written (one line on stderr naming the flag or file, no traceback, no file written);
-130 interrupted; 1 any other failure (one line; ``NBSIM_DEBUG=1`` shows the traceback).
-Notes (flags that change nothing, a pivot request the convention overrides) go to stderr
-as ``nbsim: note: ...`` lines; the summary and statistics go to stdout.  ``NBSIM_TIMING=1``
-adds a note with the render time.
+130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM): one line, no output and no
+temporary file left; 1 any other failure (one line; ``NBSIM_DEBUG=1`` shows the
+traceback).  Notes (flags that change nothing, a pivot request the convention overrides)
+go to stderr as ``nbsim: note: ...`` lines; the summary and statistics go to stdout.
+``NBSIM_TIMING=1`` adds a note with the render time.
 
-The progress bar needs a blocked render (:meth:`nbsim.Simulator.run_chunked`, CPU only,
-same result as ``run()``); with ``-noprogress`` or another device the render is one
-``run()`` call.
+On the CPU the render always goes in blocks of rows (:meth:`nbsim.Simulator.run_chunked`,
+bit-identical to ``run()``): the progress bar is drawn and a signal is taken between
+blocks (Python runs signal handlers only between bytecodes, not inside a kernel); another
+device renders in one ``run()`` call.
 """
 from __future__ import annotations
 
@@ -200,7 +205,7 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             steps = []
         else:
             t0 = time.perf_counter()
-            image = _render_one_piece(sim, cfg, outs, err)
+            img32 = _render_one_piece(sim, cfg, outs, err)
             render_s = time.perf_counter() - t0
             _note_switch(err, sim, det)
             if pixel_to_print is not None:
@@ -208,11 +213,8 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
                 for b in range(0, len(pixel_to_print), block):
                     for tr in sim.trace_pixels(pixel_to_print[b:b + block]):
                         out.lines(report.printout_lines(
-                            sim, tr, float(np.float32(image[tr.spixel, tr.fpixel]))))
+                            sim, tr, float(img32[tr.spixel, tr.fpixel])))
             out.lines([""])
-            # C keeps the float32 image only: the float64 render goes once it is rounded
-            img32 = image.astype(np.float32).reshape(det.spixels, det.fpixels)
-            sim.image = image = None
             lines, steps = image_outputs(img32, plan, outs, noise_idum=noise_idum,
                                          previous_state=_mosaic_stream_state(cfg, plan,
                                                                              noise_idum),
@@ -236,15 +238,22 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
 
 
 def _render_one_piece(sim, cfg, outs, err):
-    """The whole image (float64): on the CPU in blocks of rows (a progress bar unless
-    -noprogress; between blocks an interrupt is taken), else in one call."""
+    """The whole image as C stores it (float32): on the CPU rendered in blocks of rows
+    that are rounded as they complete (the float64 image is never held whole; a progress
+    bar unless -noprogress; between blocks a signal is taken), else in one call."""
     if cfg.device != "cpu":
-        return sim.run()
+        image = sim.run()
+        img32 = np.ascontiguousarray(image, dtype=np.float32)
+        sim.image = image = None
+        sim.image = img32                   # trace_pixels: "rendered already"
+        return img32
+    from ..streaming import render_float32
     bar = _Progress(err) if outs.progress else None
-    image = sim.run_chunked(bar.update if bar else None)
+    img32 = render_float32(sim, bar)
     if bar:
         bar.finish()
-    return image
+    sim.image = img32                       # trace_pixels: "rendered already"
+    return img32
 
 
 def _note_switch(err, sim, det):
