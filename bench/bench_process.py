@@ -52,6 +52,8 @@ def main(argv=None):
     ap.add_argument("--c", default="/work/cbin/nanoBragg")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-c", action="store_true")
+    ap.add_argument("--baseline", help="another nbsim source tree (e.g. a `git archive` of "
+                    "an older commit), run alternately with this one: before / after")
     ap.add_argument("cases", nargs="*")
     a = ap.parse_args(argv)
     names = a.cases or list(PROCESS_CASES)
@@ -66,11 +68,18 @@ def main(argv=None):
             nb = [sys.executable, "-m", "nbsim", *flags, *outs, "-noprogress"]
             cc = [a.c, *flags, *outs]
             _run(nb, env, d)                                  # warm the caches
-            best_nb = best_c = None
+            env_base = dict(env, PYTHONPATH=a.baseline) if a.baseline else None
+            if env_base:
+                _run(nb, env_base, d)
+            best_nb = best_c = best_base = None
             for _ in range(a.n):
                 r = _run(nb, env, d)
                 if best_nb is None or r[0] < best_nb[0]:
                     best_nb = r
+                if env_base:
+                    r = _run(nb, env_base, d)
+                    if best_base is None or r[0] < best_base[0]:
+                        best_base = r
                 if not a.no_c:
                     r = _run(cc, env, d)
                     if best_c is None or r[0] < best_c[0]:
@@ -83,6 +92,12 @@ def main(argv=None):
         timing = [x for x in best_nb[2].splitlines() if "timing" in x]
         if timing:
             print("    " + timing[-1])
+        if best_base:
+            print(f"{'':24s} baseline {best_base[0]:6.3f} s {best_base[1]:7.1f} MiB"
+                  + (f" | baseline/C {best_base[0] / best_c[0]:.3f}" if best_c else ""))
+            timing = [x for x in best_base[2].splitlines() if "timing" in x]
+            if timing:
+                print("    " + timing[-1])
 
 
 if __name__ == "__main__":
