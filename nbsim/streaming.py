@@ -212,7 +212,7 @@ def render_row_blocks(sim, rows: int, progress=None, target_seconds: float = 0.2
     view, valid until the next block is asked for.  Pixel for pixel the values of
     :meth:`nbsim.Simulator.run` (the same kernel calls on the same pixels; the c-parity
     carry pixel and tricubic switch are found in raster order on the way).  CPU only.
-    Blocks start at one row and grow (at most 4x a step) to take about
+    Blocks start at about 16 k pixels and grow (at most 4x a step) to take about
     ``target_seconds`` each, so a signal or the progress bar is never far away.
     ``progress``: ``update(rows_done, rows_total)`` after each block."""
     import numba
@@ -239,7 +239,10 @@ def render_row_blocks(sim, rows: int, progress=None, target_seconds: float = 0.2
         carry = _first_executing_pixel(p, rows) if p.carry_needed else -1
         sim._carry_pixel = carry
         switch = _NO_SWITCH
-        step = 1
+        # the first block: ~16 k pixels (its time includes loading the kernel, so it only
+        # quadruples the next); then about target_seconds a block
+        step = max(1, min(rows, (1 << 14) // max(fp, 1)))
+        first = True
         r0 = 0
         while r0 < sp:
             r1 = min(sp, r0 + step)
@@ -274,6 +277,8 @@ def render_row_blocks(sim, rows: int, progress=None, target_seconds: float = 0.2
             if progress is not None:
                 progress.update(r1, sp)
             want = int(target_seconds / per_row) if (per_row > 0 and n_rendered) else 4 * step
+            if first and n_rendered:
+                want, first = 4 * step, False
             step = max(1, min(want, 4 * step, rows))
             r0 = r1
         sim._switch_pixel = switch
