@@ -72,15 +72,15 @@ def one_piece_bytes(plan, outs, device: str = "cpu") -> int:
     """Peak bytes the one-piece run adds for its images (estimate, upper side).
 
     Held together on the CPU: the float32 image (4/pixel; rendered in row blocks of at
-    most 1 M pixels, 8 MiB of float64), the int image (2), PGM (1), noise image (2).  A GPU
-    run adds the float64 image (8), the int64 pixel index (8/ROI pixel) and the NumPy
+    most 1 M pixels, about 40 MiB for the block), the int image (2), PGM (1), noise
+    image (2).  A GPU run adds the float64 image (8), the int64 pixel index (8/ROI pixel) and the NumPy
     conversions' largest temporary (the int image's float64 / float32 / uint16 steps:
     14/ROI pixel)."""
     det = plan.detector
     npix = int(det.fpixels) * int(det.spixels)
     per_pixel = 4 + 2 + (1 if outs.write_pgm else 0) + (2 if outs.calculate_noise else 0)
     if device == "cpu":
-        return npix * per_pixel + (8 << 20)
+        return npix * per_pixel + (40 << 20)
     x0, x1, y0, y1 = plan.roi_bounds
     nroi = max(x1 - x0 + 1, 0) * max(y1 - y0 + 1, 0)
     return npix * (per_pixel + 8) + nroi * (8 + 14)
@@ -168,7 +168,8 @@ def _release(mm: mmap.mmap, start: int, stop: int):
 def render_float32(sim, progress=None, block_pixels: int = 1 << 20) -> np.ndarray:
     """The image as C stores it (float32 (slow, fast)), rendered on the CPU in blocks of
     rows (:func:`render_row_blocks`): bit-identical to ``sim.run()`` rounded to float32,
-    without ever holding the float64 image (one block of at most ``block_pixels``)."""
+    without ever holding the float64 image (one block of at most ``block_pixels``: its float64 values, pixel index and the
+    lanes kernel's run table, about 40 bytes a pixel)."""
     det = sim.plan.detector
     fp, sp = int(det.fpixels), int(det.spixels)
     img32 = np.empty((sp, fp), dtype=np.float32)
@@ -212,8 +213,8 @@ def render_row_blocks(sim, rows: int, progress=None, target_seconds: float = 0.2
     view, valid until the next block is asked for.  Pixel for pixel the values of
     :meth:`nbsim.Simulator.run` (the same kernel calls on the same pixels; the c-parity
     carry pixel and tricubic switch are found in raster order on the way).  CPU only.
-    Blocks start at about 16 k pixels and grow (at most 4x a step) to take about
-    ``target_seconds`` each, so a signal or the progress bar is never far away.
+    Blocks start at about 2**25 sub-path evaluations and grow (at most 4x a step) to take
+    about ``target_seconds`` each, so a signal or the progress bar is never far away.
     ``progress``: ``update(rows_done, rows_total)`` after each block."""
     import numba
 
@@ -239,9 +240,12 @@ def render_row_blocks(sim, rows: int, progress=None, target_seconds: float = 0.2
         carry = _first_executing_pixel(p, rows) if p.carry_needed else -1
         sim._carry_pixel = carry
         switch = _NO_SWITCH
-        # the first block: ~16 k pixels (its time includes loading the kernel, so it only
-        # quadruples the next); then about target_seconds a block
-        step = max(1, min(rows, (1 << 14) // max(fp, 1)))
+        # the first block: about 2**25 sub-path evaluations (a fraction of a second; its
+        # time includes loading the kernel, so it only quadruples the next), then about
+        # target_seconds a block.  Few blocks: each parallel kernel call waits for every
+        # worker thread, which costs a scheduler time slice on a loaded machine
+        per_row = max(1, int(p.steps) * int(p.detector.thicksteps) * fp)
+        step = max(1, min(rows, (1 << 25) // per_row))
         first = True
         r0 = 0
         while r0 < sp:

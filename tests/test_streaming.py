@@ -118,7 +118,7 @@ def test_outputs_that_need_the_whole_image_are_refused_with_the_size(extra, flag
     assert rc == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"nbsim: error: {flag}: ")
-    need_mib = (64 * 64 * (4 + 2 + 1 + 2) + (8 << 20)) / 2 ** 20     # every output on
+    need_mib = (64 * 64 * (4 + 2 + 1 + 2) + (40 << 20)) / 2 ** 20     # every output on
     assert (f"a 64x64 detector needs about {need_mib:.2f} MiB held whole (limit 1.00 KiB"
             in lines[0])
     assert files == {}
@@ -139,7 +139,7 @@ def test_a_gpu_render_too_large_for_memory_is_refused_before_allocating(monkeypa
     need = one_piece_bytes(sim.plan, parsed.outputs, "cuda")
     assert need == 20000 ** 2 * (8 + 4 + 2 + 1 + 2 + 8 + 14)
     need_cpu = one_piece_bytes(sim.plan, parsed.outputs, "cpu")
-    assert need_cpu == 20000 ** 2 * (4 + 2 + 1 + 2) + (8 << 20)
+    assert need_cpu == 20000 ** 2 * (4 + 2 + 1 + 2) + (40 << 20)
     gib = f"{need / 2 ** 30:.2f}"
     with pytest.raises(OutputError, match=rf"^-device cuda: a 20000x20000 detector needs "
                                           rf"about {gib} GiB held whole \(limit 1\.00 GiB"):
