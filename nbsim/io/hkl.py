@@ -142,15 +142,21 @@ def _read_fast(raw: bytes, default_F: float):
     sep = _SEP_BYTES[b]
     start = ~sep
     start[1:] &= sep[:-1]                       # first byte of each field
-    fields_per_line = np.bincount(np.cumsum(b == 10)[start])
-    if fields_per_line.size == 0 or not np.all((fields_per_line == 0)
-                                               | (fields_per_line == 4)):
+    fields_before = np.cumsum(start, dtype=np.int32)
+    at_line_ends = np.concatenate(([0], fields_before[np.flatnonzero(b == 10)],
+                                   fields_before[-1:]))
+    fields_per_line = np.diff(at_line_ends)
+    if not np.all((fields_per_line == 0) | (fields_per_line == 4)):
         return None
-    field = (np.cumsum(start) - 1) % 4          # every line has 4 fields: the column
-    if _NONINT_BYTES[b[~sep & (field < 3)]].any():
+    tokens = raw.split()
+    if not tokens:
         return None
+    for col in (tokens[0::4], tokens[1::4], tokens[2::4]):
+        joined = b" ".join(col)
+        if b"." in joined or b"e" in joined or b"E" in joined:
+            return None
     try:
-        vals = np.array(raw.split()).astype(np.float64).reshape(-1, 4)
+        vals = np.fromiter(map(float, tokens), np.float64, len(tokens)).reshape(-1, 4)
     except (ValueError, OverflowError):
         return None
     hkl = vals[:, :3]
