@@ -242,9 +242,7 @@ def _render_one_piece(sim, cfg, outs, err):
     that are rounded as they complete (the float64 image is never held whole; a progress
     bar unless -noprogress; between blocks a signal is taken), else in one call."""
     if cfg.device != "cpu":
-        image = sim.run()
-        img32 = np.ascontiguousarray(image, dtype=np.float32)
-        sim.image = image = None
+        img32 = np.ascontiguousarray(sim.run(), dtype=np.float32)
         sim.image = img32                   # trace_pixels: "rendered already"
         return img32
     from ..streaming import render_float32
