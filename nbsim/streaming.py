@@ -73,9 +73,9 @@ def one_piece_bytes(plan, outs, device: str = "cpu") -> int:
 
     Held together on the CPU: the float32 image (4/pixel; rendered in row blocks of at
     most 1 M pixels, about 40 MiB for the block), the int image (2), PGM (1), noise
-    image (2).  A GPU run adds the float64 image (8), the int64 pixel index (8/ROI pixel) and the NumPy
-    conversions' largest temporary (the int image's float64 / float32 / uint16 steps:
-    14/ROI pixel)."""
+    image (2).  A GPU run adds the float64 image (8), the int64 pixel index (8/ROI
+    pixel) and the NumPy conversions' largest temporary (the int image's float64 /
+    float32 / uint16 steps: 14/ROI pixel)."""
     det = plan.detector
     npix = int(det.fpixels) * int(det.spixels)
     per_pixel = 4 + 2 + (1 if outs.write_pgm else 0) + (2 if outs.calculate_noise else 0)
@@ -168,8 +168,9 @@ def _release(mm: mmap.mmap, start: int, stop: int):
 def render_float32(sim, progress=None, block_pixels: int = 1 << 20) -> np.ndarray:
     """The image as C stores it (float32 (slow, fast)), rendered on the CPU in blocks of
     rows (:func:`render_row_blocks`): bit-identical to ``sim.run()`` rounded to float32,
-    without ever holding the float64 image (one block of at most ``block_pixels``: its float64 values, pixel index and the
-    lanes kernel's run table, about 40 bytes a pixel)."""
+    without ever holding the float64 image (one block of at most ``block_pixels``: its
+    float64 values, pixel index and the lanes kernel's run table, about 40 bytes a
+    pixel)."""
     det = sim.plan.detector
     fp, sp = int(det.fpixels), int(det.spixels)
     img32 = np.empty((sp, fp), dtype=np.float32)

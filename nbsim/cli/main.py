@@ -43,7 +43,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, TextIO, Tuple
+from typing import Optional, Sequence, TextIO
 
 import numpy as np
 
