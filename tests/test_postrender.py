@@ -61,3 +61,34 @@ def test_pgm_rows_equal_the_numpy_conversion(seed, roi, scale):
     np.testing.assert_array_equal(got, want)
     if roi is None and scale == 1.0:
         assert np.unique(want).size > 50          # the cases span the value range
+
+
+@pytest.mark.parametrize("extra", [[], ["-roi", "3", "40", "5", "30", "-seed", "4"],
+                                   ["-pgmscale", "2", "-scale", "7", "-adc", "0"]])
+def test_image_outputs_compiled_equal_numpy(extra, tmp_path, monkeypatch):
+    """The CLI's output step with the compiled loops and with NumPy: the same lines and
+    the same file bytes (a real render, with its NaN-free but wide range of values)."""
+    from nbsim import Simulator
+    from nbsim.args import parse_args
+    from nbsim.outputs import image_outputs
+    monkeypatch.chdir(tmp_path)
+    argv = ["-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5",
+            "-lambda", "6.2", "-distance", "100", "-detpixels", "48", "-pixel", "0.1",
+            "-oversample", "1"] + extra
+    parsed = parse_args(argv)
+    sim = Simulator(parsed.config)
+    img = sim.run().astype(np.float32)
+    got = {}
+    for compiled in (True, False):
+        lines, steps = image_outputs(img, sim.plan, parsed.outputs, noise_idum=-4,
+                                     compiled=compiled)
+        files = {}
+        for st in steps:
+            path = tmp_path / f"{compiled}-{st.flag[1:]}"
+            st.writer(str(path))
+            files[st.flag] = path.read_bytes()
+        got[compiled] = (lines, files)
+    assert got[True] == got[False]
+    lines, files = got[True]
+    assert any(x.startswith("max_I = ") for x in lines)
+    assert set(files) >= {"-floatfile", "-intfile"}

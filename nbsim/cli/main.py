@@ -218,7 +218,7 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             lines, steps = image_outputs(img32, plan, outs, noise_idum=noise_idum,
                                          previous_state=_mosaic_stream_state(cfg, plan,
                                                                              noise_idum),
-                                         compiled=cfg.device == "cpu")
+                                         compiled=_compiled_outputs(cfg, det))
             out.lines(lines)
         if outs.write_dump and parsed.hkl_data is not None:
             hkl = parsed.hkl_data
@@ -252,6 +252,14 @@ def _render_one_piece(sim, cfg, outs, err):
         bar.finish()
     sim.image = img32                       # trace_pixels: "rendered already"
     return img32
+
+
+def _compiled_outputs(cfg, det) -> bool:
+    """Statistics / int / PGM by the compiled loops (nbsim.postrender) or by NumPy (same
+    bytes): compiled on the CPU from 512 x 512 pixels up -- below, loading the compiled
+    code from the cache costs more than NumPy's passes; a GPU run keeps NumPy (Numba's
+    CPU target is then never set up without noise)."""
+    return cfg.device == "cpu" and det.fpixels * det.spixels >= (1 << 18)
 
 
 def _note_switch(err, sim, det):
