@@ -31,7 +31,7 @@ from ._numba_setup import prepare_cpu
 from .io._roi import as_image2d, roi_tuple
 from .io.cformat import c_g
 
-__all__ = ["NoiseResult", "noise_image", "noise_image_into"]
+__all__ = ["NoiseResult", "noise_image", "noise_image_into", "noise_rows_into"]
 
 
 @dataclass
@@ -59,8 +59,16 @@ def noise_image_into(img, adc_offset, roi, state, out):
     ``img`` float32 (slow, fast); ``roi`` int64 (xmin, xmax, ymin, ymax) inclusive;
     ``state`` an :mod:`nbsim.rng` state array (advanced in place).
     """
+    return noise_rows_into(img, adc_offset, roi, state, out, 0.0)
+
+
+@numba.njit(cache=True)
+def noise_rows_into(img, adc_offset, roi, state, out, photons):
+    """:func:`noise_image_into` for consecutive pieces of one image: ``photons`` is C's
+    running sum so far (returned updated), ``state`` carries ran1's stream, and ``roi``
+    is given in the piece's rows (``ymin``/``ymax`` shifted by the piece's first row)."""
     ns, nf = img.shape
-    total = 0.0
+    total = photons
     overloads = 0
     for s in range(ns):
         for f in range(nf):

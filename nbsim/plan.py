@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import List, Optional
 
 import numpy as np
@@ -32,7 +33,6 @@ class Plan:
     steps: int
     interpolate: bool
     I_bg: float
-    pixel_index: np.ndarray       # raster indices of the ROI pixels (int64)
     mask: np.ndarray              # flat uint8 (1 = render), length 1 if no mask
     geom: np.ndarray
     subpixel_size: float
@@ -102,6 +102,31 @@ class Plan:
                 ka = crystal_in(ka, np.float32)
             cache[bool(float32)] = ka
         return ka
+
+    @property
+    def roi_bounds(self):
+        """(x0, x1, y0, y1): the ROI clipped to the detector, inclusive pixel bounds."""
+        fp, sp = self.detector.fpixels, self.detector.spixels
+        xmin, xmax, ymin, ymax = self.detector.roi
+        return max(xmin, 0), min(xmax, fp - 1), max(ymin, 0), min(ymax, sp - 1)
+
+    def roi_rows_index(self, row0: int, row1: int) -> np.ndarray:
+        """Raster indices (int64) of the ROI pixels in detector rows ``row0 <= s < row1``."""
+        if self.panels is not None:
+            # the panel-major index built by the plan (sorted): the rows' slice of it
+            idx, fp = self.pixel_index, self.detector.fpixels
+            lo, hi = np.searchsorted(idx, (row0 * fp, row1 * fp))
+            return idx[lo:hi]
+        x0, x1, y0, y1 = self.roi_bounds
+        xs = np.arange(x0, x1 + 1, dtype=np.int64)
+        ys = np.arange(max(y0, row0), min(y1 + 1, row1), dtype=np.int64)
+        return (ys[:, None] * self.detector.fpixels + xs[None, :]).ravel()
+
+    @cached_property
+    def pixel_index(self) -> np.ndarray:
+        """Raster indices of the ROI pixels (int64), built on first use: a detector
+        rendered in row blocks (:mod:`nbsim.streaming`) never holds the whole index."""
+        return self.roi_rows_index(0, self.detector.spixels)
 
     @property
     def rendered_pixels(self) -> np.ndarray:
@@ -214,9 +239,6 @@ def make_plan(cfg: Config) -> Plan:
                not (s.oversample is not None and s.oversample > 0),
                max(0, min(xmax, fp - 1) - max(xmin, 0) + 1)
                * max(0, min(ymax, sp - 1) - max(ymin, 0) + 1))
-    xs = np.arange(max(xmin, 0), min(xmax, fp - 1) + 1, dtype=np.int64)
-    ys = np.arange(max(ymin, 0), min(ymax, sp - 1) + 1, dtype=np.int64)
-    pixel_index = (ys[:, None] * fp + xs[None, :]).ravel()
     mask_cfg = cfg.detector.mask
     has_mask = mask_cfg is not None
     if pset is not None:
@@ -287,12 +309,16 @@ def make_plan(cfg: Config) -> Plan:
         has_water=s.water_size != 0.0, kahn=cfg.beam.polarization != 0.0,
         thick=det.thick != 0.0, float32=cfg.dtype == "float32",
         has_grid=hkls != 0)
-    return Plan(config=cfg, detector=det, crystal=cryst, sources=srcs, fluence=fluence,
+    plan = Plan(config=cfg, detector=det, crystal=cryst, sources=srcs, fluence=fluence,
                 oversample=oversample, recommended_oversample=recommended, steps=steps,
-                interpolate=interpolate, I_bg=I_bg, pixel_index=pixel_index, mask=mask,
+                interpolate=interpolate, I_bg=I_bg, mask=mask,
                 geom=geom, subpixel_size=det.pixel_size / oversample,
                 src_dir=np.ascontiguousarray(srcs.directions),
                 src_lambda=np.ascontiguousarray(srcs.wavelengths), cells=cells, ast=ast,
                 Fgrid=Fgrid, fgrid_meta=meta, default_F=float(st.default_F), hkls=hkls,
                 lattice=lattice, scalars=scalars, options=opts, carry_needed=carry_needed,
                 notes=notes, panels=pset, panel_geom=panel_geom, frame_detector=frame_det)
+    if pset is not None:
+        # per-panel ROI and mask: the index is not a rectangle of the stacked rows
+        plan.__dict__["pixel_index"] = pixel_index
+    return plan

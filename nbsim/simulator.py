@@ -148,23 +148,19 @@ class Simulator:
         """Yield blocks of whole ROI rows of ``plan.pixel_index`` (all at once without a
         callback), growing them to about ``target_seconds`` each; report progress."""
         import time
-        full = self.plan.pixel_index
+        p = self.plan
         if callback is None:
-            yield full
+            yield p.pixel_index
             return
-        fp = self.plan.detector.fpixels
-        if full.size:
-            brk = np.flatnonzero(np.diff(full // fp)) + 1
-            bounds = np.concatenate(([0], brk, [full.size]))
-        else:
-            bounds = np.zeros(1, dtype=np.int64)
-        nrows = bounds.size - 1
+        # the ROI rows, each block built on its own (the whole index is never made)
+        x0, x1, y0, y1 = p.roi_bounds
+        nrows = (y1 - y0 + 1) if (x1 >= x0 and y1 >= y0) else 0
         step = int(chunk_rows) if chunk_rows else 1
         r = 0
         while r < nrows:
             r1 = min(nrows, r + step)
             t0 = time.perf_counter()
-            yield full[bounds[r]:bounds[r1]]
+            yield p.roi_rows_index(y0 + r, y0 + r1)
             dt = time.perf_counter() - t0
             if not chunk_rows:
                 per_row = dt / (r1 - r)

@@ -34,7 +34,7 @@ from .io._roi import as_image2d, roi_tuple, roi_window
 from .io.cformat import c_g
 
 __all__ = ["ImageStats", "image_stats", "intfile_scale_rule", "pgm_scale_rule",
-           "max_location"]
+           "max_location", "StreamingStats", "solid_angle_sum"]
 
 
 @dataclass
@@ -62,11 +62,13 @@ class ImageStats:
 _BLOCK = 1 << 16
 
 
-def _seq_sum(x: np.ndarray, transform=None) -> float:
-    """Left-to-right float64 sum of ``transform(x)`` (C's loop order: ``np.add.accumulate``
-    is sequential, unlike ``np.sum``'s pairwise summation), in blocks so no image-sized
-    temporary is made."""
-    acc = 0.0
+def _seq_sum(x: np.ndarray, transform=None, start: float = 0.0) -> float:
+    """Left-to-right float64 sum of ``transform(x)`` continuing from ``start`` (C's loop
+    order: ``np.add.accumulate`` is sequential, unlike ``np.sum``'s pairwise summation), in
+    blocks so no image-sized temporary is made.  Sequential, so a sum carried across
+    pieces of an image (``start`` = the previous pieces' sum) is the one-piece sum, bit for
+    bit."""
+    acc = float(start)
     buf = np.empty(_BLOCK + 1, dtype=np.float64)
     for i in range(0, x.size, _BLOCK):
         c = x[i:i + _BLOCK]
@@ -116,6 +118,69 @@ def _stats(img, render, use_mask, roi):
     n2 = max(int(allv.size), 2)
     rmsd = math.sqrt(_seq_sum(allv, dev2) / (n2 - 1))
     return max_I, mf, ms, avg, rms, rmsd, total, sumsqr, sumn
+
+
+class StreamingStats:
+    """C's statistics of an image that arrives in blocks of whole rows (raster order),
+    with the compiled loops of :mod:`nbsim.postrender` (one pass each, no temporaries).
+
+    The same operations in the same order as :func:`image_stats` on the whole image (the
+    sequential sums are carried from block to block), so the result is bit-identical.
+    C needs two passes: :meth:`add_rows` for every block (max, sum, sum of squares, count),
+    then :meth:`add_deviation_rows` for every block again (``rmsd`` needs the mean), then
+    :meth:`result`.  A block is float32 rows ``row0 .. row0+len-1`` of the detector (every
+    column); ``mask`` the flat uint8 raster mask of the whole detector (C renders where it
+    is nonzero) or None.  A whole image is one block (``row0 = 0``).
+    """
+
+    def __init__(self, roi, fpixels: int, spixels: int, mask=None):
+        from . import postrender
+        self._pr = postrender
+        self.roi = roi_tuple(roi, fpixels, spixels)
+        self.mask = (np.zeros(1, dtype=np.uint8) if mask is None
+                     else np.ascontiguousarray(mask, dtype=np.uint8).reshape(-1))
+        self.use_mask = mask is not None
+        self.acc = postrender.new_first_pass_acc()
+        self.dev = np.zeros(2)
+        self.avg = None
+
+    def add_rows(self, img_rows, row0: int):
+        """First pass over one block (float32 (rows, fpixels) from detector row ``row0``)."""
+        if self.avg is not None:
+            raise RuntimeError("add_rows after the deviation pass began")
+        self._pr.stats_first_pass(np.ascontiguousarray(img_rows, dtype=np.float32),
+                                  int(row0), self.roi, self.mask, self.use_mask, self.acc)
+
+    @property
+    def max_I(self) -> float:
+        """The maximum so far (0.0 until a pixel exceeds it)."""
+        return float(self.acc[0])
+
+    def _mean(self):
+        if self.avg is None:
+            self.avg = float(self.acc[3]) / max(int(self.acc[5]), 1)
+        return self.avg
+
+    def add_deviation_rows(self, img_rows, row0: int):
+        """Second pass over one block: the ROI including masked pixels, for ``rmsd``."""
+        self._pr.stats_deviation_pass(np.ascontiguousarray(img_rows, dtype=np.float32),
+                                      int(row0), self.roi, self._mean(), self.dev)
+
+    def result(self, pixel_size: float = 0.1e-3, oversample: int = 1) -> ImageStats:
+        """The :class:`ImageStats` (after both passes)."""
+        avg = self._mean()
+        max_I, mf, ms, total, sumsqr, sumn = (float(v) for v in self.acc)
+        sumn = int(sumn)
+        n = max(max(sumn, 1), 2)
+        rms = math.sqrt(sumsqr / (n - 1))
+        rmsd = math.sqrt(float(self.dev[0]) / (max(int(self.dev[1]), 2) - 1))
+        mf, ms = int(mf), int(ms)
+        if mf >= 0:
+            x, y = max_location(mf, ms, pixel_size, oversample)
+        else:
+            x = y = 0.0
+        return ImageStats(max_I, x, y, mf, ms, float(avg), float(rms), float(rmsd),
+                          total, sumsqr, sumn)
 
 
 def max_location(fpixel: int, spixel: int, pixel_size: float, oversample: int = 1):
@@ -182,19 +247,24 @@ def _rotate_many(v, axis, angles):
                      az * d + vz * cs + (-ay * vx + ax * vy) * sn], axis=1)
 
 
-def solid_angle_sum(plan, block: int = 1 << 18) -> float:
+def solid_angle_sum(plan, block: int = 1 << 18, index_blocks=None) -> float:
     """C's ``omega_sum / steps``: the solid angle (sr) it prints as "subtended by detector".
 
     C adds the pixel's solid angle once per sub-pixel and sensor layer of every rendered
     (in-ROI, unmasked) pixel, before any -dmin cut; without -oversample_omega the value of
     the first sub-pixel of the first layer stands for all of them.  Divided by ``steps``
     (sources x domains x phi steps x oversample^2), so it is the detector's solid angle
-    times the number of layers.  Exact formula of C; the sum order differs (printed %g)."""
+    times the number of layers.  Exact formula of C; the sum order differs (printed %g).
+    ``index_blocks``: the rendered pixels as successive arrays of ``block`` raster indices
+    (the last may be shorter), for a detector whose whole index is not built; the same
+    blocks as the default, so the same sum."""
     det = plan.detector
     opts = plan.options
     os_ = int(plan.oversample)
     ts = int(det.thicksteps)
-    idx = plan.rendered_pixels
+    if index_blocks is None:
+        idx = plan.rendered_pixels
+        index_blocks = (idx[b0:b0 + block] for b0 in range(0, idx.size, block))
     sub = float(plan.subpixel_size)
     pix0, fdet, sdet, odet = (np.asarray(x, dtype=np.float64) for x in
                               (det.pix0, det.fdet, det.sdet, det.odet))
@@ -206,36 +276,45 @@ def solid_angle_sum(plan, block: int = 1 << 18) -> float:
         layers = range(1)
         subs = [(0, 0)]
         weight = float(ts * os_ * os_)
-    total = 0.0
-    for b0 in range(0, idx.size, block):
-        blk = idx[b0:b0 + block]
-        fp = (blk % det.fpixels).astype(np.float64)
-        sp = (blk // det.fpixels).astype(np.float64)
-        thickstep, pixel_size, close = det.thickstep, det.pixel_size, det.close_distance
+    def omega_of(part, t, subS, subF):
+        # the kernels' physics functions, on arrays (plain arithmetic), for raster indices
+        fp = (part % det.fpixels).astype(np.float64)
+        sp = (part // det.fpixels).astype(np.float64)
+        p0, fd, sd, od = pix0, fdet, sdet, odet
+        sub_, thickstep, pixel_size, close = sub, det.thickstep, det.pixel_size, \
+            det.close_distance
         if plan.panels is not None:
             # each pixel's panel geometry (nbsim.geometry.panels: rows are stacked panels)
-            panel = (blk // det.fpixels) // plan.panel_rows
+            panel = (part // det.fpixels) // plan.panel_rows
             sp = sp - panel * plan.panel_rows
             g = plan.panel_table()[panel]
-            pix0, fdet, sdet, odet = g[:, 0:3].T, g[:, 3:6].T, g[:, 6:9].T, g[:, 9:12].T
-            sub, thickstep, pixel_size, close = g[:, 25], g[:, 21], g[:, 20], g[:, 19]
+            p0, fd, sd, od = g[:, 0:3].T, g[:, 3:6].T, g[:, 6:9].T, g[:, 9:12].T
+            sub_, thickstep, pixel_size, close = g[:, 25], g[:, 21], g[:, 20], g[:, 19]
+        _, _, x, y, z = ph.subpixel_position(sub_, fp * os_ + subF, sp * os_ + subS,
+                                             sub_ / 2.0, t * thickstep, *fd, *sd, *od, *p0)
+        if opts.curved:
+            d = float(det.distance)
+            flat = np.stack([x, y, z], axis=1)
+            beam_pt = np.broadcast_to(d * np.asarray(det.beam, dtype=np.float64),
+                                      flat.shape)
+            pos = _rotate_many(_rotate_many(beam_pt, sdet, flat[:, 1] / d),
+                               fdet, flat[:, 2] / d)
+            x, y, z = pos[:, 0], pos[:, 1], pos[:, 2]
+        airpath = np.sqrt(x * x + y * y + z * z)
+        return ph.solid_angle(pixel_size, airpath, close, bool(opts.point_pixel))
+
+    # omega of a block is computed in pieces (elementwise: the same values) into one
+    # array, summed whole (np.sum's pairwise order is the array's): a tenth of the
+    # temporaries, the same sum
+    piece = 1 << 15
+    omega = np.empty(block, dtype=np.float64)
+    total = 0.0
+    for blk in index_blocks:
+        n = blk.size
         for t in layers:
-            Odet = t * thickstep
             for subS, subF in subs:
-                # the kernels' physics functions, on arrays (plain arithmetic)
-                _, _, x, y, z = ph.subpixel_position(sub, fp * os_ + subF, sp * os_ + subS,
-                                                     sub / 2.0, Odet, *fdet, *sdet, *odet,
-                                                     *pix0)
-                if opts.curved:
-                    d = float(det.distance)
-                    flat = np.stack([x, y, z], axis=1)
-                    beam_pt = np.broadcast_to(d * np.asarray(det.beam, dtype=np.float64),
-                                              flat.shape)
-                    pos = _rotate_many(_rotate_many(beam_pt, sdet, flat[:, 1] / d),
-                                       fdet, flat[:, 2] / d)
-                    x, y, z = pos[:, 0], pos[:, 1], pos[:, 2]
-                airpath = np.sqrt(x * x + y * y + z * z)
-                omega = ph.solid_angle(pixel_size, airpath, close,
-                                       bool(opts.point_pixel))
-                total += float(np.sum(omega)) * weight
+                for a in range(0, n, piece):
+                    part = blk[a:a + piece]
+                    omega[a:a + part.size] = omega_of(part, t, subS, subF)
+                total += float(np.sum(omega[:n])) * weight
     return total / float(plan.steps)

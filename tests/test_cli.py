@@ -380,6 +380,9 @@ def test_unexpected_error_is_one_line_exit_1(tmp_path, monkeypatch):
         raise RuntimeError("kernel exploded")
     monkeypatch.setattr(nbsim.Simulator, "run", boom)
     monkeypatch.setattr(nbsim.Simulator, "run_chunked", boom)
+    # the CLI's CPU render (nbsim.streaming.render_row_blocks) calls the kernels directly
+    monkeypatch.setattr(nbsim.Simulator, "_launch_lanes", boom)
+    monkeypatch.setattr(nbsim.Simulator, "_launch", boom)
     rc, out, err = run_cli(BASE, cwd=tmp_path)
     assert rc == 1 and err.count("\n") == 1 and "kernel exploded" in err
     assert "Traceback" not in err and files_in(tmp_path) == []

@@ -68,6 +68,10 @@ def fake_render(monkeypatch):
     monkeypatch.setattr(nbsim.Simulator, "run", _fake_render)
     monkeypatch.setattr(nbsim.Simulator, "run_chunked", _fake_render)
     monkeypatch.setattr(nbsim.Simulator, "trace_pixel", _fake_trace)
+    # the CLI's CPU render (row blocks rounded to float32 as they complete)
+    from nbsim import streaming
+    monkeypatch.setattr(streaming, "render_float32",
+                        lambda sim, progress=None: np.zeros(sim.plan.shape, np.float32))
 
 
 def _run_in_fresh_dir(argv):

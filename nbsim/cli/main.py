@@ -8,28 +8,34 @@ Flags, units and defaults are nanoBragg.c's (``nbsim -h`` lists them; the table 
 1. parse every flag and read every input file (-mask, -img, -mat, -sourcefile, -hkl or
    the dump file) and build the plan -- any problem stops here, before anything is
    written;
-2. check that every output can be written (its directory exists and is writable);
+2. check that every output can be written (its directory exists and is writable), and
+   decide whether the image is held whole or, for a detector too large for memory,
+   rendered in row blocks streamed to the outputs (:mod:`nbsim.streaming`; refused
+   before anything image-sized is allocated when an output needs the whole image);
 3. print the summary (:mod:`nbsim.report`), render (a progress bar on stderr once a
    render has taken more than a second, unless ``-noprogress``), print ``-printout`` /
-   ``-printout_pixel`` blocks, the statistics and the scales;
+   ``-printout_pixel`` blocks, the statistics and the scales (:mod:`nbsim.outputs`);
 4. write the outputs: each to a temporary name in its directory, then all renamed at the
-   end; any failure removes the temporary files, so an output either appears complete or
-   not at all.  The dump file (Fdump.bin, after reading -hkl) is written with them; like
-   nanoBragg, failing to write it is only a warning.
+   end; any failure or interrupt removes the temporary files, so an output either appears
+   complete or not at all.  The dump file (Fdump.bin, after reading -hkl) is written with
+   them; like nanoBragg, failing to write it is only a warning.
 
 Exit status: 0 success; 2 bad flags, values or input files, or an output that cannot be
 written (one line on stderr naming the flag or file, no traceback, no file written);
-130 interrupted; 1 any other failure (one line; ``NBSIM_DEBUG=1`` shows the traceback).
-Notes (flags that change nothing, a pivot request the convention overrides) go to stderr
-as ``nbsim: note: ...`` lines; the summary and statistics go to stdout.  ``NBSIM_TIMING=1``
-adds a note with the render time.
+130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM): one line, no output and no
+temporary file left; 1 any other failure (one line; ``NBSIM_DEBUG=1`` shows the
+traceback).  Notes (flags that change nothing, a pivot request the convention overrides)
+go to stderr as ``nbsim: note: ...`` lines; the summary and statistics go to stdout.
+``NBSIM_TIMING=1`` adds a note with the render time.
 
-The progress bar needs a blocked render (:meth:`nbsim.Simulator.run_chunked`, CPU only,
-same result as ``run()``); with ``-noprogress`` or another device the render is one
-``run()`` call.
+On the CPU the render always goes in blocks of rows (:meth:`nbsim.Simulator.run_chunked`,
+bit-identical to ``run()``): the progress bar is drawn and a signal is taken between
+blocks (Python runs signal handlers only between bytecodes, not inside a kernel); another
+device renders in one ``run()`` call.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -37,14 +43,15 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, TextIO, Tuple
+from typing import Optional, Sequence, TextIO
 
 import numpy as np
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130          # SIGINT (Ctrl-C): 128 + 2
+EXIT_TERMINATED = 143           # SIGTERM: 128 + 15
 
 __all__ = ["main", "run", "NbsimError", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE"]
 
@@ -99,17 +106,20 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
     from ..args import ArgError
     from ..errors import ConfigError
     from ..io.errors import FormatError
+    from ..outputs import OutputError
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _signals_raise():
             if not debug:
                 warnings.simplefilter("ignore")
             with np.errstate(all="ignore"):
                 return run(argv, _Out(out), err)
-    except (NbsimError, ArgError, ConfigError, FormatError) as e:
+    except (NbsimError, ArgError, ConfigError, FormatError, OutputError) as e:
         if debug:
             traceback.print_exc(file=err)
         return fail(str(e), EXIT_USAGE)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, _Terminated):
+            return fail("terminated (SIGTERM); no output written", EXIT_TERMINATED)
         return fail("interrupted; no output written", EXIT_INTERRUPTED)
     except MemoryError:
         if debug:
@@ -168,11 +178,14 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     det = plan.detector
     _T["plan"] = time.perf_counter()
 
-    # 2. outputs: where they go, and that they can be written
+    # 2. outputs: where they go, and that they can be written; whether the image is held
+    # whole or streamed in row blocks (a detector too large for memory)
     targets = _output_targets(parsed)
     for flag, path, kind in targets:
         if kind != "dump":          # failing to write the dump file is only a warning
             _check_writable(flag, path)
+    from ..streaming import choose_streaming
+    stream = choose_streaming(plan, outs, cfg.device)
     pixel_to_print = _printout_request(parsed, sim, err)
     noise_idum = _noise_idum(cfg) if outs.calculate_noise else None
 
@@ -185,92 +198,148 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     # 3. summary, render, statistics
     out.lines(report.preamble_lines(parsed, sim, noise_idum=noise_idum,
                                     version=__version__, stdout_notes=stdout_notes))
-    t0 = time.perf_counter()
-    if outs.progress and cfg.device == "cpu":
-        bar = _Progress(err)
-        image = sim.run_chunked(bar.update)
+    from ..outputs import OutputSet, OutputStep, image_outputs
+    from ..io import write_fdump
+    outputs = OutputSet(lambda msg: _note(err, msg))
+    try:
+        if stream is not None:
+            if suite.table is not None or suite.effects is not None or \
+                    plan.panels is not None:
+                raise NbsimError(f"this detector needs {stream.estimate / 2**30:.2f} GiB in one piece, "
+                                 f"more than the memory limit, and -stol / the noisify flags "
+                                 f"/ panels need the whole image: use -roi or fewer pixels")
+            from ..streaming import render_streamed
+            t0 = time.perf_counter()
+            lines = render_streamed(sim, stream, outs, outputs,
+                                    progress=_Progress(err) if outs.progress else None,
+                                    noise_idum=noise_idum,
+                                    previous_state=_mosaic_stream_state(cfg, plan, noise_idum))
+            render_s = stream.render_seconds
+            _note_switch(err, sim, det)
+            out.lines([""] + lines)
+            steps = []
+        else:
+            t0 = time.perf_counter()
+            img32 = _render_one_piece(sim, cfg, outs, err)
+            render_s = time.perf_counter() - t0
+            _note_switch(err, sim, det)
+            img32, suite_lines = suite.background(plan, img32)  # -stol: amorphous background
+            out.lines(suite_lines)
+            out_det = None
+            if plan.panels is not None:
+                # multi-panel: the files hold the preset's tiled frame, or the stacked panels
+                from ..geometry.panels import file_image
+                img32, out_det = file_image(plan, img32)
+                img32 = np.ascontiguousarray(img32, dtype=np.float32)
+            if pixel_to_print is not None:
+                block = 1 << 16                 # one kernel call per block of traced pixels
+                for b in range(0, len(pixel_to_print), block):
+                    for tr in sim.trace_pixels(pixel_to_print[b:b + block]):
+                        out.lines(report.printout_lines(
+                            sim, tr, float(img32[tr.spixel, tr.fpixel])))
+            out.lines([""])
+            lines, steps = image_outputs(img32, plan, outs, noise_idum=noise_idum,
+                                         previous_state=_mosaic_stream_state(cfg, plan,
+                                                                             noise_idum),
+                                         compiled=_compiled_outputs(cfg, det) and
+                                         out_det is None,
+                                         detector=out_det, suite=suite)
+            out.lines(lines)
+        if outs.write_dump and parsed.hkl_data is not None:
+            hkl = parsed.hkl_data
+            # C writes the dump before rendering; here it joins the outputs (same bytes)
+            steps.insert(0, OutputStep("-dumpfile", outs.dumpfile,
+                                       lambda p: write_fdump(p, hkl), optional=True))
+        inputs = parsed.inputs
+        if inputs is not None and inputs.write_hkl:
+            from ..inputs.export import p1_writer
+            steps.insert(0, OutputStep("-write_hkl", inputs.write_hkl, p1_writer(inputs)))
+
+        # 4. write everything, atomically as a set
+        outputs.write(steps)
+        with _signals_deferred():
+            outputs.commit()
+    finally:
+        outputs.discard()
+    _T["written"] = time.perf_counter()
+    _note_timing(err, render_s, cfg)
+    return EXIT_OK
+
+
+def _render_one_piece(sim, cfg, outs, err):
+    """The whole image as C stores it (float32): on the CPU rendered in blocks of rows
+    that are rounded as they complete (the float64 image is never held whole; a progress
+    bar unless -noprogress; between blocks a signal is taken), else in one call."""
+    if cfg.device != "cpu":
+        img32 = np.ascontiguousarray(sim.run(), dtype=np.float32)
+        sim.image = img32                   # trace_pixels: "rendered already"
+        return img32
+    from ..streaming import render_float32
+    bar = _Progress(err) if outs.progress else None
+    img32 = render_float32(sim, bar)
+    if bar:
         bar.finish()
-    else:
-        image = sim.run()
-    render_s = time.perf_counter() - t0
-    if plan.panels is not None:
-        # multi-panel: the files hold the preset's tiled frame, or the stacked panels
-        from ..geometry.panels import file_image
-        image, det = file_image(plan, image)
+    sim.image = img32                       # trace_pixels: "rendered already"
+    return img32
+
+
+def _compiled_outputs(cfg, det) -> bool:
+    """Statistics / int / PGM by the compiled loops (nbsim.postrender) or by NumPy (same
+    bytes): compiled on the CPU from 512 x 512 pixels up -- below, loading the compiled
+    code from the cache costs more than NumPy's passes; a GPU run keeps NumPy (Numba's
+    CPU target is then never set up without noise)."""
+    return cfg.device == "cpu" and det.fpixels * det.spixels >= (1 << 18)
+
+
+def _note_switch(err, sim, det):
     if getattr(sim, "_switch_pixel", None) not in (None, np.iinfo(np.int64).max):
         sp = int(sim._switch_pixel)
         _note(err, f"c-parity: tricubic interpolation went out of range at pixel "
                    f"{sp % det.fpixels} {sp // det.fpixels} and is off from there on, "
                    f"as in nanoBragg.c")
-    img32 = np.ascontiguousarray(image, dtype=np.float32)
-    img32, suite_lines = suite.background(plan, img32)      # -stol: amorphous background
-    out.lines(suite_lines)
 
-    if pixel_to_print is not None:
-        block = 1 << 16                 # one kernel call per block of traced pixels
-        for b in range(0, len(pixel_to_print), block):
-            for tr in sim.trace_pixels(pixel_to_print[b:b + block]):
-                out.lines(report.printout_lines(sim, tr, float(img32[tr.spixel, tr.fpixel])))
-    out.lines([""])
 
-    from ..io import (SMVHeader, int_image, pgm_image, write_fdump, write_float_image,
-                      write_pgm, write_smv)
-    from ..noise import noise_image
-    from ..stats import image_stats, intfile_scale_rule, pgm_scale_rule, solid_angle_sum
+# ------------------------------------------------------------------ signals
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so the same clean-up runs."""
 
-    mask = None if cfg.detector.mask is None else (
-        np.asarray(cfg.detector.mask).reshape(det.spixels, det.fpixels) != 0)
-    stats = image_stats(img32, mask=mask, roi=det.roi, pixel_size=det.pixel_size,
-                        oversample=plan.oversample)
-    pending: List[Tuple[str, str, Callable[[str], None], bool]] = []
-    pending.append(("-floatfile", outs.floatfile,
-                    lambda p: write_float_image(p, img32), False))
-    out.lines(report.solid_angle_lines(solid_angle_sum(plan)))
-    out.lines(report.float_lines(outs.floatfile, img32.size))
-    intfile_scale = intfile_scale_rule(stats.max_I, outs.intfile_scale)
-    out.lines(report.stats_lines(stats, intfile_scale))
-    header = SMVHeader(fpixels=det.fpixels, spixels=det.spixels, pixel_size=det.pixel_size,
-                       distance=det.distance, lambda0=cfg.beam.wavelength, Xbeam=det.Xbeam,
-                       Ybeam=det.Ybeam, Fbeam=det.Fbeam, Sbeam=det.Sbeam,
-                       detsize_s=det.detsize_s, dials_origin=tuple(det.dials_origin),
-                       ORGX=det.ORGX, ORGY=det.ORGY, close_distance=det.close_distance,
-                       phi0=plan.crystal.phi0, osc=plan.crystal.osc,
-                       detector_twotheta=det.twotheta)
-    ints = int_image(img32, intfile_scale, outs.adc_offset, det.roi)
-    pending.append(("-intfile", outs.intfile, lambda p: write_smv(p, ints, header), False))
-    out.lines(report.int_lines(outs.intfile))
-    if outs.write_pgm:
-        pgm_scale = pgm_scale_rule(stats.rmsd, intfile_scale, outs.pgm_scale)
-        pgm = pgm_image(img32, pgm_scale, det.roi)
-        pending.append(("-pgmfile", outs.pgmfile, lambda p: write_pgm(p, pgm, pgm_scale),
-                        False))
-        out.lines(report.pgm_lines(outs.pgmfile, pgm_scale))
-    if outs.calculate_noise and suite.effects is not None:    # noisify.c's chain
-        noise_ints, bits, noise_lines = suite.noise(img32, noise_idum)
-        pending.append(("-noisefile", outs.noisefile, lambda p: suite_hooks.write_noise_smv(
-            p, noise_ints, header, bits), False))
-        out.lines(noise_lines)
-    elif outs.calculate_noise:
-        noisy = noise_image(img32, idum=noise_idum, adc_offset=outs.adc_offset, roi=det.roi,
-                            previous_state=_mosaic_stream_state(cfg, plan, noise_idum))
-        pending.append(("-noisefile", outs.noisefile,
-                        lambda p: write_smv(p, noisy.image, header, noise=True), False))
-        out.lines(report.noise_lines(noisy, outs.noisefile))
-    if outs.write_dump and parsed.hkl_data is not None:
-        hkl = parsed.hkl_data
-        # C writes the dump before rendering; here it joins the outputs (same bytes)
-        pending.insert(0, ("-dumpfile", outs.dumpfile, lambda p: write_fdump(p, hkl), True))
 
-    inputs = parsed.inputs
-    if inputs is not None and inputs.write_hkl:
-        from ..inputs.export import p1_writer
-        pending.insert(0, ("-write_hkl", inputs.write_hkl, p1_writer(inputs), False))
+_DEFER = {"on": False}
 
-    # 4. write everything, atomically as a set
-    _commit(pending, err)
-    _T["written"] = time.perf_counter()
-    _note_timing(err, render_s, cfg)
-    return EXIT_OK
+
+@contextlib.contextmanager
+def _signals_raise():
+    """SIGINT and SIGTERM raise (KeyboardInterrupt / _Terminated) in the main thread, so
+    every temporary file is removed on the way out; restored afterwards.  Python runs
+    the handler between bytecodes, hence the CPU render goes in blocks of rows (a
+    fraction of a second each).  Not installed off the main thread (signal's rule)."""
+    import signal
+
+    def handler(signum, frame):
+        if _DEFER["on"]:
+            return                      # renaming the finished outputs: let it complete
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    try:
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:                  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Ignore SIGINT/SIGTERM while the finished outputs are renamed (a set either appears
+    whole or not at all: an interrupt there would leave part of it)."""
+    _DEFER["on"] = True
+    try:
+        yield
+    finally:
+        _DEFER["on"] = False
 
 
 # ------------------------------------------------------------------ helpers
@@ -442,42 +511,6 @@ def _mosaic_stream_state(cfg, plan, noise_idum):
     rng.mosaic_umats(float(plan.crystal.mosaic_spread), int(plan.crystal.mosaic_domains),
                      state)
     return state
-
-
-def _commit(pending, err):
-    """Write every output to a temporary name beside it, then rename them all.
-
-    A failure removes the temporary files (nothing is left behind) and raises NbsimError
-    naming the flag and file; an optional output (the dump file) only warns.
-    """
-    done: List[Tuple[str, str]] = []
-    try:
-        for n, (flag, path, writer, optional) in enumerate(pending):
-            p = Path(path)
-            tmp = str(p.with_name(f".{p.name}.nbsim-{os.getpid()}-{n}.tmp"))
-            try:
-                writer(tmp)
-            except OSError as e:
-                _unlink(tmp)
-                reason = e.strerror or str(e)
-                if optional:
-                    _note(err, f"WARNING: unable to write {flag} {path}: {reason}")
-                    continue
-                raise NbsimError(f"{flag}: cannot write {path}: {reason}") from None
-            done.append((tmp, path))
-        for tmp, path in done:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in done:
-            _unlink(tmp)
-        raise
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 class _Progress:

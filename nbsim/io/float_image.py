@@ -19,9 +19,9 @@ __all__ = ["write_float_image", "read_float_image"]
 
 def write_float_image(path, image) -> None:
     """Write ``image`` as raw little-endian float32 in C (slow-major) order, atomically."""
-    data = np.ascontiguousarray(image, dtype="<f4").tobytes()
+    data = np.ascontiguousarray(image, dtype="<f4")      # no copy for a float32 image
     with atomic_open(path, "wb") as fh:
-        fh.write(data)
+        fh.write(data.reshape(-1).view(np.uint8))
 
 
 def read_float_image(path, shape=None, *, fpixels: int | None = None) -> np.ndarray:

@@ -55,7 +55,7 @@ def write_pgm(path, pixels: np.ndarray, pgm_scale: float) -> None:
         raise ValueError("PGM pixels must be a 2-D uint8 array (use pgm_image)")
     with atomic_open(path, "wb") as fh:
         fh.write(pgm_header(p.shape[1], p.shape[0], pgm_scale))
-        fh.write(np.ascontiguousarray(p).tobytes())
+        fh.write(np.ascontiguousarray(p).reshape(-1))
 
 
 def read_pgm(path):

@@ -357,7 +357,7 @@ def write_smv(path, image: np.ndarray, header: SMVHeader, *, noise: bool = False
     if img.dtype != np.uint16:
         raise ValueError("SMV images are uint16; convert first (see nbsim.io.int_image)")
     order = "<" if header.byte_order.startswith("little") else ">"
-    data = np.ascontiguousarray(img, dtype=np.dtype(order + "u2")).tobytes()
+    data = np.ascontiguousarray(img, dtype=np.dtype(order + "u2"))   # no copy if native
     with atomic_open(path, "wb") as fh:
         fh.write(format_smv_header(header, noise=noise))
-        fh.write(data)
+        fh.write(data.reshape(-1).view(np.uint8))
