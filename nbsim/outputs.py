@@ -251,3 +251,20 @@ def _unlink(path):
         os.unlink(path)
     except OSError:
         pass
+
+
+def write_file_set(files) -> None:
+    """Write ``(path, bytes)`` pairs as one set (temporary names, then all renamed): the
+    files appear complete or not at all; an OSError raises :class:`OutputError` naming the
+    file (nbsim-noisify and nbsim-nonbragg write their outputs so)."""
+    def writer(data):
+        def w(tmp):
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+        return w
+    outputs = OutputSet()
+    try:
+        outputs.write([OutputStep("output", path, writer(data)) for path, data in files])
+        outputs.commit()
+    finally:
+        outputs.discard()

@@ -201,10 +201,8 @@ def _first_executing_pixel(plan, rows: int) -> int:
         if not plan.options.use_dmin:
             return int(idx[0])
         flags = np.zeros(idx.shape[0], dtype=np.uint8)
-        executed_flags(idx, plan.detector.fpixels, plan.mask, plan.options.has_mask,
-                       plan.geom, plan.subpixel_size, plan.oversample,
-                       plan.detector.thicksteps, plan.options.curved, plan.src_dir,
-                       plan.src_lambda, flags)
+        executed_flags(idx, plan.kernel_arrays(), plan.options.has_mask,
+                       plan.options.curved, flags)
         nz = np.flatnonzero(flags)
         if nz.size:
             return int(idx[nz[0]])

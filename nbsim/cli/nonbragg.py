@@ -433,18 +433,12 @@ def run(argv: Sequence[str], out=None) -> int:
 
 
 def _write_all(files) -> None:
-    """Every file to a temporary name beside it, then all renamed (nbsim's commit): an
+    """Every file to a temporary name beside it, then all renamed (nbsim's output set): an
     output appears complete or not at all, and a failure leaves none of them."""
-    from .main import NbsimError, _commit
-
-    def writer(data):
-        def w(tmp):
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-        return w
+    from ..outputs import OutputError, write_file_set
     try:
-        _commit([("output", path, writer(data), False) for path, data in files], sys.stderr)
-    except NbsimError as e:
+        write_file_set(files)
+    except OutputError as e:
         raise UsageError(str(e)) from None
 
 
