@@ -36,13 +36,9 @@ import numpy as np
 
 from ..io.cformat import c_g
 
-EXIT_USAGE = 2
+from ._tool import UsageError, tool_main, write_all as _write_all
 
 __all__ = ["main", "run", "parse", "NoisifyArgs", "smv_header", "UsageError"]
-
-
-class UsageError(Exception):
-    """Bad command line or input file: one line, exit 2."""
 
 
 @dataclass
@@ -398,16 +394,6 @@ def run(argv: Sequence[str], out=None) -> int:
     return 0
 
 
-def _write_all(files) -> None:
-    """Every file to a temporary name beside it, then all renamed (nbsim's output set): an
-    output appears complete or not at all, and a failure leaves none of them."""
-    from ..outputs import OutputError, write_file_set
-    try:
-        write_file_set(files)
-    except OutputError as e:
-        raise UsageError(str(e)) from None
-
-
 _HELP = """usage: nbsim-noisify -floatfile floatimage.bin [options]
   floatimage.bin      raw float32 image (photons/pixel after -scale)
   -scale S            multiplies the input          -fluence F  photons/m^2 (default: unity scale)
@@ -428,20 +414,7 @@ _HELP = """usage: nbsim-noisify -floatfile floatimage.bin [options]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "-help", "--help"):
-        print(_HELP, end="")
-        return 0 if argv else EXIT_USAGE
-    try:
-        return run(argv)
-    except UsageError as e:
-        print(f"nbsim-noisify: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as e:
-        print(f"nbsim-noisify: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+    return tool_main("nbsim-noisify", _HELP, run, argv)
 
 
 if __name__ == "__main__":

@@ -39,14 +39,10 @@ import numpy as np
 
 from ..io.cformat import c_g
 
-EXIT_USAGE = 2
+from ._tool import UsageError, tool_main, write_all as _write_all
 RTD = 180.0 * 0.318309886183790671537767526745028724
 
 __all__ = ["main", "run", "parse", "UsageError"]
-
-
-class UsageError(Exception):
-    """Bad command line or input file: one line, exit 2."""
 
 
 _NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
@@ -432,16 +428,6 @@ def run(argv: Sequence[str], out=None) -> int:
     return 0
 
 
-def _write_all(files) -> None:
-    """Every file to a temporary name beside it, then all renamed (nbsim's output set): an
-    output appears complete or not at all, and a failure leaves none of them."""
-    from ..outputs import OutputError, write_file_set
-    try:
-        write_file_set(files)
-    except OutputError as e:
-        raise UsageError(str(e)) from None
-
-
 _HELP = """usage: nbsim-nonbragg -stol water.stol [options]
   -stol FILE        sin(theta)/lambda (1/A) and F of one molecule  (-4stol FILE, -Q FILE)
   -thickness MM     sample thickness along the beam (-samplesize MM: a cube)  -width MM -height MM
@@ -459,20 +445,7 @@ _HELP = """usage: nbsim-nonbragg -stol water.stol [options]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "-help", "--help"):
-        print(_HELP, end="")
-        return 0 if argv else EXIT_USAGE
-    try:
-        return run(argv)
-    except UsageError as e:
-        print(f"nbsim-nonbragg: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as e:
-        print(f"nbsim-nonbragg: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+    return tool_main("nbsim-nonbragg", _HELP, run, argv)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,16 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_open(path, mode: str = "wb"):
-    """Context manager yielding a file object; on success the file replaces ``path``."""
+def atomic_path(path):
+    """Context manager yielding a temporary path beside ``path`` (for writers that take a
+    file name, e.g. h5py); on success the file there replaces ``path``, on any exception
+    it is removed."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
+        yield tmp
         # mkstemp creates 0600 files; give the result the usual umask-derived mode
         umask = os.umask(0)
         os.umask(umask)
@@ -31,6 +33,14 @@ def atomic_open(path, mode: str = "wb"):
         except OSError:
             pass
         raise
+
+
+@contextmanager
+def atomic_open(path, mode: str = "wb"):
+    """Context manager yielding a file object; on success the file replaces ``path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode) as fh:
+            yield fh
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

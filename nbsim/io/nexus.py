@@ -49,7 +49,6 @@ import datetime
 import json
 import os
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Set, Tuple
 
@@ -327,23 +326,10 @@ def _create_frames(nxdata, info, compression, nframes=None):
 def _atomic_h5(path, build, **file_kw):
     """Write an HDF5 file with ``build(h5file)`` to a temporary name, then rename it."""
     h5py, _ = _h5()
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+    from ._atomic import atomic_path
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", **file_kw) as f:
             build(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _reopen_for_write(path):
