@@ -89,7 +89,7 @@ class Simulator:
         p = self.plan
         prepare_cpu()
         mod = cpu_lanes32 if opts.float32 else cpu_lanes
-        if pixel_index is p.pixel_index:
+        if pixel_index is p.__dict__.get("pixel_index"):   # (never builds the index)
             # the whole ROI (no progress blocks): its runs are the same every render
             runs = p.__dict__.setdefault("_lane_runs", {})
             if mod.LANES not in runs:
