@@ -2,6 +2,8 @@
 the output set and the ``main`` wrapper (one error line, exit 2, no traceback)."""
 from __future__ import annotations
 
+import math
+import re
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -11,6 +13,27 @@ EXIT_INTERRUPTED = 130
 
 class UsageError(Exception):
     """Bad command line or input file: one line, exit 2."""
+
+
+NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+
+
+def number(flag: str, text: str) -> float:
+    """A flag's finite decimal value (C's atof would read garbage as 0: refused here)."""
+    if not NUMBER_RE.match(text):
+        raise UsageError(f"{flag}: expected a number, got {text!r}")
+    v = float(text)
+    if not math.isfinite(v):
+        raise UsageError(f"{flag}: value {text!r} is out of range")
+    return v
+
+
+def integer(flag: str, text: str) -> int:
+    """A flag's value as a 32-bit integer (C's atoi range)."""
+    v = number(flag, text)
+    if v != int(v) or not -2 ** 31 < v < 2 ** 31:
+        raise UsageError(f"{flag}: expected a 32-bit integer, got {text!r}")
+    return int(v)
 
 
 def write_all(files) -> None:

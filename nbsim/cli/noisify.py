@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,9 @@ import numpy as np
 
 from ..io.cformat import c_g
 
-from ._tool import UsageError, tool_main, write_all as _write_all
+from ._tool import (
+    NUMBER_RE as _NUMBER_RE, UsageError, number as _num,
+    integer as _int, tool_main, write_all as _write_all)
 
 __all__ = ["main", "run", "parse", "NoisifyArgs", "smv_header", "UsageError"]
 
@@ -76,25 +77,6 @@ class NoisifyArgs:
     phi: float = 0.0
     osc: float = 1.0
     notes: List[str] = field(default_factory=list)
-
-
-_NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
-
-
-def _num(flag, text):
-    if not _NUMBER_RE.match(text):
-        raise UsageError(f"{flag}: expected a number, got {text!r}")
-    v = float(text)
-    if not math.isfinite(v):
-        raise UsageError(f"{flag}: value {text!r} is out of range")
-    return v
-
-
-def _int(flag, text):
-    v = _num(flag, text)
-    if v != int(v) or not -2 ** 31 < v < 2 ** 31:
-        raise UsageError(f"{flag}: expected a 32-bit integer, got {text!r}")
-    return int(v)
 
 
 def _seed(flag, text):

@@ -27,9 +27,7 @@ accepted with a note.  ``-device cpu|cuda`` (nbsim's own) picks the kernel.
 """
 from __future__ import annotations
 
-import math
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,29 +37,12 @@ import numpy as np
 
 from ..io.cformat import c_g
 
-from ._tool import UsageError, tool_main, write_all as _write_all
+from ._tool import (
+    UsageError, number as _num, integer as _int,
+    tool_main, write_all as _write_all)
 RTD = 180.0 * 0.318309886183790671537767526745028724
 
 __all__ = ["main", "run", "parse", "UsageError"]
-
-
-_NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
-
-
-def _num(flag, text):
-    if not _NUMBER_RE.match(text):
-        raise UsageError(f"{flag}: expected a number, got {text!r}")
-    v = float(text)
-    if not math.isfinite(v):
-        raise UsageError(f"{flag}: value {text!r} is out of range")
-    return v
-
-
-def _int(flag, text):
-    v = _num(flag, text)
-    if v != int(v) or not -2 ** 31 < v < 2 ** 31:
-        raise UsageError(f"{flag}: expected a 32-bit integer, got {text!r}")
-    return int(v)
 
 
 @dataclass
