@@ -3,8 +3,10 @@ the output set and the ``main`` wrapper (one error line, exit 2, no traceback)."
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 EXIT_USAGE = 2
@@ -34,6 +36,15 @@ def integer(flag: str, text: str) -> int:
     if v != int(v) or not -2 ** 31 < v < 2 ** 31:
         raise UsageError(f"{flag}: expected a 32-bit integer, got {text!r}")
     return int(v)
+
+
+def check_writable(path: str, flag: str) -> None:
+    """``flag``'s output ``path`` can be created: its directory exists and is writable."""
+    d = Path(path).parent if str(Path(path).parent) else Path(".")
+    if not d.is_dir():
+        raise UsageError(f"{flag} {path}: directory {d} does not exist")
+    if not os.access(d, os.W_OK):
+        raise UsageError(f"{flag} {path}: directory {d} is not writable")
 
 
 def write_all(files) -> None:

@@ -25,7 +25,6 @@ the PSF path: exact is C's arithmetic bit for bit, fft equals it within float ro
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,8 @@ from ..io.cformat import c_g
 
 from ._tool import (
     NUMBER_RE as _NUMBER_RE, UsageError, number as _num,
-    integer as _int, tool_main, write_all as _write_all)
+    integer as _int, tool_main, write_all as _write_all,
+    check_writable as _check_writable)
 
 __all__ = ["main", "run", "parse", "NoisifyArgs", "smv_header", "UsageError"]
 
@@ -285,14 +285,6 @@ def smv_header(a: NoisifyArgs, bits: int) -> bytes:
     if len(b) < 512:
         b += b" " * (512 - len(b))
     return b
-
-
-def _check_writable(path: str, flag: str) -> None:
-    d = Path(path).parent if str(Path(path).parent) else Path(".")
-    if not d.is_dir():
-        raise UsageError(f"{flag} {path}: directory {d} does not exist")
-    if not os.access(d, os.W_OK):
-        raise UsageError(f"{flag} {path}: directory {d} is not writable")
 
 
 def run(argv: Sequence[str], out=None) -> int:

@@ -27,10 +27,8 @@ accepted with a note.  ``-device cpu|cuda`` (nbsim's own) picks the kernel.
 """
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -39,7 +37,8 @@ from ..io.cformat import c_g
 
 from ._tool import (
     UsageError, number as _num, integer as _int,
-    tool_main, write_all as _write_all)
+    tool_main, write_all as _write_all,
+    check_writable as _check_writable)
 RTD = 180.0 * 0.318309886183790671537767526745028724
 
 __all__ = ["main", "run", "parse", "UsageError"]
@@ -306,14 +305,6 @@ def smv_header(geom, lambda0, phi0, osc, twotheta) -> bytes:
     h += "DETECTOR_SN=000;\nBEAMLINE=fake;\n}\f"
     b = h.encode("latin-1")
     return b + b" " * max(0, 512 - len(b))
-
-
-def _check_writable(path: str, flag: str) -> None:
-    d = Path(path).parent if str(Path(path).parent) else Path(".")
-    if not d.is_dir():
-        raise UsageError(f"{flag} {path}: directory {d} does not exist")
-    if not os.access(d, os.W_OK):
-        raise UsageError(f"{flag} {path}: directory {d} is not writable")
 
 
 def run(argv: Sequence[str], out=None) -> int:
