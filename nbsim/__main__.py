@@ -1,7 +1,6 @@
 """``python -m nbsim``: the ``nbsim`` command."""
-import sys
-
+from .cli._exit import exit_now
 from .cli.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

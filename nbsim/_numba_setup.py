@@ -20,7 +20,14 @@ instead (is SciPy's ``cython_blas`` installed?) without importing SciPy.  Behavi
 unchanged: a kernel that does call ``np.dot`` still imports SciPy then, through Numba's own
 ``ensure_blas`` at typing time.
 
-This reaches into Numba's private module layout, so it is **guarded**
+**Cached kernels loaded without the full set-up** (:func:`prepare_cpu`).  Numba refreshes
+the whole target (0.15-0.2 s) before it loads even a cached kernel; rebuilding cached
+machine code needs only the runtime's symbols.  nbsim's cached CPU kernels are loaded with
+just that, and the full set-up (with the BLAS check deferred as above) runs at the first
+cache miss, before the compile it serves.  Same machine code, same images; a warm ``nbsim``
+process starts ~0.16 s sooner.
+
+These reach into Numba's private module layout, so they are **guarded**
 (:func:`patch_status`): it runs only for the Numba / numba-cuda versions it was verified
 with (:data:`VERIFIED`, the ranges pinned in ``pyproject.toml``) and only when the modules
 it touches have the expected names; otherwise nothing is changed and the target sets itself
@@ -180,10 +187,11 @@ def _has_module(name: str) -> bool:
 def patch_status(name: str):
     """``(applies, reason)`` for one private-API patch on the installed versions.
 
-    ``name``: ``"cpu_blas"`` (this module, CPU target), ``"cuda_blas"`` (this module,
+    ``name``: ``"cpu_blas"`` and ``"cpu_lazy_load"`` (this module, CPU target; the
+    second also off with ``NBSIM_LAZY_CACHE_LOAD=0``), ``"cuda_blas"`` (this module,
     numba-cuda target), ``"cuda_ufuncs"`` and ``"cuda_inline"`` (:mod:`nbsim.kernels.cuda`).
     A patch that does not apply leaves Numba's behaviour as it is."""
-    if name not in ("cpu_blas", "cuda_blas", "cuda_ufuncs", "cuda_inline"):
+    if name not in ("cpu_blas", "cpu_lazy_load", "cuda_blas", "cuda_ufuncs", "cuda_inline"):
         raise ValueError(f"unknown patch {name!r}")
     if not patches_enabled():
         return False, "NBSIM_NUMBA_PATCHES=0"
@@ -193,6 +201,24 @@ def patch_status(name: str):
             return False, f"numba {nv} outside the verified range {VERIFIED['numba']}"
         if not (_has_module("numba.np.linalg") and _has_module("numba.np.arraymath")):
             return False, "numba.np.linalg / numba.np.arraymath not found"
+        return True, f"numba {nv}"
+    if name == "cpu_lazy_load":
+        if not _in_verified("numba", nv):
+            return False, f"numba {nv} outside the verified range {VERIFIED['numba']}"
+        if os.environ.get("NBSIM_LAZY_CACHE_LOAD", "1").strip() in ("0", "no", "off"):
+            return False, "NBSIM_LAZY_CACHE_LOAD=0"
+        try:
+            from numba.core import caching
+            from numba.core.runtime import rtsys
+            from numba.core.runtime import nrtdynmod
+        except Exception:  # noqa: BLE001 - a layout this was not verified with
+            return False, "numba.core.caching / numba.core.runtime not found"
+        need = ("load_overload", "_load_overload", "_guard_against_spurious_io_errors")
+        if not (all(hasattr(caching.Cache, a) for a in need)
+                and callable(getattr(rtsys, "initialize", None))
+                and callable(getattr(nrtdynmod, "create_nrt_module", None))
+                and callable(getattr(nrtdynmod, "compile_nrt_functions", None))):
+            return False, "numba.core.caching / runtime lack what this patch uses"
         return True, f"numba {nv}"
     if name in ("cuda_blas", "cuda_ufuncs", "cuda_inline"):
         cv = numba_cuda_version()
@@ -214,17 +240,129 @@ def patch_status(name: str):
     raise ValueError(f"unknown patch {name!r}")
 
 
-def prepare_cpu() -> None:
-    """Set up Numba's CPU target (before the first CPU kernel call)."""
-    def go():
-        if not patch_status("cpu_blas")[0]:
-            return                # unpatched: the target sets itself up on first use
-        from numba.core.registry import cpu_target
+def _refresh_cpu_target() -> None:
+    """Numba's full CPU target set-up (every registry of implementations), with the BLAS
+    check deferred when that patch applies."""
+    from numba.core.registry import cpu_target
 
-        def refresh():
-            cpu_target.typing_context.refresh()
-            cpu_target.target_context.refresh()
+    def refresh():
+        cpu_target.typing_context.refresh()
+        cpu_target.target_context.refresh()
+    if patch_status("cpu_blas")[0]:
         _deferred_blas_setup("numba.np.linalg", "numba.np.arraymath", refresh)
+    else:
+        refresh()
+
+
+def _install_lazy_cache_load() -> None:
+    """Load nbsim's cached CPU kernels without the full target set-up.
+
+    Numba's ``Cache.load_overload`` refreshes the target context (imports and installs
+    every registry of typing and lowering implementations: ~0.16 s, the largest part of a
+    warm ``nbsim`` process) before it unpickles a cached kernel, although rebuilding
+    cached machine code needs only the runtime (NRT) symbols and the code generator.  For
+    nbsim's own functions on the CPU target this does just that; on a cache miss (a
+    compile follows) it does the full set-up first, as Numba would.  Other functions,
+    other targets and a set-up already done go through Numba's own method unchanged."""
+    from numba.core import caching
+    from numba.core.registry import cpu_target
+    from numba.core.runtime import rtsys
+
+    real = caching.Cache.load_overload
+    if getattr(real, "_nbsim_lazy", False):
+        return
+    state = {"refreshed": False}
+
+    def load_overload(self, sig, target_context):
+        py_func = getattr(self, "_py_func", None)
+        if (state["refreshed"] or target_context is not cpu_target.target_context
+                or not str(getattr(py_func, "__module__", "")).startswith("nbsim.")):
+            return real(self, sig, target_context)
+        rtsys.initialize(target_context)          # what cached kernels link against
+        cres = None
+        with self._guard_against_spurious_io_errors():
+            cres = self._load_overload(sig, target_context)
+        if cres is None:                          # a compile follows: full set-up first
+            _refresh_cpu_target()
+            state["refreshed"] = True
+        return cres
+
+    load_overload._nbsim_lazy = True
+    load_overload.__wrapped__ = real
+    caching.Cache.load_overload = load_overload
+    _install_nrt_cache()
+
+
+def _nrt_cache_file(ctx) -> Optional[str]:
+    """Where the runtime's compiled object code is kept: Numba's cache directory (as
+    :func:`ensure_cache_dir` set it) or nbsim's ``__pycache__``, keyed like Numba's own
+    cache entries (versions, target triple, CPU name and features)."""
+    import hashlib
+    import llvmlite
+    import numba
+    key = repr((numba.__version__, llvmlite.__version__, sys.version_info[:2],
+                ctx.codegen().magic_tuple()))
+    d = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    return os.path.join(d, f"nbsim_nrt.{hashlib.sha256(key.encode()).hexdigest()[:20]}.bin")
+
+
+def _install_nrt_cache() -> None:
+    """Keep the object code of Numba's runtime functions between processes.
+
+    ``rtsys.initialize`` compiles the runtime's LLVM module (NRT_incref & co.) in every
+    process (~15 ms); the result depends only on the versions and the target, so it is
+    cached like a kernel: loaded from object code when present, else compiled as Numba
+    does (with object caching on) and saved.  Any failure falls back to Numba's compile."""
+    from numba.core.runtime import nrtdynmod
+
+    real = nrtdynmod.compile_nrt_functions
+    if getattr(real, "_nbsim_cached", False):
+        return
+
+    def compile_nrt_functions(ctx):
+        import pickle
+        try:
+            path = _nrt_cache_file(ctx)
+        except Exception:  # noqa: BLE001
+            return real(ctx)
+        try:
+            with open(path, "rb") as f:
+                return ctx.codegen().unserialize_library(pickle.load(f))
+        except Exception:  # noqa: BLE001 - absent or unreadable: compile it
+            pass
+        ir_mod, library = nrtdynmod.create_nrt_module(ctx)
+        library.enable_object_caching()
+        library.add_ir_module(ir_mod)
+        library.finalize()
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            data = pickle.dumps(library.serialize_using_object_code(), protocol=4)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except Exception:  # noqa: BLE001 - not cached this time; still usable
+            try:
+                os.unlink(tmp)
+            except Exception:  # noqa: BLE001
+                pass
+        return library
+
+    compile_nrt_functions._nbsim_cached = True
+    compile_nrt_functions.__wrapped__ = real
+    nrtdynmod.compile_nrt_functions = compile_nrt_functions
+
+
+def prepare_cpu() -> None:
+    """Set up Numba's CPU target for nbsim's kernels (before the first CPU kernel call):
+    the lazy cache load (patch ``cpu_lazy_load``) where it applies, else the full set-up
+    now (with the BLAS check deferred where patch ``cpu_blas`` applies)."""
+    def go():
+        if patch_status("cpu_lazy_load")[0]:
+            _install_lazy_cache_load()
+        elif patch_status("cpu_blas")[0]:
+            _refresh_cpu_target()
+        # else unpatched: the target sets itself up on first use
     _once("cpu", go)
 
 

@@ -87,17 +87,18 @@ def rendered_index_blocks(plan, block: int = 1 << 18, rows: int = 256):
         yield np.concatenate(pending)
 
 
-def solid_angle_and_float_lines(plan, floatfile: str, n_pixels: Optional[int] = None
-                                ) -> List[str]:
+def solid_angle_and_float_lines(plan, floatfile: str, n_pixels: Optional[int] = None,
+                                compiled: bool = False) -> List[str]:
     """C's "solid angle subtended" and "writing <floatfile>" lines (``n_pixels``: the
-    file's pixel count, by default the detector's)."""
+    file's pixel count, by default the detector's; ``compiled``: see
+    :func:`nbsim.stats.solid_angle_sum`)."""
     from . import report
     from .stats import solid_angle_sum
     det = plan.detector
     if n_pixels is None:
         n_pixels = det.fpixels * det.spixels
     return (report.solid_angle_lines(solid_angle_sum(
-                plan, index_blocks=rendered_index_blocks(plan)))
+                plan, index_blocks=rendered_index_blocks(plan), compiled=compiled))
             + report.float_lines(floatfile, n_pixels))
 
 
@@ -144,7 +145,8 @@ def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
     steps: List[OutputStep] = []
     steps.append(OutputStep("-floatfile", outs.floatfile,
                             lambda p: write_float_image(p, img32)))
-    lines += solid_angle_and_float_lines(plan, outs.floatfile, img32.size)
+    lines += solid_angle_and_float_lines(plan, outs.floatfile, img32.size,
+                                         compiled=compiled and detector is None)
     intfile_scale = intfile_scale_rule(stats.max_I, outs.intfile_scale)
     lines += report.stats_lines(stats, intfile_scale)
     header = smv_header(plan, det)

@@ -247,7 +247,8 @@ def _rotate_many(v, axis, angles):
                      az * d + vz * cs + (-ay * vx + ax * vy) * sn], axis=1)
 
 
-def solid_angle_sum(plan, block: int = 1 << 18, index_blocks=None) -> float:
+def solid_angle_sum(plan, block: int = 1 << 18, index_blocks=None,
+                    compiled: bool = False) -> float:
     """C's ``omega_sum / steps``: the solid angle (sr) it prints as "subtended by detector".
 
     C adds the pixel's solid angle once per sub-pixel and sensor layer of every rendered
@@ -257,7 +258,9 @@ def solid_angle_sum(plan, block: int = 1 << 18, index_blocks=None) -> float:
     times the number of layers.  Exact formula of C; the sum order differs (printed %g).
     ``index_blocks``: the rendered pixels as successive arrays of ``block`` raster indices
     (the last may be shorter), for a detector whose whole index is not built; the same
-    blocks as the default, so the same sum."""
+    blocks as the default, so the same sum.  ``compiled``: a flat single-panel detector's
+    solid angles by :func:`nbsim.postrender.omega_flat` (the same values; sets Numba's
+    CPU target up)."""
     det = plan.detector
     opts = plan.options
     os_ = int(plan.oversample)
@@ -308,13 +311,25 @@ def solid_angle_sum(plan, block: int = 1 << 18, index_blocks=None) -> float:
     # temporaries, the same sum
     piece = 1 << 15
     omega = np.empty(block, dtype=np.float64)
+    fast = None
+    if compiled and plan.panels is None and not opts.curved:
+        from .postrender import omega_flat
+
+        def fast(blk, t, subS, subF):
+            omega_flat(np.ascontiguousarray(blk, dtype=np.int64), int(det.fpixels), os_,
+                       float(subS), float(subF), sub, float(t * det.thickstep), fdet, sdet,
+                       odet, pix0, float(det.pixel_size), float(det.close_distance),
+                       bool(opts.point_pixel), omega)
     total = 0.0
     for blk in index_blocks:
         n = blk.size
         for t in layers:
             for subS, subF in subs:
-                for a in range(0, n, piece):
-                    part = blk[a:a + piece]
-                    omega[a:a + part.size] = omega_of(part, t, subS, subF)
+                if fast is not None:
+                    fast(blk, t, subS, subF)
+                else:
+                    for a in range(0, n, piece):
+                        part = blk[a:a + piece]
+                        omega[a:a + part.size] = omega_of(part, t, subS, subF)
                 total += float(np.sum(omega[:n])) * weight
     return total / float(plan.steps)

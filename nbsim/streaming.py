@@ -359,7 +359,7 @@ def render_streamed(sim, stream: StreamPlan, outs, outputs, *, progress=None,
         progress.finish()
     stream.render_seconds = time.perf_counter() - t0
 
-    lines = solid_angle_and_float_lines(plan, outs.floatfile)
+    lines = solid_angle_and_float_lines(plan, outs.floatfile, compiled=True)
     intfile_scale = intfile_scale_rule(stats.max_I, outs.intfile_scale)
 
     # pass 2: int image, noise image, rmsd

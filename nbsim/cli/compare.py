@@ -357,5 +357,12 @@ def _jsonable(x):
     return x
 
 
+def console() -> None:
+    """The console script's entry point: :func:`main`, then a quick exit
+    (:mod:`nbsim.cli._exit`)."""
+    from ._exit import exit_now
+    exit_now(main())
+
+
 if __name__ == "__main__":          # pragma: no cover
-    sys.exit(main())
+    console()

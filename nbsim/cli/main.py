@@ -583,5 +583,12 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def console() -> None:
+    """The console script's entry point: :func:`main`, then a quick exit
+    (:mod:`nbsim.cli._exit`)."""
+    from ._exit import exit_now
+    exit_now(main())
+
+
 if __name__ == "__main__":       # pragma: no cover
-    sys.exit(main())
+    console()

@@ -391,5 +391,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return tool_main("nbsim-noisify", _HELP, run, argv)
 
 
+def console() -> None:
+    """The console script's entry point: :func:`main`, then a quick exit
+    (:mod:`nbsim.cli._exit`)."""
+    from ._exit import exit_now
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
+

@@ -233,28 +233,32 @@ def get_kernel(opts: KernelOptions):
 
 @numba.njit(cache=True, nogil=True)
 def _chunks(idx, fpixels, lanes):
-    # one pass to count the runs, one to fill them (no temporaries the size of the image)
+    # one pass to count the runs, one to fill them (no temporaries the size of the image);
+    # a run ends at `lanes` pixels, at a gap or at the end of its row (`row_end`, found by
+    # one division per run, not per pixel)
     n = idx.shape[0]
     count = 0
     length = 0
+    row_end = 0
     for i in range(n):
-        if length == 0 or length == lanes or idx[i] != idx[i - 1] + 1 \
-                or idx[i] // fpixels != idx[i - 1] // fpixels:
+        if length == 0 or length == lanes or idx[i] != idx[i - 1] + 1 or idx[i] >= row_end:
             count += 1
             length = 0
+            row_end = (idx[i] // fpixels + 1) * fpixels
         length += 1
     starts = np.empty(count, dtype=np.int64)
     lens = np.empty(count, dtype=np.int64)
     c = -1
     length = 0
+    row_end = 0
     for i in range(n):
-        if length == 0 or length == lanes or idx[i] != idx[i - 1] + 1 \
-                or idx[i] // fpixels != idx[i - 1] // fpixels:
+        if length == 0 or length == lanes or idx[i] != idx[i - 1] + 1 or idx[i] >= row_end:
             if c >= 0:
                 lens[c] = length
             c += 1
             starts[c] = idx[i]
             length = 0
+            row_end = (idx[i] // fpixels + 1) * fpixels
         length += 1
     if c >= 0:
         lens[c] = length
