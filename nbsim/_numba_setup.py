@@ -265,7 +265,7 @@ def _install_lazy_cache_load() -> None:
     compile follows) it does the full set-up first, as Numba would.  Other functions,
     other targets and a set-up already done go through Numba's own method unchanged."""
     from numba.core import caching
-    from numba.core.registry import cpu_target
+    from numba.core.cpu import CPUContext
     from numba.core.runtime import rtsys
 
     real = caching.Cache.load_overload
@@ -275,7 +275,7 @@ def _install_lazy_cache_load() -> None:
 
     def load_overload(self, sig, target_context):
         py_func = getattr(self, "_py_func", None)
-        if (state["refreshed"] or target_context is not cpu_target.target_context
+        if (state["refreshed"] or not isinstance(target_context, CPUContext)
                 or not str(getattr(py_func, "__module__", "")).startswith("nbsim.")):
             return real(self, sig, target_context)
         rtsys.initialize(target_context)          # what cached kernels link against

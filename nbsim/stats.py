@@ -311,22 +311,19 @@ def solid_angle_sum(plan, block: int = 1 << 18, index_blocks=None,
     # temporaries, the same sum
     piece = 1 << 15
     omega = np.empty(block, dtype=np.float64)
-    fast = None
-    if compiled and plan.panels is None and not opts.curved:
+    flat_compiled = compiled and plan.panels is None and not opts.curved
+    if flat_compiled:
         from .postrender import omega_flat
-
-        def fast(blk, t, subS, subF):
-            omega_flat(np.ascontiguousarray(blk, dtype=np.int64), int(det.fpixels), os_,
-                       float(subS), float(subF), sub, float(t * det.thickstep), fdet, sdet,
-                       odet, pix0, float(det.pixel_size), float(det.close_distance),
-                       bool(opts.point_pixel), omega)
     total = 0.0
     for blk in index_blocks:
         n = blk.size
         for t in layers:
             for subS, subF in subs:
-                if fast is not None:
-                    fast(blk, t, subS, subF)
+                if flat_compiled:
+                    omega_flat(np.ascontiguousarray(blk, dtype=np.int64), int(det.fpixels),
+                               os_, float(subS), float(subF), sub, float(t * det.thickstep),
+                               fdet, sdet, odet, pix0, float(det.pixel_size),
+                               float(det.close_distance), bool(opts.point_pixel), omega)
                 else:
                     for a in range(0, n, piece):
                         part = blk[a:a + piece]
