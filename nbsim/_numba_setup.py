@@ -338,6 +338,7 @@ def _install_nrt_cache() -> None:
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             data = pickle.dumps(library.serialize_using_object_code(), protocol=4)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
