@@ -98,7 +98,11 @@ class Simulator:
         else:
             starts, lens = cpu_lanes.chunks(pixel_index, p.detector.fpixels, mod.LANES)
         kern = mod.get_kernel(opts)
-        kern(image, starts, lens, p.kernel_arrays(opts.float32))
+        ka = p.kernel_arrays(opts.float32)
+        if mod is cpu_lanes:
+            kern(image, starts, lens, ka, *cpu_lanes.workspace(ka))
+        else:
+            kern(image, starts, lens, ka)
 
     def run(self) -> np.ndarray:
         """Render the image: (spixels, fpixels) float64 in photons per pixel; with a

@@ -63,10 +63,12 @@ def get_kernel(opts: KernelOptions):
     STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
-    def render(image, chunk_start, chunk_len, ka):
+    def render(image, chunk_start, chunk_len, ka, scratch_all, gis_all, Fflat):
         """Render runs of pixels: run c starts at raster index chunk_start[c] and covers
         chunk_len[c] (<= LANES) consecutive pixels of one row.  ka: the plan's argument
-        bundle (``bundle.KernelArrays``); every run uses the steady-state cell table."""
+        bundle (``bundle.KernelArrays``); every run uses the steady-state cell table.
+        ``scratch_all``, ``gis_all``, ``Fflat``: :func:`workspace` (per-thread scratch,
+        the flat structure factors)."""
         if STAMP < 0:         # never: only ties the cache entry to the sources
             return
         fpixels = ka.fpixels
@@ -90,7 +92,6 @@ def get_kernel(opts: KernelOptions):
         h_max = fgrid_meta[3]; k_max = fgrid_meta[4]; l_max = fgrid_meta[5]
         kstride = Fgrid.shape[2]
         hstride = Fgrid.shape[1] * kstride
-        Fflat = Fgrid.ravel()
         hminf = float(h_min); hmaxf = float(h_max)
         kminf = float(k_min); kmaxf = float(k_max)
         lminf = float(l_min); lmaxf = float(l_max)
@@ -98,17 +99,18 @@ def get_kernel(opts: KernelOptions):
         nruns = chunk_start.shape[0]
         nblocks = (nruns + RUNS_PER_BLOCK - 1) // RUNS_PER_BLOCK
         for g in numba.prange(nblocks):
-            # scratch rows, one allocation per block of runs: every run writes each
-            # row before reading it, so a run's result does not depend on the runs
-            # before it, nor on thread scheduling (bit-reproducible)
-            s = np.empty((_NSCRATCH, W))
+            # the thread's scratch rows: every run writes each row before reading it, so
+            # a run's result does not depend on the runs before it, nor on thread
+            # scheduling (bit-reproducible)
+            tid = numba.get_thread_id()
+            s = scratch_all[tid]
             I = s[_S_I]; polar = s[_S_POLAR]; omega = s[_S_OMEGA]; cap = s[_S_CAP]
             dxs = s[_S_DX]; dys = s[_S_DY]; dzs = s[_S_DZ]
             qxs = s[_S_QX]; qys = s[_S_QY]; qzs = s[_S_QZ]
             fpix = s[_S_FPIX]
             fls = s[_S_FL]
             ins = s[_S_IN]
-            gis = np.empty(W, dtype=np.int64)
+            gis = gis_all[tid]
             for c in range(g * RUNS_PER_BLOCK, min(nruns, (g + 1) * RUNS_PER_BLOCK)):
                 idx0 = chunk_start[c]
                 n = chunk_len[c]
@@ -231,23 +233,35 @@ def get_kernel(opts: KernelOptions):
     return render
 
 
+def workspace(ka):
+    """The render kernel's work arrays: scratch rows and grid indices for every thread of
+    Numba's pool (indexed by ``numba.get_thread_id()``), and the structure factors as a
+    flat view.  Allocated here rather than in the kernel, so that loading the cached
+    kernel does not import Numba's array-allocation module (~15 ms of a process)."""
+    slots = max(int(numba.config.NUMBA_NUM_THREADS), int(numba.get_num_threads()))
+    return (np.empty((slots, _NSCRATCH, LANES)), np.empty((slots, LANES), dtype=np.int64),
+            np.ravel(ka.Fgrid))
+
+
 @numba.njit(cache=True, nogil=True)
-def _chunks(idx, fpixels, lanes):
-    # one pass to count the runs, one to fill them (no temporaries the size of the image);
-    # a run ends at `lanes` pixels, at a gap or at the end of its row (`row_end`, found by
-    # one division per run, not per pixel)
+def _chunks(idx, fpixels, lanes, starts, lens):
+    # called twice: with empty `starts` it counts the runs, then it fills them (no
+    # temporaries the size of the image; the caller allocates, so the cached code
+    # allocates nothing); a run ends at `lanes` pixels, at a gap or at the end of its row
+    # (`row_end`, found by one division per run, not per pixel)
     n = idx.shape[0]
     count = 0
     length = 0
     row_end = 0
-    for i in range(n):
-        if length == 0 or length == lanes or idx[i] != idx[i - 1] + 1 or idx[i] >= row_end:
-            count += 1
-            length = 0
-            row_end = (idx[i] // fpixels + 1) * fpixels
-        length += 1
-    starts = np.empty(count, dtype=np.int64)
-    lens = np.empty(count, dtype=np.int64)
+    if starts.shape[0] == 0:
+        for i in range(n):
+            if length == 0 or length == lanes or idx[i] != idx[i - 1] + 1 \
+                    or idx[i] >= row_end:
+                count += 1
+                length = 0
+                row_end = (idx[i] // fpixels + 1) * fpixels
+            length += 1
+        return count
     c = -1
     length = 0
     row_end = 0
@@ -262,7 +276,7 @@ def _chunks(idx, fpixels, lanes):
         length += 1
     if c >= 0:
         lens[c] = length
-    return starts, lens
+    return c + 1
 
 
 def chunks(pixel_index: np.ndarray, fpixels: int, lanes: int = LANES):
@@ -271,4 +285,9 @@ def chunks(pixel_index: np.ndarray, fpixels: int, lanes: int = LANES):
     idx = np.ascontiguousarray(pixel_index, dtype=np.int64)
     if idx.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return _chunks(idx, int(fpixels), int(lanes))
+    none = np.zeros(0, np.int64)
+    count = _chunks(idx, int(fpixels), int(lanes), none, none)
+    starts = np.empty(count, dtype=np.int64)
+    lens = np.empty(count, dtype=np.int64)
+    _chunks(idx, int(fpixels), int(lanes), starts, lens)
+    return starts, lens
