@@ -45,32 +45,29 @@ from .options import SOURCE_STAMP, KernelOptions
 
 # float32 runs twice the pixels of the float64 kernel: the float32 pass fills 16-wide
 # vectors, the float64 ones 8-wide
-LANES = 64
+LANES = 128
 
 # scratch rows of a run (float64)
 (_S_I, _S_POLAR, _S_OMEGA, _S_CAP, _S_DX, _S_DY, _S_DZ, _S_QX, _S_QY, _S_QZ, _S_FPIX, _S_FL,
- _S_IN) = range(13)
-_NSCRATCH = 13
+ _S_FD, _S_RINV) = range(14)
+_NSCRATCH = 14
 # runs rendered one after the other by one prange iteration (one scratch allocation)
 RUNS_PER_BLOCK = 8
-# scratch rows of a run (float32): fractional Miller indices, lattice factor
-(_T_DH, _T_DK, _T_DL, _T_FL) = range(4)
-_NSCRATCH32 = 4
+# scratch rows of a run (float32): fractional Miller indices, squared lattice factor
+(_T_DH, _T_DK, _T_DL, _T_C, _T_F, _T_IN) = range(6)
+_NSCRATCH32 = 6
 
 _F32 = np.float32
+_ZERO = _F32(0.0)
 _ONE = _F32(1.0)
 _HALF = _F32(0.5)
-_PI = _F32(math.pi)
-# below this |d| the ratio equals N to float32 precision for N <= 1000
-# ((N pi d)^2 / 6 < 2e-8); it also keeps the three sines' product far from underflow
-_NODE = _F32(1e-7)
-# Taylor coefficients of sin(y)/y in y^2 to y^10: relative error < 6e-8 (one float32
-# rounding) on |y| <= pi/2
-_C1 = _F32(-1.0 / 6.0)
-_C2 = _F32(1.0 / 120.0)
-_C3 = _F32(-1.0 / 5040.0)
-_C4 = _F32(1.0 / 362880.0)
-_C5 = _F32(-1.0 / 39916800.0)
+# sin(pi x) / (pi x) ~ S(x^2) on |x| <= 1/2: degree-4 polynomial in x^2, weighted
+# least-squares fit to the relative error (6e-9; Taylor coefficients would need degree 5)
+_S0 = _F32(1.0)
+_S1 = _F32(-1.6449333429336548)
+_S2 = _F32(0.8117163181304932)
+_S3 = _F32(-0.19044677913188934)
+_S4 = _F32(0.02472374029457569)
 
 
 def supports(opts: KernelOptions) -> bool:
@@ -83,30 +80,38 @@ def supports(opts: KernelOptions) -> bool:
 
 
 @register_jitable
-def sin_pi_small32(x):
-    """sin(pi x) for |x| <= 1/2 in float32 (relative error ~1e-7: truncation 6e-8 plus
-    the roundings)."""
-    y = _PI * x
-    z = y * y
-    return y * (_ONE + z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * _C5)))))
+def sin_pi_over_pi32(x):
+    """sin(pi x) / pi for |x| <= 1/2 in float32: x S(x^2), S a degree-4 polynomial fitted
+    to sin(pi x) / (pi x) (relative error 6e-9, 1.1e-7 with the float32 roundings).  The
+    factor 1/pi cancels in the ratios of :func:`sincg_ratio32`."""
+    z = x * x
+    return x * (_S0 + z * (_S1 + z * (_S2 + z * (_S3 + z * _S4))))
+
+
+@register_jitable
+def sincg_ratio_active32(d, N):
+    """(num, den) with |num / den| = |sin(N pi d) / sin(pi d)| for the float32 fractional
+    Miller index d = h - round(h) (|d| <= 1/2) and the float32 N >= 1 (N == 1: exactly
+    (1, 1) ratio).  Up to sign: the image needs F_latt^2 only, so the signs (-1)^m of the
+    reduction x = N d - m (|x| <= 1/2) and (-1)^((N-1) h0) of the shift by h0 are not
+    computed.  Near a node (m == 0) the ratio is N S(x^2) / S(d^2), which has no 0/0 at
+    d == 0; elsewhere sin(pi x) / sin(pi d), |d| >= 1/(2N) away from 0."""
+    x = N * d
+    m = np.floor(x + _HALF)
+    x = x - m
+    node = m == _ZERO
+    num = (N if node else x) * (_S0 + (x * x) * (_S1 + (x * x) * (_S2 + (x * x) * (
+        _S3 + (x * x) * _S4))))
+    den = (_ONE if node else d) * (_S0 + (d * d) * (_S1 + (d * d) * (_S2 + (d * d) * (
+        _S3 + (d * d) * _S4))))
+    return num, den
 
 
 @register_jitable
 def sincg_ratio32(d, N):
-    """(num, den) with |num / den| = |sin(N pi d) / sin(pi d)| = |sincg(pi h, N)| for the
-    float32 fractional Miller index d = h - rint(h) (|d| <= 1/2) and the float32 integer N.
-    Up to sign: the image needs F_latt^2 only, so the signs (-1)^m of the reduction
-    N d - m and (-1)^((N-1) h0) of the shift by h0 are not computed.  (N, 1) at a node;
-    (1, 1) when N <= 1 (the axis does not contribute, as in C)."""
-    nd = N * d
-    m = np.floor(nd + _HALF)
-    num = sin_pi_small32(nd - m)
-    den = sin_pi_small32(d)
-    node = abs(d) < _NODE
-    num = N if node else num
-    den = _ONE if node else den
-    active = N > _ONE
-    return (num if active else _ONE), (den if active else _ONE)
+    """:func:`sincg_ratio_active32` for any float32 N: (1, 1) when N <= 1 (the axis does
+    not contribute, as in C)."""
+    return sincg_ratio_active32(d, N if N > _ONE else _ONE)
 
 
 @register_jitable
@@ -120,6 +125,15 @@ def unit_direction_newton(x, y, z):
     inv = np.float64(_ONE / np.sqrt(_F32(r2)))
     inv = inv * (1.5 - 0.5 * r2 * inv * inv)
     return x * inv, y * inv, z * inv, r2 * inv, inv
+
+
+@register_jitable
+def inv_length_newton(r2):
+    """1/sqrt(r2) without a float64 square root or division: a float32 estimate
+    (relative error <= 1.2e-7) refined by one float64 Newton step (the error squares:
+    <= 1.5 e^2 ~ 2.2e-14)."""
+    inv = np.float64(_ONE / np.sqrt(_F32(r2)))
+    return inv * (1.5 - 0.5 * r2 * inv * inv)
 
 
 @functools.lru_cache(maxsize=None)
@@ -137,13 +151,9 @@ def get_kernel(opts: KernelOptions):
     HAS_GRID = bool(opts.has_grid)
     SQUARE = SHAPE == ph.SHAPE_SQUARE
     EXACT_GEOMETRY = SHAPE == ph.SHAPE_ROUND
-    if EXACT_GEOMETRY:
-        subpixel_position = ph.subpixel_position_ieee
-    else:
-        # fast-math position (inherits the kernel's flags), Newton-refined directions
-        subpixel_position = ph.subpixel_position
-    unit_direction = ph.unit_direction_ieee
-    scattering_vector = ph.scattering_vector_ieee
+    # the (once per pixel) polarization factor in the geometry pass, from the position
+    FUSED_POLAR = not (OS_POLAR or KAHN or EXACT_GEOMETRY or NOPOLAR)
+    SEPARATE_POLAR = not (FUSED_POLAR or NOPOLAR)
     W = LANES
     STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
@@ -168,9 +178,11 @@ def get_kernel(opts: KernelOptions):
         Fgrid = ka.Fgrid
         fgrid_meta = ka.fgrid_meta
         default_F = float(ka.default_F)
+        default_F32 = _F32(default_F)
         lat = ka.lattice
         Na = float(lat[0]); Nb = float(lat[1]); Nc = float(lat[2]); fudge = float(lat[3])
-        Na32 = _F32(Na); Nb32 = _F32(Nb); Nc32 = _F32(Nc)
+        # an axis with N <= 1 does not contribute (C): N = 1 gives the ratio 1 exactly
+        Na32 = _F32(max(Na, 1.0)); Nb32 = _F32(max(Nb, 1.0)); Nc32 = _F32(max(Nc, 1.0))
         I_bg = ka.scalars[0]
         scale = ka.scalars[1]
         h_min = fgrid_meta[0]; k_min = fgrid_meta[1]; l_min = fgrid_meta[2]
@@ -181,24 +193,33 @@ def get_kernel(opts: KernelOptions):
         hminf = float(h_min); hmaxf = float(h_max)
         kminf = float(k_min); kmaxf = float(k_max)
         lminf = float(l_min); lmaxf = float(l_max)
+        hstridef = float(hstride); kstridef = float(kstride)
         nsrc = src_lambda.shape[0]
         nruns = chunk_start.shape[0]
         nblocks = (nruns + RUNS_PER_BLOCK - 1) // RUNS_PER_BLOCK
         for g in numba.prange(nblocks):
             # scratch rows, one allocation per block of runs: every run writes each
             # row before reading it, so a run's result does not depend on the runs
-            # before it, nor on thread scheduling (bit-reproducible)
+            # before it, nor on thread scheduling (bit-reproducible).  Every pass runs
+            # over all W lanes (a fixed trip count the compiler unrolls and vectorises
+            # without remainder loops); lanes past the run's end compute pixels beyond
+            # the row, which are never stored.
             s = np.empty((_NSCRATCH, W))
             s32 = np.empty((_NSCRATCH32, W), dtype=np.float32)
             I = s[_S_I]; polar = s[_S_POLAR]; omega = s[_S_OMEGA]; cap = s[_S_CAP]
             dxs = s[_S_DX]; dys = s[_S_DY]; dzs = s[_S_DZ]
             qxs = s[_S_QX]; qys = s[_S_QY]; qzs = s[_S_QZ]
-            fpix = s[_S_FPIX]
+            xfs = s[_S_FPIX]
             fls = s[_S_FL]
-            ins = s[_S_IN]
+            fds = s[_S_FD]; rinvs = s[_S_RINV]
             dhs = s32[_T_DH]; dks = s32[_T_DK]; dls = s32[_T_DL]
-            fl32 = s32[_T_FL]
-            gis = np.empty(W, dtype=np.int64)
+            c32 = s32[_T_C]
+            fgs = s32[_T_F]; ins = s32[_T_IN]
+            # unsigned: the gather's index needs no wraparound for negative values
+            gis = np.empty(W, dtype=np.uint64)
+            jf = np.empty(W)
+            for j in range(W):
+                jf[j] = j
             for c in range(g * RUNS_PER_BLOCK, min(nruns, (g + 1) * RUNS_PER_BLOCK)):
                 idx0 = chunk_start[c]
                 n = chunk_len[c]
@@ -224,38 +245,69 @@ def get_kernel(opts: KernelOptions):
                 kahn = geom[23]
                 for j in range(n):
                     I[j] = I_bg
-                    fpix[j] = fpixel0 + j
+                osf = float(oversample)
+                # source 0's incident direction: the polarization factor is computed once,
+                # at the first sub-path (unless oversample_polar)
+                ix0 = -src_dir[0, 0]; iy0 = -src_dir[0, 1]; iz0 = -src_dir[0, 2]
                 polar_done = False
                 omega_done = False
                 for t in range(thicksteps):
                     Odet = t * thickstep
                     cap_done = False
                     for subS in range(oversample):
+                        Sdet = subpixel_size * (spixel * oversample + subS) + half
+                        # the sub-pixel row's origin: position = Fdet fdet + P
+                        Px = Sdet * sx + Odet * ox + p0x
+                        Py = Sdet * sy + Odet * oy + p0y
+                        Pz = Sdet * sz + Odet * oz + p0z
+                        # |position|^2 = |P|^2 + Fdet (2 f.P + Fdet |f|^2)
+                        PP = Px * Px + Py * Py + Pz * Pz
+                        fP2 = 2.0 * (fx * Px + fy * Py + fz * Pz)
+                        ff = fx * fx + fy * fy + fz * fz
+                        i_f0 = ix0 * fx + iy0 * fy + iz0 * fz
+                        i_P0 = ix0 * Px + iy0 * Py + iz0 * Pz
                         for subF in range(oversample):
-                            for j in range(n):
-                                _, _, px, py, pz = subpixel_position(
-                                    subpixel_size, fpix[j] * oversample + subF,
-                                    spixel * oversample + subS, half, Odet,
-                                    fx, fy, fz, sx, sy, sz, ox, oy, oz, p0x, p0y, p0z)
+                            # lane j: fast sub-pixel index xF0 + j oversample (exact)
+                            xF0 = float(fpixel0 * oversample + subF)
+                            fd0 = subpixel_size * xF0 + half
+                            fstep = subpixel_size * osf
+                            first = not omega_done
+                            for j in range(W):
                                 if EXACT_GEOMETRY:
-                                    dxs[j], dys[j], dzs[j], r = unit_direction(px, py, pz)
+                                    # C's IEEE arithmetic (nbsim.physics "IEEE twins")
+                                    _, _, px, py, pz = ph.subpixel_position_ieee(
+                                        subpixel_size, xF0 + jf[j] * osf,
+                                        spixel * oversample + subS, half, Odet,
+                                        fx, fy, fz, sx, sy, sz, ox, oy, oz, p0x, p0y, p0z)
+                                    dxs[j], dys[j], dzs[j], r = ph.unit_direction_ieee(px, py, pz)
                                     if OS_OMEGA or not omega_done:
                                         omega[j] = ph.solid_angle(pixel_size, r, close_distance,
                                                                   POINT)
                                 else:
-                                    dxs[j], dys[j], dzs[j], r, rinv = unit_direction_newton(
-                                        px, py, pz)
-                                    if OS_OMEGA or not omega_done:
+                                    fd = fd0 + jf[j] * fstep
+                                    rinv = inv_length_newton(PP + fd * (fP2 + fd * ff))
+                                    fds[j] = fd
+                                    rinvs[j] = rinv
+                                    if OS_OMEGA or first:
                                         # ph.solid_angle by the reciprocal distance
                                         if POINT:
                                             omega[j] = rinv * rinv
                                         else:
                                             omega[j] = pix2_close * (rinv * rinv * rinv)
+                                    if FUSED_POLAR and first:
+                                        # cos 2theta = i.d, d = (Fdet f + P) / |position|
+                                        c2 = rinv * (fd * i_f0 + i_P0)
+                                        polar[j] = 0.5 * (1.0 + c2 * c2)
                             omega_done = True
                             if THICK or OS_THICK:
                                 if OS_THICK or not cap_done:
-                                    for j in range(n):
-                                        parallax = dxs[j] * ox + dys[j] * oy + dzs[j] * oz
+                                    fo = fx * ox + fy * oy + fz * oz
+                                    Po = Px * ox + Py * oy + Pz * oz
+                                    for j in range(W):
+                                        if EXACT_GEOMETRY:
+                                            parallax = dxs[j] * ox + dys[j] * oy + dzs[j] * oz
+                                        else:
+                                            parallax = rinvs[j] * (fds[j] * fo + Po)
                                         cap[j] = ph.capture_fraction(t, thickstep, mu, parallax)
                                     cap_done = True
                             for src in range(nsrc):
@@ -263,23 +315,27 @@ def get_kernel(opts: KernelOptions):
                                 iy = -src_dir[src, 1]
                                 iz = -src_dir[src, 2]
                                 lam = src_lambda[src]
+                                lam_inv = 1.0 / lam
                                 if EXACT_GEOMETRY:
-                                    for j in range(n):
-                                        qxs[j], qys[j], qzs[j] = scattering_vector(
+                                    for j in range(W):
+                                        qxs[j], qys[j], qzs[j] = ph.scattering_vector_ieee(
                                             dxs[j], dys[j], dzs[j], ix, iy, iz, lam)
-                                else:
-                                    lam_inv = 1.0 / lam
-                                    for j in range(n):
-                                        qxs[j] = (dxs[j] - ix) * lam_inv
-                                        qys[j] = (dys[j] - iy) * lam_inv
-                                        qzs[j] = (dzs[j] - iz) * lam_inv
-                                if OS_POLAR or not polar_done:
-                                    for j in range(n):
-                                        if KAHN:
+                                if SEPARATE_POLAR and (OS_POLAR or not polar_done):
+                                    i_f = ix * fx + iy * fy + iz * fz
+                                    i_P = ix * Px + iy * Py + iz * Pz
+                                    for j in range(W):
+                                        if EXACT_GEOMETRY or KAHN:
+                                            if EXACT_GEOMETRY:
+                                                dx = dxs[j]; dy = dys[j]; dz = dzs[j]
+                                            else:
+                                                rv = rinvs[j]; fd = fds[j]
+                                                dx = (fd * fx + Px) * rv
+                                                dy = (fd * fy + Py) * rv
+                                                dz = (fd * fz + Pz) * rv
                                             polar[j] = ph.polarization_factor(
-                                                kahn, ix, iy, iz, dxs[j], dys[j], dzs[j], pax, pay, paz)
+                                                kahn, ix, iy, iz, dx, dy, dz, pax, pay, paz)
                                         else:
-                                            c2 = ix * dxs[j] + iy * dys[j] + iz * dzs[j]
+                                            c2 = rinvs[j] * (fds[j] * i_f + i_P)
                                             polar[j] = 0.5 * (1.0 + c2 * c2)
                                     polar_done = True
                                 for cidx in range(ncell):
@@ -287,56 +343,86 @@ def get_kernel(opts: KernelOptions):
                                     a0 = cl[0]; a1 = cl[1]; a2 = cl[2]
                                     b0 = cl[3]; b1 = cl[4]; b2 = cl[5]
                                     c0 = cl[6]; c1 = cl[7]; c2_ = cl[8]
-                                    # pass 1 (float64, vectorised): Miller indices, their
-                                    # fractional parts, grid index per lane
-                                    for j in range(n):
-                                        qx = qxs[j]; qy = qys[j]; qz = qzs[j]
-                                        h = a0 * qx + a1 * qy + a2 * qz
-                                        k = b0 * qx + b1 * qy + b2 * qz
-                                        l = c0 * qx + c1 * qy + c2_ * qz
+                                    # h = a.q = (a.position / |position| - a.i) / lambda with
+                                    # a.position = Fdet a.fdet + a.P: per lane two FMAs an axis
+                                    haf = (a0 * fx + a1 * fy + a2 * fz) * lam_inv
+                                    haP = (a0 * Px + a1 * Py + a2 * Pz) * lam_inv
+                                    hai = (a0 * ix + a1 * iy + a2 * iz) * lam_inv
+                                    kaf = (b0 * fx + b1 * fy + b2 * fz) * lam_inv
+                                    kaP = (b0 * Px + b1 * Py + b2 * Pz) * lam_inv
+                                    kai = (b0 * ix + b1 * iy + b2 * iz) * lam_inv
+                                    laf = (c0 * fx + c1 * fy + c2_ * fz) * lam_inv
+                                    laP = (c0 * Px + c1 * Py + c2_ * Pz) * lam_inv
+                                    lai = (c0 * ix + c1 * iy + c2_ * iz) * lam_inv
+                                    # pass 1 (float64): Miller indices, their fractional
+                                    # parts, the grid index
+                                    for j in range(W):
+                                        if EXACT_GEOMETRY:
+                                            qx = qxs[j]; qy = qys[j]; qz = qzs[j]
+                                            h = a0 * qx + a1 * qy + a2 * qz
+                                            k = b0 * qx + b1 * qy + b2 * qz
+                                            l = c0 * qx + c1 * qy + c2_ * qz
+                                        else:
+                                            rv = rinvs[j]; fd = fds[j]
+                                            h = rv * (fd * haf + haP) - hai
+                                            k = rv * (fd * kaf + kaP) - kai
+                                            l = rv * (fd * laf + laP) - lai
+                                        if HAS_GRID:
+                                            # C's nearest index ceil(h - 1/2); also the
+                                            # reference for the fraction (|d| <= 1/2)
+                                            hr = np.ceil(h - 0.5)
+                                            kr = np.ceil(k - 0.5)
+                                            lr = np.ceil(l - 0.5)
+                                        else:
+                                            hr = np.rint(h)
+                                            kr = np.rint(k)
+                                            lr = np.rint(l)
                                         if SQUARE:
-                                            h0 = np.floor(h + 0.5)
-                                            k0 = np.floor(k + 0.5)
-                                            l0 = np.floor(l + 0.5)
-                                            dhs[j] = _F32(h - h0)
-                                            dks[j] = _F32(k - k0)
-                                            dls[j] = _F32(l - l0)
+                                            dhs[j] = _F32(h - hr)
+                                            dks[j] = _F32(k - kr)
+                                            dls[j] = _F32(l - lr)
                                         else:
                                             fls[j] = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc,
                                                                        fudge, ast)
                                         if HAS_GRID:
-                                            hr = np.ceil(h - 0.5)
-                                            kr = np.ceil(k - 0.5)
-                                            lr = np.ceil(l - 0.5)
                                             inside = (hr >= hminf) & (hr <= hmaxf) & (kr >= kminf) \
                                                 & (kr <= kmaxf) & (lr >= lminf) & (lr <= lmaxf)
-                                            hi = min(max(hr, hminf), hmaxf)
-                                            ki = min(max(kr, kminf), kmaxf)
-                                            li = min(max(lr, lminf), lmaxf)
-                                            gis[j] = (int(hi) - h_min) * hstride \
-                                                + (int(ki) - k_min) * kstride + (int(li) - l_min)
-                                            ins[j] = 1.0 * inside
+                                            gi = (hr - hminf) * hstridef + (kr - kminf) * kstridef \
+                                                + (lr - lminf)
+                                            # always a valid index; outside: default_F
+                                            gis[j] = np.uint64(gi if inside else 0.0)
+                                            ins[j] = _ONE if inside else _ZERO
+                                    if HAS_GRID:
+                                        # the structure-factor gather on its own (scalar
+                                        # loads), so that the other passes vectorise
+                                        for j in range(W):
+                                            fgs[j] = Fflat[gis[j]]
                                     if SQUARE:
                                         # pass 2 (float32, 16 lanes a vector): the lattice factor
-                                        for j in range(n):
-                                            nh, dh = sincg_ratio32(dhs[j], Na32)
-                                            nk, dk = sincg_ratio32(dks[j], Nb32)
-                                            nl, dl = sincg_ratio32(dls[j], Nc32)
-                                            fl32[j] = (nh * nk * nl) / (dh * dk * dl)
-                                    # pass 3: structure factor (a gather: the clamped index is
-                                    # always valid, so the load is unconditional) and the
-                                    # float64 accumulation
+                                        for j in range(W):
+                                            nh, dh = sincg_ratio_active32(dhs[j], Na32)
+                                            nk, dk = sincg_ratio_active32(dks[j], Nb32)
+                                            nl, dl = sincg_ratio_active32(dls[j], Nc32)
+                                            fl = (nh * nk * nl) / (dh * dk * dl)
+                                            if HAS_GRID:
+                                                fc32 = fgs[j] if ins[j] != _ZERO else default_F32
+                                                fl = fl * fc32
+                                            else:
+                                                fl = fl * default_F32
+                                            c32[j] = fl * fl
+                                    # pass 3: structure factor (a gather; outside the grid
+                                    # default_F) and the float64 accumulation
                                     for j in range(n):
-                                        if HAS_GRID:
-                                            fg = float(Fflat[gis[j]])
-                                            fc = fg if ins[j] != 0.0 else default_F
-                                        else:
-                                            fc = default_F
                                         if SQUARE:
-                                            fl = float(fl32[j])
+                                            # (F_cell F_latt)^2 from the float32 pass
+                                            contrib = float(c32[j])
                                         else:
-                                            fl = fls[j]
-                                        contrib = fc * fc * fl * fl
+                                            if HAS_GRID:
+                                                fg = float(fgs[j])
+                                                fc = fg if ins[j] != _ZERO else default_F
+                                            else:
+                                                fc = default_F
+                                            contrib = fc * fc * (fls[j] * fls[j])
                                         if OS_THICK:
                                             contrib *= cap[j]
                                         if OS_POLAR:
@@ -344,6 +430,9 @@ def get_kernel(opts: KernelOptions):
                                         if OS_OMEGA:
                                             contrib *= omega[j]
                                         I[j] += contrib
+                out = image[idx0:idx0 + n]
+                if HAS_MASK:
+                    run_mask = mask[idx0:idx0 + n]
                 for j in range(n):
                     val = scale * I[j]
                     if not OS_THICK:
@@ -352,10 +441,9 @@ def get_kernel(opts: KernelOptions):
                         val *= polar[j] if not NOPOLAR else 1.0
                     if not OS_OMEGA:
                         val *= omega[j]
-                    idx = idx0 + j
                     if HAS_MASK:
-                        if mask[idx] != 0:
-                            image[idx] = val
+                        if run_mask[j] != 0:
+                            out[j] = val
                     else:
-                        image[idx] = val
+                        out[j] = val
     return render
