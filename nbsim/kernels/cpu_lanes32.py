@@ -45,7 +45,7 @@ from .options import SOURCE_STAMP, KernelOptions
 
 # float32 runs twice the pixels of the float64 kernel: the float32 pass fills 16-wide
 # vectors, the float64 ones 8-wide
-LANES = 128
+LANES = 256
 
 # scratch rows of a run (float64)
 (_S_I, _S_POLAR, _S_OMEGA, _S_CAP, _S_DX, _S_DY, _S_DZ, _S_QX, _S_QY, _S_QZ, _S_FPIX, _S_FL,
