@@ -33,7 +33,6 @@ of the image maximum (observed <= 1e-5, pix0_custom_roi), and likewise against n
 from __future__ import annotations
 
 import functools
-import math
 
 import numba
 import numpy as np
@@ -48,13 +47,14 @@ from .options import SOURCE_STAMP, KernelOptions
 LANES = 256
 
 # scratch rows of a run (float64)
-(_S_I, _S_POLAR, _S_OMEGA, _S_CAP, _S_DX, _S_DY, _S_DZ, _S_QX, _S_QY, _S_QZ, _S_FPIX, _S_FL,
- _S_FD, _S_RINV) = range(14)
-_NSCRATCH = 14
+(_S_I, _S_POLAR, _S_OMEGA, _S_CAP, _S_DX, _S_DY, _S_DZ, _S_QX, _S_QY, _S_QZ, _S_FL, _S_FD,
+ _S_RINV) = range(13)
+_NSCRATCH = 13
 # runs rendered one after the other by one prange iteration (one scratch allocation)
 RUNS_PER_BLOCK = 8
-# scratch rows of a run (float32): fractional Miller indices, squared lattice factor
-(_T_DH, _T_DK, _T_DL, _T_C, _T_F, _T_IN) = range(6)
+# scratch rows of a run (float32): fractional Miller indices, F_cell F_latt, the gathered
+# F_cell and the inside-the-grid flag
+(_T_DH, _T_DK, _T_DL, _T_AMP, _T_F, _T_IN) = range(6)
 _NSCRATCH32 = 6
 
 _F32 = np.float32
@@ -80,30 +80,28 @@ def supports(opts: KernelOptions) -> bool:
 
 
 @register_jitable
-def sin_pi_over_pi32(x):
-    """sin(pi x) / pi for |x| <= 1/2 in float32: x S(x^2), S a degree-4 polynomial fitted
-    to sin(pi x) / (pi x) (relative error 6e-9, 1.1e-7 with the float32 roundings).  The
-    factor 1/pi cancels in the ratios of :func:`sincg_ratio32`."""
-    z = x * x
-    return x * (_S0 + z * (_S1 + z * (_S2 + z * (_S3 + z * _S4))))
+def sinc_pi_poly32(z):
+    """S(z) ~ sin(pi x) / (pi x) for z = x^2, |x| <= 1/2, in float32 (relative error 6e-9
+    of the fit, ~1.1e-7 with the float32 roundings)."""
+    return _S0 + z * (_S1 + z * (_S2 + z * (_S3 + z * _S4)))
 
 
 @register_jitable
 def sincg_ratio_active32(d, N):
     """(num, den) with |num / den| = |sin(N pi d) / sin(pi d)| for the float32 fractional
-    Miller index d = h - round(h) (|d| <= 1/2) and the float32 N >= 1 (N == 1: exactly
-    (1, 1) ratio).  Up to sign: the image needs F_latt^2 only, so the signs (-1)^m of the
+    Miller index d = h - round(h) (|d| <= 1/2) and the float32 N >= 1 (N == 1: the ratio
+    is exactly 1).  Up to sign: the image needs F_latt^2 only, so the signs (-1)^m of the
     reduction x = N d - m (|x| <= 1/2) and (-1)^((N-1) h0) of the shift by h0 are not
-    computed.  Near a node (m == 0) the ratio is N S(x^2) / S(d^2), which has no 0/0 at
-    d == 0; elsewhere sin(pi x) / sin(pi d), |d| >= 1/(2N) away from 0."""
+    computed.  Near the node (m == 0) the ratio is N S(x^2) / S(d^2), with no 0/0 at
+    d == 0; elsewhere it is x S(x^2) / (d S(d^2)) = sin(pi x) / sin(pi d) (the factors
+    1/pi cancel), with |d| >= 1/(2N) away from 0.  No branch: one code path for every
+    lane and every N."""
     x = N * d
     m = np.floor(x + _HALF)
     x = x - m
     node = m == _ZERO
-    num = (N if node else x) * (_S0 + (x * x) * (_S1 + (x * x) * (_S2 + (x * x) * (
-        _S3 + (x * x) * _S4))))
-    den = (_ONE if node else d) * (_S0 + (d * d) * (_S1 + (d * d) * (_S2 + (d * d) * (
-        _S3 + (d * d) * _S4))))
+    num = (N if node else x) * sinc_pi_poly32(x * x)
+    den = (_ONE if node else d) * sinc_pi_poly32(d * d)
     return num, den
 
 
@@ -115,25 +113,22 @@ def sincg_ratio32(d, N):
 
 
 @register_jitable
-def unit_direction_newton(x, y, z):
-    """(x, y, z) / |v|, |v| and 1/|v| without a float64 square root or division: 1/|v|
-    from a float32 square root and division (relative error <= 1.2e-7), refined by one
-    float64 Newton step (the error squares: <= 1.5 e^2 ~ 2.2e-14), so the diffracted
-    direction keeps ~2e-14 and h = a.q ~1e-12 absolute.  Sixteen-wide float32 sqrt/div cost a fraction
-    of the eight-wide float64 ones."""
-    r2 = x * x + y * y + z * z
-    inv = np.float64(_ONE / np.sqrt(_F32(r2)))
-    inv = inv * (1.5 - 0.5 * r2 * inv * inv)
-    return x * inv, y * inv, z * inv, r2 * inv, inv
-
-
-@register_jitable
 def inv_length_newton(r2):
     """1/sqrt(r2) without a float64 square root or division: a float32 estimate
     (relative error <= 1.2e-7) refined by one float64 Newton step (the error squares:
-    <= 1.5 e^2 ~ 2.2e-14)."""
+    <= 1.5 e^2 ~ 2.2e-14).  Sixteen-wide float32 sqrt/div (or the fast-math reciprocal
+    square root) cost a fraction of the eight-wide float64 ones."""
     inv = np.float64(_ONE / np.sqrt(_F32(r2)))
     return inv * (1.5 - 0.5 * r2 * inv * inv)
+
+
+@register_jitable
+def unit_direction_newton(x, y, z):
+    """(x, y, z) / |v|, |v| and 1/|v| by :func:`inv_length_newton`: the direction keeps
+    ~2e-14."""
+    r2 = x * x + y * y + z * z
+    inv = inv_length_newton(r2)
+    return x * inv, y * inv, z * inv, r2 * inv, inv
 
 
 @functools.lru_cache(maxsize=None)
@@ -209,11 +204,10 @@ def get_kernel(opts: KernelOptions):
             I = s[_S_I]; polar = s[_S_POLAR]; omega = s[_S_OMEGA]; cap = s[_S_CAP]
             dxs = s[_S_DX]; dys = s[_S_DY]; dzs = s[_S_DZ]
             qxs = s[_S_QX]; qys = s[_S_QY]; qzs = s[_S_QZ]
-            xfs = s[_S_FPIX]
             fls = s[_S_FL]
             fds = s[_S_FD]; rinvs = s[_S_RINV]
             dhs = s32[_T_DH]; dks = s32[_T_DK]; dls = s32[_T_DL]
-            c32 = s32[_T_C]
+            amp32 = s32[_T_AMP]
             fgs = s32[_T_F]; ins = s32[_T_IN]
             # unsigned: the gather's index needs no wraparound for negative values
             gis = np.empty(W, dtype=np.uint64)
@@ -406,16 +400,17 @@ def get_kernel(opts: KernelOptions):
                                             fl = (nh * nk * nl) / (dh * dk * dl)
                                             if HAS_GRID:
                                                 fc32 = fgs[j] if ins[j] != _ZERO else default_F32
-                                                fl = fl * fc32
                                             else:
-                                                fl = fl * default_F32
-                                            c32[j] = fl * fl
+                                                fc32 = default_F32
+                                            # squared in float64 (pass 3): no float32
+                                            # overflow short of |F_cell F_latt| ~ 3e38
+                                            amp32[j] = fl * fc32
                                     # pass 3: structure factor (a gather; outside the grid
                                     # default_F) and the float64 accumulation
                                     for j in range(n):
                                         if SQUARE:
-                                            # (F_cell F_latt)^2 from the float32 pass
-                                            contrib = float(c32[j])
+                                            amp = float(amp32[j])
+                                            contrib = amp * amp
                                         else:
                                             if HAS_GRID:
                                                 fg = float(fgs[j])
