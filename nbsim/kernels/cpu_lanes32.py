@@ -1,34 +1,51 @@
 """CPU SIMD kernel for ``dtype="float32"`` (mixed precision), vectorised across pixels.
 
 The float64 lanes kernel (:mod:`.cpu_lanes`) walks the loop nest once for a run of
-pixels of one row with the pixel loop innermost.  This kernel does the same with the
-arithmetic split by what the error bound (1e-4 of the image maximum) needs:
+pixels of one row with the pixel loop innermost.  This kernel does the same for runs of
+``LANES`` pixels, with the arithmetic split by what the error bound (1e-4 of the image
+maximum) needs, and every pass a branch-free loop over all the run's lanes (a fixed trip
+count: no remainder loops; lanes past the run's end compute pixels beyond the row that are
+never stored):
 
-* float64: the detector geometry and the scattering vector q, h = a.q (Miller index,
-  up to |a|/lambda ~ 100) and its nearest integer h0.  A float32 q would err by ~6e-8
-  absolute in the unit vector, i.e. |a|/lambda * 6e-8 in h, which a sharp lattice factor
-  turns into up to 3e-4 of the maximum (docs/gpu.md); in float64 h is exact to 1e-14.
-* float32: the lattice factor of the square (parallelepiped) shape, evaluated on the
-  fractional part d = h - h0 (exact in float64, |d| <= 1/2, rounded once to float32):
-  sin(N pi d) / sin(pi d) by float32 polynomials, sixteen pixels per 512-bit vector.
-  Relative error of F_latt ~ 1e-6 (a few float32 roundings of a quantity of modulus
-  <= N), independent of h.
-* float64 again: the pixel sum (contributions added in float64, as C's double sum).
+1. geometry (float64, per sub-pixel): all pixels of a run lie on one detector row, so a
+   lane's position is Fdet f + P with P = Sdet s + Odet o + pix0 the row's origin (per
+   run, not per lane); |position|^2 = |P|^2 + Fdet (2 f.P + Fdet |f|^2) (two FMAs; every
+   term is at most ~|position|^2 for any detector short of grazing, so the relative error
+   stays a few 1e-16); 1/|position| from a float32 reciprocal square root refined by one
+   float64 Newton step (:func:`inv_length_newton`, 2e-14).  The solid angle and the
+   polarization factor (cos 2theta = i.(Fdet f + P) / |position|) follow per lane.
+2. Miller indices (float64, per cell): h = a.q = (a.position / |position| - a.i) / lambda
+   = rinv (Fdet alpha_f + alpha_P) - alpha_i, the alphas (a.f, a.P, a.i over lambda) per
+   run and cell: two FMAs an axis instead of forming q.  Absolute error of h ~ |a|/lambda
+   x 3e-14 ~ 1e-11 (|a|/lambda <= 300), the float64 kernel's to within that: a float32 q
+   would err by ~6e-8 absolute in the unit vector, i.e. |a|/lambda * 6e-8 in h, which a
+   sharp lattice factor turns into up to 3e-4 of the maximum (docs/gpu.md).  Nearest
+   index h0 (C's ceil(h - 1/2) with a structure-factor grid) and d = h - h0 exactly in
+   float64 (|d| <= 1/2), rounded once to float32 (|error| <= 3e-8); the grid index (or
+   "outside": default_F) per lane.
+3. structure factor gather (scalar loads, unsigned indices) on its own, so that the
+   other passes vectorise.
+4. lattice factor (float32, sixteen lanes a 512-bit vector) of the square shape:
+   |sin(N pi d) / sin(pi d)| by :func:`sincg_ratio_active32` (a degree-4 polynomial, no
+   branch, no node special case), times F_cell (one float32 rounding).  Error: x = N d - m
+   carries ~N * 3e-8 absolute (the rounding of d times N, and of N d), which moves
+   sin(pi x) / sin(pi d) by <= pi N * 3e-8 of its maximum N (|sin(pi d)| >= 1/N away from
+   the node), plus ~2e-7 relative from the polynomials: F_latt^2 errs by <= ~6e-7 N_max of
+   its maximum over the three axes, <= 1e-4 for N <= 150 (observed 1.1e-5 at N = 47,
+   pix0_custom_roi).  The other lattice shapes (round, Gaussian, top-hat) keep the
+   float64 lattice factor in pass 2 (sinc3 cancels badly in float32 near its centre).
+5. accumulation (float64): (F_cell F_latt)^2 squared in float64 (no float32 overflow) and
+   added in float64, as C's double sum; the per-pixel factors at the end.
 
-The other lattice shapes (round, Gaussian, top-hat) keep the float64 lattice factor
-(sinc3 cancels badly in float32 near its centre); their speed-up comes from the geometry
-only.
-
-The detector geometry is computed with fast-math (FMA contraction) and 1/|v| from a
-float32 square root refined by one float64 Newton step (:func:`unit_direction_newton`),
-except under ``-round_xtal``: there a pixel centred on the direct beam must
-get q == 0 exactly, as in C (sinc3 is 1 at 0 and 0 just beside it), so that shape keeps
-C's IEEE geometry (nbsim.physics "IEEE twins").  The float64 kernel always does.
+Under ``-round_xtal`` a pixel centred on the direct beam must get q == 0 exactly, as in C
+(sinc3 is 1 at 0 and 0 just beside it), so that shape keeps C's IEEE geometry and q
+(nbsim.physics "IEEE twins") and h = a.q; the float64 kernel always does.
 
 Handles the options :func:`supports` says (those of the float64 lanes kernel, with
 ``float32``); the simulator sends the rest to the general kernel.  Bound, tested on the
 golden cases in both modes (tests/test_cpu_float32.py): max |float32 - float64| <= 1e-4
-of the image maximum (observed <= 1e-5, pix0_custom_roi), and likewise against nanoBragg.c.
+of the image maximum (observed <= 1.1e-5, pix0_custom_roi), and likewise against
+nanoBragg.c.  Every lane is computed on its own: bit-identical for any thread count.
 """
 from __future__ import annotations
 
@@ -42,8 +59,10 @@ from .. import physics as ph
 from .cpu import FASTMATH
 from .options import SOURCE_STAMP, KernelOptions
 
-# float32 runs twice the pixels of the float64 kernel: the float32 pass fills 16-wide
-# vectors, the float64 ones 8-wide
+# pixels a run: the per-run set-up (panel geometry, the alphas of every cell) is
+# amortised over 256 lanes; the scratch rows (13 x 256 float64, 6 x 256 float32 and two
+# index rows, 37 KiB)
+# stay in L1
 LANES = 256
 
 # scratch rows of a run (float64)
@@ -146,9 +165,11 @@ def get_kernel(opts: KernelOptions):
     HAS_GRID = bool(opts.has_grid)
     SQUARE = SHAPE == ph.SHAPE_SQUARE
     EXACT_GEOMETRY = SHAPE == ph.SHAPE_ROUND
-    # the (once per pixel) polarization factor in the geometry pass, from the position
+    # the (once per pixel) polarization factor in the geometry pass, from the position;
+    # else in a pass per source where it is used: -nopolar drops the factor except under
+    # -oversample_polar, which applies it per sub-path all the same (as the other kernels)
     FUSED_POLAR = not (OS_POLAR or KAHN or EXACT_GEOMETRY or NOPOLAR)
-    SEPARATE_POLAR = not (FUSED_POLAR or NOPOLAR)
+    SEPARATE_POLAR = not FUSED_POLAR and (OS_POLAR or not NOPOLAR)
     W = LANES
     STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
