@@ -68,3 +68,16 @@ def test_float32_lanes_options(flags):
 @pytest.mark.parametrize("flags", SLOW)
 def test_float32_lanes_more_options(flags):
     _check(flags)
+
+
+def test_float32_roi_pixels_match_the_full_render():
+    """A pixel's value does not depend on where its run of lanes starts: the ROI's pixels
+    (runs starting at x = 17) are bit-identical to those of the full render (runs starting
+    at 0, 256)."""
+    args = BASE + "-default_F 100 -Na 1 -Nb 12 -Nc 3 -dtype float32".split()
+    full = nbsim.Simulator.from_args(args).run()
+    roi = nbsim.Simulator.from_args(args + "-roi 17 283 3 33".split()).run()
+    inside = (slice(3, 34), slice(17, 284))
+    assert np.any(full[inside] != 0)
+    assert np.array_equal(full[inside].view(np.uint64), roi[inside].view(np.uint64))
+    assert np.all(np.delete(roi, np.s_[3:34], axis=0) == 0)

@@ -282,10 +282,9 @@ def get_kernel(opts: KernelOptions):
                         i_f0 = ix0 * fx + iy0 * fy + iz0 * fz
                         i_P0 = ix0 * Px + iy0 * Py + iz0 * Pz
                         for subF in range(oversample):
-                            # lane j: fast sub-pixel index xF0 + j oversample (exact)
+                            # lane j: fast sub-pixel index xF0 + j oversample (exact, so
+                            # a pixel's Fdet does not depend on where its run starts)
                             xF0 = float(fpixel0 * oversample + subF)
-                            fd0 = subpixel_size * xF0 + half
-                            fstep = subpixel_size * osf
                             first = not omega_done
                             for j in range(W):
                                 if EXACT_GEOMETRY:
@@ -299,7 +298,7 @@ def get_kernel(opts: KernelOptions):
                                         omega[j] = ph.solid_angle(pixel_size, r, close_distance,
                                                                   POINT)
                                 else:
-                                    fd = fd0 + jf[j] * fstep
+                                    fd = subpixel_size * (xF0 + jf[j] * osf) + half
                                     rinv = inv_length_newton(PP + fd * (fP2 + fd * ff))
                                     fds[j] = fd
                                     rinvs[j] = rinv
