@@ -216,10 +216,12 @@ def get_kernel(opts: KernelOptions):
         for g in numba.prange(nblocks):
             # scratch rows, one allocation per block of runs: every run writes each
             # row before reading it, so a run's result does not depend on the runs
-            # before it, nor on thread scheduling (bit-reproducible).  Every pass runs
-            # over all W lanes (a fixed trip count the compiler unrolls and vectorises
-            # without remainder loops); lanes past the run's end compute pixels beyond
-            # the row, which are never stored.
+            # before it, nor on thread scheduling (bit-reproducible).  The compute
+            # passes run over all W lanes (a fixed trip count the compiler vectorises
+            # without remainder loops; lanes past the run's end compute pixels beyond
+            # the row, which are never stored); the accumulation and the store run over
+            # the run's n pixels (with a fixed trip count LLVM leaves those
+            # read-modify-write loops scalar).
             s = np.empty((_NSCRATCH, W))
             s32 = np.empty((_NSCRATCH32, W), dtype=np.float32)
             I = s[_S_I]; polar = s[_S_POLAR]; omega = s[_S_OMEGA]; cap = s[_S_CAP]
