@@ -3,9 +3,9 @@
 The float64 lanes kernel (:mod:`.cpu_lanes`) walks the loop nest once for a run of
 pixels of one row with the pixel loop innermost.  This kernel does the same for runs of
 ``LANES`` pixels, with the arithmetic split by what the error bound (1e-4 of the image
-maximum) needs, and every pass a branch-free loop over all the run's lanes (a fixed trip
-count: no remainder loops; lanes past the run's end compute pixels beyond the row that are
-never stored):
+maximum) needs, and every pass a branch-free loop over the run's lanes rounded up to whole
+16-lane vectors (lanes past the run's end compute pixels beyond the row that are never
+stored):
 
 1. geometry (float64, per sub-pixel): all pixels of a run lie on one detector row, so a
    lane's position is Fdet f + P with P = Sdet s + Odet o + pix0 the row's origin (per
@@ -217,11 +217,9 @@ def get_kernel(opts: KernelOptions):
             # scratch rows, one allocation per block of runs: every run writes each
             # row before reading it, so a run's result does not depend on the runs
             # before it, nor on thread scheduling (bit-reproducible).  The compute
-            # passes run over all W lanes (a fixed trip count the compiler vectorises
-            # without remainder loops; lanes past the run's end compute pixels beyond
-            # the row, which are never stored); the accumulation and the store run over
-            # the run's n pixels (with a fixed trip count LLVM leaves those
-            # read-modify-write loops scalar).
+            # passes run over the run's n lanes rounded up to whole vectors (lanes past
+            # the run's end compute pixels beyond the row, which are never stored); the
+            # accumulation and the store over its n pixels.
             s = np.empty((_NSCRATCH, W))
             s32 = np.empty((_NSCRATCH32, W), dtype=np.float32)
             I = s[_S_I]; polar = s[_S_POLAR]; omega = s[_S_OMEGA]; cap = s[_S_CAP]
@@ -240,6 +238,9 @@ def get_kernel(opts: KernelOptions):
             for c in range(g * RUNS_PER_BLOCK, min(nruns, (g + 1) * RUNS_PER_BLOCK)):
                 idx0 = chunk_start[c]
                 n = chunk_len[c]
+                # lanes the compute passes cover: n rounded up to whole 16-lane vectors
+                # (a short run, at a row's end, does not pay for W lanes)
+                nw = (n + 15) // 16 * 16
                 spixel = idx0 // fpixels
                 fpixel0 = idx0 - spixel * fpixels
                 # the run's panel (a run lies in one row; rows are the panels stacked along
@@ -288,7 +289,7 @@ def get_kernel(opts: KernelOptions):
                             # a pixel's Fdet does not depend on where its run starts)
                             xF0 = float(fpixel0 * oversample + subF)
                             first = not omega_done
-                            for j in range(W):
+                            for j in range(nw):
                                 if EXACT_GEOMETRY:
                                     # C's IEEE arithmetic (nbsim.physics "IEEE twins")
                                     _, _, px, py, pz = ph.subpixel_position_ieee(
@@ -319,7 +320,7 @@ def get_kernel(opts: KernelOptions):
                                 if OS_THICK or not cap_done:
                                     fo = fx * ox + fy * oy + fz * oz
                                     Po = Px * ox + Py * oy + Pz * oz
-                                    for j in range(W):
+                                    for j in range(nw):
                                         if EXACT_GEOMETRY:
                                             parallax = dxs[j] * ox + dys[j] * oy + dzs[j] * oz
                                         else:
@@ -333,13 +334,13 @@ def get_kernel(opts: KernelOptions):
                                 lam = src_lambda[src]
                                 lam_inv = 1.0 / lam
                                 if EXACT_GEOMETRY:
-                                    for j in range(W):
+                                    for j in range(nw):
                                         qxs[j], qys[j], qzs[j] = ph.scattering_vector_ieee(
                                             dxs[j], dys[j], dzs[j], ix, iy, iz, lam)
                                 if SEPARATE_POLAR and (OS_POLAR or not polar_done):
                                     i_f = ix * fx + iy * fy + iz * fz
                                     i_P = ix * Px + iy * Py + iz * Pz
-                                    for j in range(W):
+                                    for j in range(nw):
                                         if EXACT_GEOMETRY or KAHN:
                                             if EXACT_GEOMETRY:
                                                 dx = dxs[j]; dy = dys[j]; dz = dzs[j]
@@ -372,7 +373,7 @@ def get_kernel(opts: KernelOptions):
                                     lai = (c0 * ix + c1 * iy + c2_ * iz) * lam_inv
                                     # pass 1 (float64): Miller indices, their fractional
                                     # parts, the grid index
-                                    for j in range(W):
+                                    for j in range(nw):
                                         if EXACT_GEOMETRY:
                                             qx = qxs[j]; qy = qys[j]; qz = qzs[j]
                                             h = a0 * qx + a1 * qy + a2 * qz
@@ -411,11 +412,11 @@ def get_kernel(opts: KernelOptions):
                                     if HAS_GRID:
                                         # the structure-factor gather on its own (scalar
                                         # loads), so that the other passes vectorise
-                                        for j in range(W):
+                                        for j in range(nw):
                                             fgs[j] = Fflat[gis[j]]
                                     if SQUARE:
                                         # pass 2 (float32, 16 lanes a vector): the lattice factor
-                                        for j in range(W):
+                                        for j in range(nw):
                                             nh, dh = sincg_ratio_active32(dhs[j], Na32)
                                             nk, dk = sincg_ratio_active32(dks[j], Nb32)
                                             nl, dl = sincg_ratio_active32(dls[j], Nc32)
