@@ -33,12 +33,14 @@ from cases import CASES  # noqa: E402
 # sub-pixel x layer x source x (phi, domain) cell evaluation) in the lattice loop, counted
 # from the kernels' source: float64 lanes kernel: h, k, l (9) + 3 x sincg_delta (the two
 # sine polynomials 2 x 12, N d, sign and node terms: ~28) + accumulation (4) = ~97;
-# float32 lanes kernel: h, k, l in float64 (9) + 3 x the float32 ratio (2 x 8 + 1 = 17
-# float32 lanes, i.e. 8.5 float64-equivalent in vectors of twice the lanes) + products and
-# accumulation (~6) = ~41 float64-equivalent.  Adds, roundings, compares and conversions run
+# float32 lanes kernel: h, k, l in float64 from the lane's Fdet and 1/|position| (2 FMAs
+# an axis: 6) + 3 x the float32 ratio (N d, two squares, two degree-4 polynomials, the two
+# factors x and d: 13) + products and F_cell (5) = 44 float32 lanes, i.e. 22
+# float64-equivalent in vectors of twice the lanes + square and accumulation (2) = ~30
+# float64-equivalent.  Adds, roundings, compares and conversions run
 # on other pipes and are not counted.  Peak: measured by bench/fma_peak.py (float64 FMA/s of
 # one core) times the threads.
-FMA_PER_SUBPATH = {"float64": 97.0, "float32": 41.0}
+FMA_PER_SUBPATH = {"float64": 97.0, "float32": 30.0}
 
 
 def subpaths(sim):
@@ -124,13 +126,16 @@ def main(argv=None):
                 rows.append((name, th, d, tn, tnc, dict(tcs)))
                 cols = "".join(f"   C[{Path(c).name}] {tc * 1000:8.1f} ms  C/nbsim {tc / tn:6.2f}x"
                                f" (cpu {tcc / tnc:6.2f}x)" for c, (tc, tcc) in tcs.items())
-                print(f"{name:26s} threads={th} {d}  nbsim {tn * 1000:8.1f} ms (cpu "
-                      f"{tnc * 1000:8.1f} ms){cols}", flush=True)
+                print(f"{name:26s} threads={th} {d}  nbsim {tn * 1000:8.2f} ms (cpu "
+                      f"{tnc * 1000:8.2f} ms){cols}", flush=True)
                 sps = subpaths(sims[d]) / (tnc / th)   # CPU time per thread
                 peak = th * fma_peak
                 print(f"{'':26s} roofline: {sps / 1e9:6.3f} G sub-paths/s, "
                       f"{100 * sps * FMA_PER_SUBPATH[d] / peak:5.1f} % of the FMA peak "
                       f"({th} x {fma_peak / 1e9:.1f} G FMA/s measured)", flush=True)
+            if "float64" in tns and "float32" in tns:
+                print(f"{'':26s} float64/float32: {tns['float64'][0] / tns['float32'][0]:5.2f} "
+                      f"(cpu {tns['float64'][1] / tns['float32'][1]:5.2f})", flush=True)
     return rows
 
 
