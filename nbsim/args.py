@@ -17,7 +17,7 @@ Differences from C's parser, on purpose:
 * flags C reads without any effect on the image (``-stolout``, ``-coherent``) are
   accepted with a note; ``-stol``/``-4stol``/``-Q`` (with ``-thickness``, ``-density``,
   ``-MW``) add nonBragg.c's amorphous background in the default mode and change nothing
-  (a note) under ``-c_parity``, as in nanoBragg.c (:mod:`nbsim.cli.suite_hooks`);
+  (a note) under ``-c_parity``, as in nanoBragg.c (:mod:`nbsim.suite`);
 * noisify.c's detector-effect flags (``-psf``, ``-readout``, ``-flicker``,
   ``-calibration``, ``-calib_seed``, ``-gain``, ``-bits`` ...) make the noise image with
   noisify.c's chain (:mod:`nbsim.effects`).
@@ -72,7 +72,7 @@ class Outputs:
     progress: bool = True
     write_dump: bool = False        # an -hkl file was read: write the dump file as C does
     stol_inputs: List[str] = field(default_factory=list)
-    suite: Dict[str, object] = field(default_factory=dict)   # nbsim.cli.suite_hooks
+    suite: Dict[str, object] = field(default_factory=dict)   # nbsim.suite
     dataset: Dict[str, object] = field(default_factory=dict)   # -nimages, -nexus, ... (nbsim.cli.dataset)
 
 
@@ -352,7 +352,7 @@ def _ignored(st, flag, vals):
 
 
 def _suite(key, flavour=None):
-    """Record a noisify/nonBragg-suite flag (interpreted by nbsim.cli.suite_hooks)."""
+    """Record a noisify/nonBragg-suite flag (interpreted by nbsim.suite)."""
     def apply(st, flag, vals):
         st.out.suite[key] = (flag, vals[0] if vals else None)
         if flavour is not None:

@@ -116,7 +116,7 @@ def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
     noise then never sets the CPU target up).
     ``detector``: the files' detector when it is not ``plan.detector`` (a multi-panel
     render's tiled frame, :func:`nbsim.geometry.panels.file_image`; statistics then by
-    NumPy over the whole file image).  ``suite``: :class:`nbsim.cli.suite_hooks.Suite`;
+    NumPy over the whole file image).  ``suite``: :class:`nbsim.suite.Suite`;
     with noisify's flags its chain makes the noise image.
     Returns ``(stdout lines, output steps)``; nothing is written here.
     """
@@ -168,7 +168,7 @@ def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
                                 lambda p: write_pgm(p, pgm, pgm_scale)))
         lines += report.pgm_lines(outs.pgmfile, pgm_scale)
     if outs.calculate_noise and suite is not None and suite.effects is not None:
-        from .cli.suite_hooks import write_noise_smv    # noisify.c's chain
+        from .suite import write_noise_smv    # noisify.c's chain
         noise_ints, bits, noise_lines = suite.noise(img32, noise_idum)
         steps.append(OutputStep("-noisefile", outs.noisefile,
                                 lambda p: write_noise_smv(p, noise_ints, header, bits)))

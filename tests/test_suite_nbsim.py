@@ -1,4 +1,4 @@
-"""The noisify / nonBragg suite inside ``nbsim`` (nbsim.cli.suite_hooks)."""
+"""The noisify / nonBragg suite inside ``nbsim`` (nbsim.suite)."""
 from __future__ import annotations
 
 import gzip

@@ -166,8 +166,8 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
         raise NbsimError(f"the flags give a degenerate geometry ({type(e).__name__}: {e}); "
                          f"check the distance, the detector and beam vectors and "
                          f"-pix0_vector") from None
-    from . import suite_hooks       # noisify / nonBragg flags: checked before the render
-    suite = suite_hooks.prepare(parsed, outs.adc_offset)
+    from .. import suite as suite_flags   # noisify / nonBragg flags: checked before the render
+    suite = suite_flags.prepare(parsed, outs.adc_offset)
     # after the plan: with -device cuda|auto the driver thread (started first thing)
     # has had the imports and the plan to create the GPU context meanwhile
     _check_device(cfg)

@@ -1,7 +1,7 @@
 """The detector suite per frame: the -stol background and noisify.c's chain on every frame.
 
 A dataset applies the same suite flags as the single-image ``nbsim`` run
-(:mod:`nbsim.cli.suite_hooks`), so frame ``i`` is the single run with ``-phi``/``-misset``
+(:mod:`nbsim.suite`), so frame ``i`` is the single run with ``-phi``/``-misset``
 of the frame and ``-seed <frame seed>``:
 
 * **amorphous background** (``-stol FILE -thickness -density -MW``, default mode): it
@@ -51,25 +51,25 @@ class FrameEffects:
     @classmethod
     def from_parsed(cls, parsed, plan_of_run) -> Optional["FrameEffects"]:
         """The suite flags of ``parsed`` (:func:`nbsim.args.parse_args`), checked as the
-        single run checks them (:class:`nbsim.cli.suite_hooks.SuiteError`: exit 2);
+        single run checks them (:class:`nbsim.suite.SuiteError`: exit 2);
         ``plan_of_run()`` gives the frame-independent plan (called only for -stol).
         None when no suite flag is given."""
         if not parsed.outputs.suite:
             return None
-        from ..cli import suite_hooks
-        suite = suite_hooks.prepare(parsed, parsed.outputs.adc_offset)
+        from .. import suite as suite_flags
+        suite = suite_flags.prepare(parsed, parsed.outputs.adc_offset)
         background, lines = None, []
         if suite.table is not None:
-            background, lines = suite_hooks.amorphous_background(parsed, plan_of_run(),
+            background, lines = suite_flags.amorphous_background(parsed, plan_of_run(),
                                                                  suite.table)
-        calib = suite_hooks.calib_idum(parsed) if suite.effects is not None else 123456789
+        calib = suite_flags.calib_idum(parsed) if suite.effects is not None else 123456789
         return cls(background, suite.effects, calib, lines, suite.notes)
 
     def add_background(self, image32: np.ndarray) -> np.ndarray:
         """The frame's float32 image with the background (what its float file holds)."""
         if self.background is None:
             return image32
-        from ..cli.suite_hooks import add_background
+        from ..suite import add_background
         return add_background(image32, self.background)
 
     def noise(self, image32: np.ndarray, noise_seed: int) -> Tuple[np.ndarray, np.ndarray]:

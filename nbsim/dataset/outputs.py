@@ -154,7 +154,7 @@ class frame_products:
 
     def write_noise(self, path, index, data):
         if self.ds.effects is not None and self.ds.effects.noisify_params is not None:
-            from ..cli.suite_hooks import write_noise_smv
+            from ..suite import write_noise_smv
             write_noise_smv(path, data, self.header(index), 16 if data.dtype == np.uint16
                             else 32)
             return

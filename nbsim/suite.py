@@ -1,4 +1,5 @@
-"""The noisify / nonBragg suite inside ``nbsim``: the glue ``nbsim.cli.main`` calls.
+"""The noisify / nonBragg suite inside ``nbsim``: its flags in an nbsim run (the CLI, the
+file outputs and datasets call this).
 
 * :func:`add_amorphous_background` -- with ``-stol FILE`` (``-4stol``, ``-Q``) in the
   default mode, nonBragg.c's amorphous scattering of a sample ``-thickness`` mm thick
@@ -29,7 +30,7 @@ EFFECT_KEYS = ("psf", "psf_fwhm", "psf_radius", "psf_method", "readout", "flicke
 _AMORPHOUS_KEYS = ("thickness", "density", "MW")
 
 
-from ..args import ArgError
+from .args import ArgError
 
 
 class SuiteError(ArgError):
@@ -45,8 +46,8 @@ class Suite:
         self.table = None
         s = parsed.outputs.suite
         if "stol" in s and parsed.config.mode == "spec":
-            from ..amorphous import read_stol
-            from ..io.errors import FormatError
+            from .amorphous import read_stol
+            from .io.errors import FormatError
             try:
                 self.table = read_stol(s["stol"][1], s.get("stol_flavour", "stol"))
             except FormatError as e:
@@ -121,7 +122,7 @@ def add_background(img32: np.ndarray, bg: np.ndarray) -> np.ndarray:
 def amorphous_background(parsed, plan, table) -> Tuple[np.ndarray, List[str]]:
     """The -stol background (float64 photons/pixel) of ``plan``'s detector, sources and
     fluence, and the line to print (it does not depend on the crystal orientation)."""
-    from ..amorphous import AmorphousSample, amorphous_image, geometry_from_nbsim
+    from .amorphous import AmorphousSample, amorphous_image, geometry_from_nbsim
     s = parsed.outputs.suite
     path = s["stol"][1]
     cfg = parsed.config
@@ -143,7 +144,7 @@ def effects_params(parsed, adc_offset: float):
     s = parsed.outputs.suite
     if not any(k in s for k in EFFECT_KEYS):
         return None
-    from ..effects import NoisifyParams
+    from .effects import NoisifyParams
     det_pixel = float(parsed.config.detector.pixel_size)
     psf = None
     if "psf" in s:
@@ -172,14 +173,14 @@ def effects_params(parsed, adc_offset: float):
 
 def noisify_noise_image(parsed, params, img32: np.ndarray, noise_idum: int):
     """Noise image by noisify.c's chain: ``(integers, bits, lines)``."""
-    from ..effects import NoisifyStreams, noisify
+    from .effects import NoisifyStreams, noisify
     res = noisify(img32, params, NoisifyStreams(int(noise_idum), calib_idum(parsed)))
     return res.noisy.image(params.bits), params.bits, res.messages
 
 
 def calib_idum(parsed) -> int:
     """noisify.c's calibration-stream idum: ``-calib_seed``, else its 123456789."""
-    from ..rng import idum_from_seed_flag
+    from .rng import idum_from_seed_flag
     s = parsed.outputs.suite
     return (idum_from_seed_flag(int(s["calib_seed"][1])) if "calib_seed" in s
             else 123456789)
@@ -187,8 +188,8 @@ def calib_idum(parsed) -> int:
 
 def write_noise_smv(path, image: np.ndarray, header, bits: int) -> None:
     """nanoBragg's noise-image SMV file, with noisify.c's TYPE for 32-bit integers."""
-    from ..io._atomic import atomic_open
-    from ..io.smv import format_smv_header
+    from .io._atomic import atomic_open
+    from .io.smv import format_smv_header
     h = format_smv_header(header, noise=True)
     if bits == 32:
         h = h.rstrip(b" ").replace(b"TYPE=unsigned_short;", b"TYPE=long_integer;")
