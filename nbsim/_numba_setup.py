@@ -293,7 +293,7 @@ def _install_lazy_cache_load() -> None:
     _install_nrt_cache()
 
 
-def _nrt_cache_file(ctx) -> Optional[str]:
+def _nrt_cache_file(ctx) -> str:
     """Where the runtime's compiled object code is kept: Numba's cache directory (as
     :func:`ensure_cache_dir` set it) or nbsim's ``__pycache__``, keyed like Numba's own
     cache entries (versions, target triple, CPU name and features)."""
