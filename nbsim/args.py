@@ -40,14 +40,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import Config
+from .errors import ArgError
 from .units import RTD
 
 __all__ = ["ArgError", "Outputs", "ParsedArgs", "Flag", "FLAGS", "FLAG_INDEX", "HELP_FLAGS",
            "tokenize", "parse_args", "usage", "flag_for_param"]
-
-
-class ArgError(ValueError):
-    """A command-line problem; the message names the flag (or file) and what is wrong."""
 
 
 HELP_FLAGS = ("-h", "-help", "--help")

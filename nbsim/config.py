@@ -92,6 +92,13 @@ class BeamConfig:
     exposure: float = 1.0                   # s
     beamsize: float = 1e-4                  # m
 
+    def photon_fluence(self) -> float:
+        """Photons per m^2 on the crystal: ``fluence``, or flux x exposure / beamsize^2 when
+        a flux is given (C's rule)."""
+        if self.flux != 0.0 and self.exposure > 0.0 and self.beamsize >= 0:
+            return self.flux * self.exposure / self.beamsize / self.beamsize
+        return float(self.fluence)
+
 
 @dataclass
 class CrystalConfig:

@@ -1,4 +1,7 @@
-"""Exceptions raised for bad user input (never Numba typing errors or NaN images)."""
+"""Exceptions raised for bad user input (never Numba typing errors or NaN images).
+
+They live here, at the bottom of the import graph, so that any layer can raise them
+(:mod:`nbsim.io.errors` and :mod:`nbsim.args` re-export theirs)."""
 
 
 class ConfigError(ValueError):
@@ -9,3 +12,11 @@ class ConfigError(ValueError):
         self.value = value
         self.why = why
         super().__init__(f"{param}={value!r}: {why}")
+
+
+class FormatError(ValueError):
+    """A file could not be parsed; the message names the file (and line where known)."""
+
+
+class ArgError(ValueError):
+    """A command-line problem; the message names the flag (or file) and what is wrong."""

@@ -82,7 +82,7 @@ def _gib(nbytes: float) -> str:
 def check_hkl_grid(shape, what: str = "HKL index ranges") -> None:
     """Refuse a structure-factor grid of ``shape`` (h, k, l extents) above the table bound,
     before it is allocated.  Raises :class:`nbsim.io.errors.FormatError` (a file problem)."""
-    from .io.errors import FormatError
+    from .errors import FormatError
     n = 1.0
     for s in shape:
         n *= max(float(s), 0.0)
@@ -132,10 +132,9 @@ def check_config(cfg) -> None:
     if b.flux != 0.0 and b.exposure > 0.0 and b.beamsize == 0.0:
         raise ConfigError("beam.beamsize", b.beamsize,
                           "must be > 0 with -flux (the fluence is flux x exposure / beamsize^2)")
-    from .plan import fluence_of
     with np.errstate(all="ignore"):
         try:
-            fluence = fluence_of(cfg)
+            fluence = b.photon_fluence()
         except ArithmeticError:
             fluence = math.inf
     if not (math.isfinite(fluence) and fluence >= 0):
@@ -235,8 +234,7 @@ def _check_source_table(sources) -> None:
 def predicted_counts(cfg):
     """(sources, phi steps, mosaic domains, sensor layers) nanoBragg's rules will give,
     computed without building anything.  Raises ConfigError for counts that overflow."""
-    from .geometry.crystal import resolve_mosaic, resolve_phi
-    from .geometry.sources import _steps
+    from .steps import resolve_mosaic, resolve_phi, source_steps
     b, c, d = cfg.beam, cfg.crystal, cfg.detector
     if b.sources is not None and len(b.sources) > 0:
         nsrc = len(b.sources)
@@ -246,7 +244,7 @@ def predicted_counts(cfg):
                            ("vdiv", (b.vdivsteps, b.vdivrange, b.vdivstep)),
                            ("disp", (b.dispsteps, b.dispersion, b.dispstep))):
             nsrc *= _count(_which(f"beam.{name}steps", f"beam.{name}step", args[0]),
-                           args, lambda a: _steps(a[0], a[1], a[2], 1.0)[0], MAX_SOURCES)
+                           args, lambda a: source_steps(a[0], a[1], a[2], 1.0)[0], MAX_SOURCES)
     nphi = _count(_which("crystal.phisteps", "crystal.phistep", c.phisteps),
                   (c.phi0, c.osc, c.phistep, c.phisteps),
                   lambda a: resolve_phi(*a)[1], MAX_STEPS)

@@ -136,14 +136,6 @@ class Plan:
         return self.pixel_index
 
 
-def fluence_of(cfg: Config) -> float:
-    b = cfg.beam
-    fluence = float(b.fluence)
-    if b.flux != 0.0 and b.exposure > 0.0 and b.beamsize >= 0:
-        fluence = b.flux * b.exposure / b.beamsize / b.beamsize
-    return fluence
-
-
 def _check_geometry(det: DetectorGeometry) -> None:
     """Refuse geometries nanoBragg would render as nonsense (NaN/inf or a detector through
     the sample)."""
@@ -206,7 +198,7 @@ def make_plan(cfg: Config) -> Plan:
         from .errors import ConfigError
         raise ConfigError("beam.sources", 0, "no X-ray sources")
     _check_geometry(det)
-    fluence = fluence_of(cfg)
+    fluence = cfg.beam.photon_fluence()
     s = cfg.sampling
     st = cfg.structure
     c = cfg.crystal

@@ -153,7 +153,7 @@ def _run(argv, out, err) -> int:
     from ..errors import ConfigError
     from ..io.errors import FormatError
     from ..simulator import Simulator
-    from .main import _config_message
+    from ._common import config_message
 
     o, args = _parse(argv)
     outdir = Path(o["outdir"])
@@ -166,7 +166,7 @@ def _run(argv, out, err) -> int:
     except (ArgError, FormatError) as e:
         raise _Usage(f"nbsim: {e}") from None
     except ConfigError as e:
-        raise _Usage(f"nbsim: {_config_message(e, parsed)}") from None
+        raise _Usage(f"nbsim: {config_message(e, parsed)}") from None
     except ArithmeticError as e:
         raise _Usage(f"nbsim: the flags give a degenerate geometry ({e})") from None
     t1 = time.perf_counter()

@@ -35,7 +35,7 @@ def wants_dataset(argv) -> bool:
 
 
 def _error(msg):
-    from .main import NbsimError
+    from ._common import NbsimError
     return NbsimError(msg)
 
 
@@ -79,7 +79,7 @@ class _FrameProgress:
             self.tty = False
 
     def __call__(self, done: int, total: int):
-        from .main import _fmt_time
+        from ._common import fmt_time
         if self.start_done is None:
             self.start_done = done
         now = time.perf_counter()
@@ -100,7 +100,7 @@ class _FrameProgress:
         left = (total - done) / rate if rate > 0 else math.inf
         bar = "#" * int(round(frac * 30))
         text = (f"nbsim: rendering frames [{bar:.<30}] {100 * frac:5.1f}% {done}/{total}, "
-                f"{rate:.2f} frames/s, {_fmt_time(left)} left")
+                f"{rate:.2f} frames/s, {fmt_time(left)} left")
         try:
             self.stream.write(("\r" + text) if self.tty else (text + "\n"))
             self.stream.flush()
@@ -254,8 +254,8 @@ def run_dataset(argv, out, err) -> int:
                      noise=outs.calculate_noise, threads=parsed.threads)
         plan0 = ds.plan(0)
     except ConfigError as e:
-        from .main import _config_message
-        raise _error(_config_message(e, parsed)) from None
+        from ._common import config_message
+        raise _error(config_message(e, parsed)) from None
     except ArithmeticError as e:
         raise _error(f"the flags give a degenerate geometry ({type(e).__name__}: {e}); "
                      f"check the distance, the detector and beam vectors and "

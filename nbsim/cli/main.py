@@ -47,6 +47,8 @@ from typing import Optional, Sequence, TextIO
 
 import numpy as np
 
+from ._common import NbsimError, config_message, fmt_time
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -54,10 +56,6 @@ EXIT_INTERRUPTED = 130          # SIGINT (Ctrl-C): 128 + 2
 EXIT_TERMINATED = 143           # SIGTERM: 128 + 15
 
 __all__ = ["main", "run", "NbsimError", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE"]
-
-
-class NbsimError(Exception):
-    """A user-facing error (exit status 2); the message is the one line printed."""
 
 
 def _debug() -> bool:
@@ -159,7 +157,7 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     try:
         sim = Simulator(cfg, threads=parsed.threads)
     except ConfigError as e:
-        raise NbsimError(_config_message(e, parsed)) from None
+        raise NbsimError(config_message(e, parsed)) from None
     except ArithmeticError as e:
         # safety net: the geometry code divides by distances and products the flags can
         # make zero (a beam parallel to the detector, the detector origin at the sample)
@@ -405,27 +403,6 @@ def _check_device(cfg):
         cfg.device = "cpu"          # auto: fall back to the CPU
 
 
-def _config_message(e, parsed) -> str:
-    """One line for a ConfigError, naming the flag (and the values) that set the parameter."""
-    from ..args import flag_for_param
-    param = getattr(e, "param", "")
-    why = getattr(e, "why", str(e))
-    given = parsed.given.get(param)
-    if given is not None:
-        flag, raw = given
-        return f"{flag} {' '.join(raw)}: {why}".replace("  ", " ")
-    headers = [f"-mask {parsed.mask_file}" if parsed.mask_file else None,
-               f"-img {parsed.img_file}" if parsed.img_file else None]
-    headers = [h for h in headers if h]
-    if headers and param.startswith(("detector.", "beam.wavelength", "crystal.phi0",
-                                     "crystal.osc")):
-        return f"{headers[-1]}: the header gives {param}={e.value!r}: {why}"
-    flag = flag_for_param(param)
-    if flag:
-        return f"{flag}: {why} ({param}={e.value!r})"
-    return str(e)
-
-
 def _output_targets(parsed):
     """(flag, path, kind) of every file the run writes, in nanoBragg's order."""
     o = parsed.outputs
@@ -554,14 +531,14 @@ class _Progress:
         fill = int(round(frac * width))
         bar = "#" * fill + "." * (width - fill)
         text = (f"nbsim: rendering [{bar}] {100 * frac:5.1f}% {done}/{total} rows, "
-                f"{rate:.1f} rows/s, {_fmt_time(left)} left")
+                f"{rate:.1f} rows/s, {fmt_time(left)} left")
         self._write(("\r" + text) if self.tty else (text + "\n"))
         self.shown = True
 
     def finish(self):
         if self.shown:
             elapsed = time.perf_counter() - self.t0
-            msg = f"nbsim: rendered in {_fmt_time(elapsed)}"
+            msg = f"nbsim: rendered in {fmt_time(elapsed)}"
             self._write(("\r" + msg + " " * 40 + "\n") if self.tty else (msg + "\n"))
 
     def _write(self, s):
@@ -570,17 +547,6 @@ class _Progress:
             self.stream.flush()
         except (OSError, ValueError):
             pass
-
-
-def _fmt_time(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def console() -> None:

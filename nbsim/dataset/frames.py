@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..geometry.crystal import resolve_phi
+from ..steps import resolve_phi
 from ..units import RTD
 
 __all__ = ["RotationScan", "Stills", "FrameSpec"]

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import ConfigError
+from ..steps import resolve_mosaic, resolve_phi  # noqa: F401  (re-exported)
 from .rotations import cross, dot, magnitude, rotate_axis, rotate_umat, rotate_xyz
 
 DBL_MIN = sys.float_info.min
@@ -57,54 +58,6 @@ class CrystalGeometry:
 
 def _clip(v):
     return min(max(v, -1.0), 1.0)
-
-
-def resolve_phi(phi0, osc, phistep, phisteps):
-    """C's phi sampling rules (l.1381-1429): returns (phistep, phisteps, osc) in rad."""
-    osc = -1.0 if osc is None else float(osc)
-    phistep = -1.0 if phistep is None else float(phistep)
-    phisteps = -1 if phisteps is None else int(phisteps)
-    if phisteps < 0:
-        if osc < 0.0:
-            if phistep <= 0.0:
-                phisteps, osc, phistep = 1, 0.0, 0.0
-            else:
-                osc, phisteps = phistep, 2
-        else:
-            if phistep <= 0.0:
-                phisteps, phistep = 2, osc / 2.0
-            else:
-                phisteps = int(math.ceil(osc / phistep))
-    else:
-        if phisteps == 0:
-            phisteps = 1
-        if osc < 0.0:
-            if phistep <= 0.0:
-                osc = 1.0 / RTD
-                phistep = osc / phisteps
-            else:
-                osc, phisteps = phistep, 2
-        else:
-            if phistep < 0.0:
-                phistep = osc / phisteps
-    return phistep, phisteps, osc
-
-
-def resolve_mosaic(spread, domains):
-    """C's mosaic-domain rules (l.1640-1667): returns (spread rad, domains)."""
-    spread = -1.0 if spread is None else float(spread)
-    domains = -1 if domains is None else int(domains)
-    if domains <= 0:
-        if spread < 0.0:
-            domains, spread = 1, 0.0
-        else:
-            domains = 1 if spread == 0.0 else 10
-    else:
-        if spread < 0.0:
-            spread, domains = 0.0, 1
-        elif spread == 0.0:
-            domains = 1
-    return spread, domains
 
 
 def resolve_crystal(cfg: Config, wavelength: float, beamsize: float) -> CrystalGeometry:

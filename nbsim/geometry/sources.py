@@ -1,12 +1,12 @@
 """X-ray sources: divergence grid x dispersion, or a source file (nanoBragg.c l.2339-2443)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import Config
+from ..steps import source_steps
 from .rotations import cross, rotate_axis, unitize
 
 SOURCE_DISTANCE = 10.0  # m, C's source_distance
@@ -33,45 +33,13 @@ class SourceSet:
         return self.directions.shape[0]
 
 
-def _steps(steps, rng, step, nothing_range, zero_when_two=True):
-    """C's shared auto-selection rule for hdiv/vdiv/dispersion sweeps."""
-    steps = -1 if steps is None else int(steps)
-    rng = -1.0 if rng is None else float(rng)
-    step = -1.0 if step is None else float(step)
-    if steps <= 0:
-        if rng < 0.0:
-            if step <= 0.0:
-                steps, rng, step = 1, 0.0, 0.0
-            else:
-                rng, steps = step, 2
-        else:
-            if step <= 0.0:
-                step, steps = rng, 2
-            else:
-                steps = int(math.ceil(rng / step))
-    else:
-        if rng < 0.0:
-            if step <= 0.0:
-                rng = nothing_range
-                step = rng / steps
-            else:
-                rng, steps = step, 2
-        else:
-            if step <= 0.0:
-                if steps <= 1:
-                    steps = 2
-                step = rng / (steps - 1)
-    if rng <= 0.0 or step <= 0.0 or steps <= 0:
-        steps, rng, step = 1, 0.0, 0.0
-    return steps, rng, step
-
 
 def resolve_sources(cfg: Config, beam_vector, polar_vector) -> SourceSet:
     b = cfg.beam
     lambda0 = float(b.wavelength)
-    hdivsteps, hdivrange, hdivstep = _steps(b.hdivsteps, b.hdivrange, b.hdivstep, 1.0)
-    vdivsteps, vdivrange, vdivstep = _steps(b.vdivsteps, b.vdivrange, b.vdivstep, 1.0)
-    dispsteps, dispersion, dispstep = _steps(b.dispsteps, b.dispersion, b.dispstep, 1.0)
+    hdivsteps, hdivrange, hdivstep = source_steps(b.hdivsteps, b.hdivrange, b.hdivstep, 1.0)
+    vdivsteps, vdivrange, vdivstep = source_steps(b.vdivsteps, b.vdivrange, b.vdivstep, 1.0)
+    dispsteps, dispersion, dispstep = source_steps(b.dispsteps, b.dispersion, b.dispstep, 1.0)
     beam_vector = np.asarray(beam_vector, dtype=np.float64)
     divsteps = 0
     if b.sources is not None and len(b.sources) > 0:

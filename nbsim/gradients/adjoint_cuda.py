@@ -135,7 +135,7 @@ def run_adjoint_cuda(sim, cot, kin, timing=None, want_image=True, during=None):
     ``during()``, if given, runs on the host while the kernel runs (its result is returned
     as ``AdjointResult.extra``); ``want_image=False`` skips writing and fetching the image.
     """
-    from .host import AdjointResult
+    from .result import AdjointResult
     c = _cuda()
     if THREADS_PER_BLOCK & (THREADS_PER_BLOCK - 1):
         raise ValueError("NBSIM_ADJ_CUDA_TPB must be a power of two")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Dict, Optional, Sequence
 
 import numba
@@ -33,6 +33,7 @@ from ..plan import WATER_F, WATER_MW
 from ..units import AVOGADRO, R_E_SQR, RTD
 from . import core
 from .params import PARAMS, PARAMETERS
+from .result import AdjointResult
 
 NO_SWITCH = np.iinfo(np.int64).max
 
@@ -190,14 +191,6 @@ def eta_table(plan) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ kernel launch
-@dataclass
-class AdjointResult:
-    acc: np.ndarray          # (NACC,) summed over chunks
-    gF: Optional[np.ndarray]  # grid gradient or None
-    image: Optional[np.ndarray]  # (spixels, fpixels), None when not asked for (GPU)
-    extra: object = None     # what ``during`` returned
-
-
 def kernel_inputs(sim, want_F: bool, want_eta: bool, src_dlam=None):
     """Everything the adjoint kernel takes besides the cotangent and the outputs."""
     p = sim.plan

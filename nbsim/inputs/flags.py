@@ -57,7 +57,7 @@ class InputsResult:
 
 
 def _arg_error(msg):
-    from ..args import ArgError
+    from ..errors import ArgError
     return ArgError(msg)
 
 

@@ -1,5 +1,5 @@
-"""Exception raised by the nbsim.io readers for malformed input files."""
+"""Exception raised by the nbsim.io readers for malformed input files (defined in
+:mod:`nbsim.errors` so that the validation layer can raise it without importing nbsim.io)."""
+from ..errors import FormatError
 
-
-class FormatError(ValueError):
-    """A file could not be parsed; the message names the file (and line where known)."""
+__all__ = ["FormatError"]
