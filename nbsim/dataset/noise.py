@@ -13,8 +13,10 @@ Two generators, chosen by the run's mode:
   (sequential search) for means below 10, Hoermann's PTRS transformed rejection (as
   NumPy uses) above.  The noise of a pixel depends only on (frame seed, pixel, mean).
 
-Both take the float32 image (C's ``floatimage``), so the counts are those of the files.
-Pixels outside the ROI get 0.
+Both take the float32 image (C's ``floatimage``), so the counts are those of the files:
+(slow, fast), or a frame's (panels, slow, fast) with the ROI in every panel's own pixel
+coordinates (c-parity: one stream in raster order over panels, panel then slow then fast;
+default: pixel p is the flat index).  Pixels outside the ROI get 0.
 """
 from __future__ import annotations
 
