@@ -107,16 +107,19 @@ def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
                   detector=None, suite=None) -> Tuple[List[str], List[OutputStep]]:
     """What C prints after rendering ``image`` and the files it writes, in C's order.
 
-    ``image``: the render ((slow, fast), float64 or float32; C stores float32).
+    ``image``: the render ((slow, fast), float64 or float32; C stores float32; a panel
+    set's (panels, slow, fast)).
     ``outs``: :class:`nbsim.args.Outputs` (file names, scales, ADC offset, which outputs).
     ``noise_idum``: C's noise seed (required when ``outs.calculate_noise``);
     ``previous_state``: ran1's state C leaves before the noise image (positive idum only).
     ``compiled``: the statistics, int image and PGM by :mod:`nbsim.postrender` (one pass
     each; needs Numba's CPU target) rather than NumPy (same bytes; a GPU run without
     noise then never sets the CPU target up).
-    ``detector``: the files' detector when it is not ``plan.detector`` (a multi-panel
-    render's tiled frame, :func:`nbsim.geometry.panels.file_image`; statistics then by
-    NumPy over the whole file image).  ``suite``: :class:`nbsim.suite.Suite`;
+    ``detector``: the files' detector when it is not ``plan.detector`` (statistics then
+    by NumPy over the whole file image).  A multi-panel plan (without ``detector``)
+    takes ``image`` as ``(panels, slow, fast)`` (any shape of its pixels in the flat
+    order): every product is computed on the panels and laid out by
+    :class:`nbsim.image_model.FileLayout` (:func:`_panel_image_outputs`).  ``suite``: :class:`nbsim.suite.Suite`;
     with noisify's flags its chain makes the noise image.
     Returns ``(stdout lines, output steps)``; nothing is written here.
     """
