@@ -263,3 +263,13 @@ def test_eiger2_float_and_int_frames_are_the_single_runs_tiled_frame(tmp_path):
         assert np.array_equal(tile, ref[k].astype(np.float32))
     assert np.count_nonzero(frame) == np.count_nonzero(ref)
     del frame
+
+
+def test_named_cbf_for_a_series_of_panel_frames_is_refused(tmp_path, two_panel):
+    """Bad input: one line naming the flag, exit 2, nothing written."""
+    rc, out, err = run_cli(XTAL + ["-expt", two_panel, "-stills", 2, "-cbf",
+                                   tmp_path / "c.cbf"])
+    assert rc == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "-cbf" in lines[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two_panel.expt"]
