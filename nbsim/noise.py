@@ -84,6 +84,19 @@ def noise_rows_into(img, adc_offset, roi, state, out, photons):
     return total, overloads
 
 
+@numba.njit(cache=True)
+def noise_panels_into(img, adc_offset, roi, state, out):
+    """:func:`noise_image_into` of a (panels, slow, fast) image: one ran1 stream in
+    nbsim's raster order over panels (panel, slow, fast), ``roi`` in every panel's own
+    pixel coordinates."""
+    total = 0.0
+    overloads = 0
+    for p in range(img.shape[0]):
+        total, ov = noise_rows_into(img[p], adc_offset, roi, state, out[p], total)
+        overloads += ov
+    return total, overloads
+
+
 def noise_image(float_image, seed=None, adc_offset: float = 40.0, roi=None, *,
                 idum: int | None = None, state: np.ndarray | None = None,
                 previous_state: np.ndarray | None = None,
@@ -98,7 +111,9 @@ def noise_image(float_image, seed=None, adc_offset: float = 40.0, roi=None, *,
 
     ``previous_state``: the state of the stream C used before (mosaic); only used when
     the idum is positive (see module doc).  ``roi`` is ``(xmin, xmax, ymin, ymax)``
-    inclusive or None.  ``float_image`` (slow, fast) is taken as float32.
+    inclusive or None.  ``float_image`` (slow, fast) is taken as float32; a (panels,
+    slow, fast) image draws one stream in raster order over panels (panel, slow, fast),
+    ``roi`` applying to every panel.
     """
     given = sum(v is not None for v in (seed, idum, state))
     if given != 1:
@@ -110,9 +125,14 @@ def noise_image(float_image, seed=None, adc_offset: float = 40.0, roi=None, *,
         state = rng.new_state(int(idum))
         if previous_state is not None and int(idum) > 0:
             rng.share_table(state, previous_state)
-    img = np.ascontiguousarray(as_image2d(float_image, fpixels), dtype=np.float32)
+    a = np.asarray(float_image)
+    img = np.ascontiguousarray(a if a.ndim == 3 else as_image2d(a, fpixels),
+                               dtype=np.float32)
     out = np.zeros(img.shape, dtype=np.uint16)
-    r = roi_tuple(roi, img.shape[1], img.shape[0])
-    total, overloads = noise_image_into(img, float(adc_offset), r, state, out)
+    r = roi_tuple(roi, img.shape[-1], img.shape[-2])
+    if img.ndim == 3:
+        total, overloads = noise_panels_into(img, float(adc_offset), r, state, out)
+    else:
+        total, overloads = noise_image_into(img, float(adc_offset), r, state, out)
     msg = "%s photons on noise image (%d overloads)" % (c_g(total, ".0f"), overloads)
     return NoiseResult(out, int(overloads), float(total), msg)

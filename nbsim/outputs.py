@@ -107,16 +107,19 @@ def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
                   detector=None, suite=None) -> Tuple[List[str], List[OutputStep]]:
     """What C prints after rendering ``image`` and the files it writes, in C's order.
 
-    ``image``: the render ((slow, fast), float64 or float32; C stores float32).
+    ``image``: the render ((slow, fast), float64 or float32; C stores float32; a panel
+    set's (panels, slow, fast)).
     ``outs``: :class:`nbsim.args.Outputs` (file names, scales, ADC offset, which outputs).
     ``noise_idum``: C's noise seed (required when ``outs.calculate_noise``);
     ``previous_state``: ran1's state C leaves before the noise image (positive idum only).
     ``compiled``: the statistics, int image and PGM by :mod:`nbsim.postrender` (one pass
     each; needs Numba's CPU target) rather than NumPy (same bytes; a GPU run without
     noise then never sets the CPU target up).
-    ``detector``: the files' detector when it is not ``plan.detector`` (a multi-panel
-    render's tiled frame, :func:`nbsim.geometry.panels.file_image`; statistics then by
-    NumPy over the whole file image).  ``suite``: :class:`nbsim.suite.Suite`;
+    ``detector``: the files' detector when it is not ``plan.detector`` (statistics then
+    by NumPy over the whole file image).  A multi-panel plan (without ``detector``)
+    takes ``image`` as ``(panels, slow, fast)`` (any shape of its pixels in the flat
+    order): every product is computed on the panels and laid out by
+    :class:`nbsim.image_model.FileLayout` (:func:`_panel_image_outputs`).  ``suite``: :class:`nbsim.suite.Suite`;
     with noisify's flags its chain makes the noise image.
     Returns ``(stdout lines, output steps)``; nothing is written here.
     """
@@ -125,6 +128,8 @@ def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
     from .io._roi import roi_tuple
     from .stats import StreamingStats, image_stats, intfile_scale_rule, pgm_scale_rule
 
+    if getattr(plan, "panels", None) is not None and detector is None:
+        return _panel_image_outputs(image, plan, outs, noise_idum, previous_state, suite)
     det = plan.detector if detector is None else detector
     img32 = image if (image.dtype == np.float32 and image.flags.c_contiguous) else \
         np.ascontiguousarray(image, dtype=np.float32)
@@ -179,6 +184,56 @@ def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
                             previous_state=previous_state)
         steps.append(OutputStep("-noisefile", outs.noisefile,
                                 lambda p: write_smv(p, noisy.image, header, noise=True)))
+        lines += report.noise_lines(noisy, outs.noisefile)
+    return lines, steps
+
+
+def _panel_image_outputs(image, plan, outs, noise_idum, previous_state, suite):
+    """:func:`image_outputs` of a multi-panel render: every product is computed on the
+    (panels, slow, fast) image (statistics over the panels' ROI pixels, noise in raster
+    order over panels, noisify's PSF inside each panel) and laid out for its file by
+    :class:`nbsim.image_model.FileLayout` (a preset's tiled frame with zero gaps and the
+    frame's header, else the stacked panels); a dataset frame's files are the same."""
+    from . import report
+    from .image_model import FileLayout, frame_stats, int_pixels, panel_roi, pgm_pixels
+    from .io import write_float_image, write_pgm, write_smv
+    from .stats import intfile_scale_rule, pgm_scale_rule
+
+    layout = FileLayout(plan)
+    img3 = np.ascontiguousarray(image, dtype=np.float32).reshape(layout.shape)
+    stats = frame_stats(plan, img3)
+    lines: List[str] = []
+    steps: List[OutputStep] = []
+    float_file = layout.file(img3)
+    steps.append(OutputStep("-floatfile", outs.floatfile,
+                            lambda p: write_float_image(p, float_file)))
+    lines += solid_angle_and_float_lines(plan, outs.floatfile, float_file.size)
+    intfile_scale = intfile_scale_rule(stats.max_I, outs.intfile_scale)
+    lines += report.stats_lines(stats, intfile_scale)
+    header = smv_header(plan, layout.detector)
+    ints = layout.file(int_pixels(plan, img3, intfile_scale, outs.adc_offset))
+    steps.append(OutputStep("-intfile", outs.intfile, lambda p: write_smv(p, ints, header)))
+    lines += report.int_lines(outs.intfile)
+    if outs.write_pgm:
+        pgm_scale = pgm_scale_rule(stats.rmsd, intfile_scale, outs.pgm_scale)
+        pgm = layout.file(pgm_pixels(plan, img3, pgm_scale))
+        steps.append(OutputStep("-pgmfile", outs.pgmfile,
+                                lambda p: write_pgm(p, pgm, pgm_scale)))
+        lines += report.pgm_lines(outs.pgmfile, pgm_scale)
+    if outs.calculate_noise and suite is not None and suite.effects is not None:
+        from .suite import write_noise_smv    # noisify.c's chain
+        noise_ints, bits, noise_lines = suite.noise(img3, noise_idum)
+        noise_file = layout.file(noise_ints)
+        steps.append(OutputStep("-noisefile", outs.noisefile,
+                                lambda p: write_noise_smv(p, noise_file, header, bits)))
+        lines += noise_lines
+    elif outs.calculate_noise:
+        from .noise import noise_image
+        noisy = noise_image(img3, idum=noise_idum, adc_offset=outs.adc_offset,
+                            roi=panel_roi(plan), previous_state=previous_state)
+        noise_file = layout.file(noisy.image)
+        steps.append(OutputStep("-noisefile", outs.noisefile,
+                                lambda p: write_smv(p, noise_file, header, noise=True)))
         lines += report.noise_lines(noisy, outs.noisefile)
     return lines, steps
 

@@ -84,11 +84,15 @@ def _seq_sum(x: np.ndarray, transform=None, start: float = 0.0) -> float:
 
 def _stats(img, render, use_mask, roi):
     """C's two passes (module doc) with NumPy, in C's order and precision.  NumPy rather
-    than a Numba kernel: the CLI on a GPU then never sets up Numba's CPU target."""
+    than a Numba kernel: the CLI on a GPU then never sets up Numba's CPU target.
+    ``img`` (slow, fast) or (panels, slow, fast): the ROI of every panel, in raster order
+    over panels; the maximum's slow index is then the stacked row (panel * slow + s)."""
+    img3 = img if img.ndim == 3 else img[None]
+    render3 = render if (not use_mask or render.ndim == 3) else render[None]
     rows, cols = roi_window(roi)
     x0, y0 = cols.start, rows.start
-    win = img[rows, cols]                           # the ROI, raster order (float32)
-    v = win[render[rows, cols]] if use_mask else win.ravel()
+    win = img3[:, rows, cols]                       # the ROI, raster order (float32)
+    v = win[render3[:, rows, cols]] if use_mask else win.ravel()
     # max: C keeps the first pixel strictly greater than the running max (from 0.0);
     # NaN never compares greater
     max_I, mf, ms = 0.0, -1, -1
@@ -98,11 +102,13 @@ def _stats(img, render, use_mask, roi):
         if finite_max[k] > 0.0:
             max_I = float(v[k])
             if use_mask:
-                ss, ff = np.nonzero(render[rows, cols])
-                ms, mf = int(ss[k]) + y0, int(ff[k]) + x0
+                pp, ss, ff = np.nonzero(render3[:, rows, cols])
+                ms, mf = (int(ss[k]) + y0 + int(pp[k]) * img3.shape[1],
+                          int(ff[k]) + x0)
             else:
-                ms, mf = divmod(k, win.shape[1])
-                ms, mf = ms + y0, mf + x0
+                pk, rem = divmod(k, win.shape[1] * win.shape[2])
+                ms, mf = divmod(rem, win.shape[2])
+                ms, mf = ms + y0 + pk * img3.shape[1], mf + x0
     sumn = int(v.size)
     total = _seq_sum(v)
     sumsqr = _seq_sum(v, lambda c: c * c)           # float*float in C, summed in double
@@ -199,11 +205,13 @@ def image_stats(float_image, *, mask=None, roi=None, pixel_size: float = 0.1e-3,
     ``roi``: ``(xmin, xmax, ymin, ymax)`` inclusive, or None.  ``pixel_size`` in metres
     and ``oversample`` (the final value C used) only set ``max_I_x/max_I_y``.
     """
-    img = np.ascontiguousarray(as_image2d(float_image, fpixels), dtype=np.float32)
+    a = np.asarray(float_image)
+    img = np.ascontiguousarray(a if a.ndim == 3 else as_image2d(a, fpixels),
+                               dtype=np.float32)
     use_mask = mask is not None
     render = (np.ascontiguousarray(np.asarray(mask, dtype=np.bool_).reshape(img.shape))
               if use_mask else np.ones((1, 1), dtype=np.bool_))
-    r = roi_tuple(roi, img.shape[1], img.shape[0])
+    r = roi_tuple(roi, img.shape[-1], img.shape[-2])
     max_I, mf, ms, avg, rms, rmsd, total, sumsqr, sumn = _stats(img, render, use_mask, r)
     if mf >= 0:
         x, y = max_location(mf, ms, pixel_size, oversample)

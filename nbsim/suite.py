@@ -120,8 +120,10 @@ def add_background(img32: np.ndarray, bg: np.ndarray) -> np.ndarray:
 
 
 def amorphous_background(parsed, plan, table) -> Tuple[np.ndarray, List[str]]:
-    """The -stol background (float64 photons/pixel) of ``plan``'s detector, sources and
-    fluence, and the line to print (it does not depend on the crystal orientation)."""
+    """The -stol background (float64 photons/pixel: (slow, fast), or (panels, slow, fast)
+    for a panel set, each panel from its own geometry) of ``plan``'s detector, sources
+    and fluence, and the line to print (it does not depend on the crystal
+    orientation)."""
     from .amorphous import AmorphousSample, amorphous_image, geometry_from_nbsim
     s = parsed.outputs.suite
     path = s["stol"][1]
@@ -131,9 +133,20 @@ def amorphous_background(parsed, plan, table) -> Tuple[np.ndarray, List[str]]:
                              fluence=float(plan.fluence), beamsize=float(cfg.beam.beamsize),
                              polarization=float(cfg.beam.polarization),
                              nopolar=bool(getattr(cfg.beam, "nopolar", False)))
-    geom = geometry_from_nbsim(plan.detector, plan.sources, plan.oversample)
     device = "cuda" if cfg.device == "cuda" else "cpu"
-    bg = amorphous_image(geom, table, sample, device=device)
+    if getattr(plan, "panels", None) is None:
+        geom = geometry_from_nbsim(plan.detector, plan.sources, plan.oversample)
+        bg = amorphous_image(geom, table, sample, device=device)
+    else:
+        # (panels, slow, fast): each panel from its own geometry (origin, axes, pixel,
+        # distance) with the ROI in its own pixel coordinates; once per run / dataset
+        from dataclasses import replace
+
+        from .geometry.panels import panel_detector
+        roi = plan.frame_detector.roi
+        bg = np.stack([amorphous_image(geometry_from_nbsim(
+            replace(panel_detector(plan, k), roi=roi), plan.sources, plan.oversample),
+            table, sample, device=device) for k in range(plan.panels.count)])
     _, molecules, *_ = sample.resolved()
     return bg, ["amorphous background from %s: %d points, %.6g molecules, max %.6g photons/pixel"
                  % (path, table.points, molecules, float(bg.max()))]

@@ -136,6 +136,8 @@ def test_c_parity_noise_is_nanoBraggs_stream_for_the_frame_seed(tmp_path):
     # the counts a sink gets are C's deviates without the ADC offset
     ds = Dataset.from_args(flags[:-6] + ["-c_parity"], RotationScan(2), seed=2026)
     counts = ds.render(1).counts
+    assert counts.shape == (1, 64, 64)          # (panels, slow, fast): one panel
+    counts = counts[0]
     c2 = np.frombuffer(gzip.decompress((FIXTURES / "c_noise_2.img.gz").read_bytes())[512:],
                        dtype="<u2").reshape(64, 64)
     assert np.array_equal(counts, c2.astype(np.int32) - 40)
@@ -389,7 +391,7 @@ def test_stills_dataset_to_nexus_cbf_and_png(tmp_path):
         assert f["entry/sample/depends_on"][()] in (b".", ".")      # stills: no goniometer
     ds = Dataset.from_args(flags, Stills(4, "random"), seed=9, misset_seed=31)
     for i in range(4):
-        counts = ds.render(i).counts
+        counts = ds.render(i).counts[0]         # (panels, slow, fast): one panel
         assert np.array_equal(data[i], counts)
         assert np.array_equal(fabio.open(str(tmp_path / f"s_{i + 1}.cbf")).data, counts)
         _h, smv = read_smv(tmp_path / f"s_{i + 1}.img")

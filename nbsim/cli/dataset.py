@@ -289,12 +289,10 @@ def run_dataset(argv, out, err) -> int:
                "-pgmfile": (prod.write_pgm, prod.pgm)}
     for flag, t in targets:
         if flag == "-cbf":
-            from ..io.cbf import CbfSink, cbf_header_for, write_cbf
-            if "#" in os.path.basename(t):
-                sink = CbfSink(t)
-            else:                       # one frame, one named file
-                sink = TemplateSink(t, lambda path, i, data: write_cbf(
-                    path, data, cbf_header_for(info, i)))
+            from ..io.cbf import CbfSink
+            # without '#': one frame, one named file (a panel set's per-panel files or
+            # tiled frame as with '#')
+            sink = CbfSink(t, single="#" not in os.path.basename(t))
             outputs.append(Output(flag, t, sink, prod.detector_counts, needs_image=False))
         else:
             w, p = writers[flag]
@@ -374,8 +372,9 @@ def run_dataset(argv, out, err) -> int:
     if png is not None:
         # frames kept by a resumed job are rendered again for the picture (at most 9),
         # except worker-written blocks, whose pixels stay off the driver
-        images = [result.previews[i] if i in result.previews else
-                  _detector_data(ds.render(i)) for i in previews
+        # the frames' file layout (a preset's tiled frame, else the stacked panels)
+        images = [prod.layout.file(result.previews[i]) if i in result.previews else
+                  prod.preview(ds.render(i)) for i in previews
                   if i in result.previews or blocks is None]
         try:
             from ..io.preview import write_png
@@ -399,6 +398,3 @@ def run_dataset(argv, out, err) -> int:
                       if result.finish_seconds else ""))
     return EXIT_OK
 
-
-def _detector_data(frame):
-    return frame.counts if frame.counts is not None else frame.image32

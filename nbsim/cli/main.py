@@ -221,14 +221,13 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             img32 = _render_one_piece(sim, cfg, outs, err)
             render_s = time.perf_counter() - t0
             _note_switch(err, sim, det)
+            if plan.panels is not None:
+                # multi-panel: (panels, slow, fast) through the effects; the writers lay
+                # the files out (a preset's tiled frame, else the stacked panels)
+                from ..image_model import as_frame
+                img32 = as_frame(plan, img32)
             img32, suite_lines = suite.background(plan, img32)  # -stol: amorphous background
             out.lines(suite_lines)
-            out_det = None
-            if plan.panels is not None:
-                # multi-panel: the files hold the preset's tiled frame, or the stacked panels
-                from ..geometry.panels import file_image
-                img32, out_det = file_image(plan, img32)
-                img32 = np.ascontiguousarray(img32, dtype=np.float32)
             if pixel_to_print is not None:
                 block = 1 << 16                 # one kernel call per block of traced pixels
                 for b in range(0, len(pixel_to_print), block):
@@ -239,9 +238,8 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             lines, steps = image_outputs(img32, plan, outs, noise_idum=noise_idum,
                                          previous_state=_mosaic_stream_state(cfg, plan,
                                                                              noise_idum),
-                                         compiled=_compiled_outputs(cfg, det) and
-                                         out_det is None,
-                                         detector=out_det, suite=suite)
+                                         compiled=_compiled_outputs(cfg, det),
+                                         suite=suite)
             out.lines(lines)
         if outs.write_dump and parsed.hkl_data is not None:
             hkl = parsed.hkl_data

@@ -6,12 +6,14 @@ of the frame and ``-seed <frame seed>``:
 
 * **amorphous background** (``-stol FILE -thickness -density -MW``, default mode): it
   depends on the detector, the sources and the fluence, never on the crystal's
-  orientation, so it is computed **once per dataset** (float64 photons/pixel) and added
+  orientation, so it is computed **once per dataset** (float64 photons/pixel, (panels,
+  slow, fast), every panel from its own geometry) and added
   to every frame's float32 image before noise, rounded once to float32 as the single run
   does.  Under ``-c_parity`` the flags change nothing (a note says so).
 * **noisify chain** (any of ``-psf -psf_fwhm -psf_radius -psf_method -readout -flicker
   -calibration -calib_seed -gain -bits``, with noise on): the frame's noise image is
-  :func:`nbsim.effects.noisify` of its float image with the noise idum of the frame's
+  :func:`nbsim.effects.noisify` of its (panels, slow, fast) float image (streams in
+  raster order over panels, a PSF inside each panel) with the noise idum of the frame's
   seed (``idum_from_seed_flag(frame_seed(seed, i, "noise"))``) and the calibration idum
   of ``-calib_seed`` (noisify.c's 123456789 by default) -- the **same for every frame**:
   a pixel's calibration error is a property of the detector, not of the exposure.
@@ -33,7 +35,8 @@ _INT32_MAX = np.iinfo(np.int32).max
 class FrameEffects:
     """What the suite flags do to each frame (picklable: sent to Dask workers whole).
 
-    ``background``: float64 (slow, fast) photons/pixel added to every frame, or None;
+    ``background``: float64 (panels, slow, fast) photons/pixel added to every frame (each
+    panel's from its own geometry), or None;
     ``noisify_params``: :class:`nbsim.effects.NoisifyParams`, or None (Poisson counts);
     ``calib_idum``: the calibration stream's idum, shared by all frames;
     ``lines``: what the run prints about them; ``notes``: flags that change nothing.
@@ -60,8 +63,10 @@ class FrameEffects:
         suite = suite_flags.prepare(parsed, parsed.outputs.adc_offset)
         background, lines = None, []
         if suite.table is not None:
-            background, lines = suite_flags.amorphous_background(parsed, plan_of_run(),
-                                                                 suite.table)
+            from ..image_model import as_frame
+            plan = plan_of_run()
+            background, lines = suite_flags.amorphous_background(parsed, plan, suite.table)
+            background = as_frame(plan, background)        # (panels, slow, fast)
         calib = suite_flags.calib_idum(parsed) if suite.effects is not None else 123456789
         return cls(background, suite.effects, calib, lines, suite.notes)
 

@@ -130,8 +130,10 @@ class Dataset:
 
     def render(self, i: int) -> FrameImage:
         """Render frame ``i`` (and its noise); depends on nothing but the frame index."""
+        from ..image_model import as_frame, panel_roi
         spec = self.frame(i)
-        image = self.renderer.render(spec)
+        base = self.renderer.base
+        image = as_frame(base, self.renderer.render(spec))     # (panels, slow, fast)
         frame = FrameImage(index=int(i), image=image)
         fx = self.effects
         if fx is not None and fx.background is not None:
@@ -143,7 +145,7 @@ class Dataset:
             frame.counts, frame.noise_pixels = fx.noise(frame.image32, spec.noise_seed)
         elif self.noise:
             frame.counts = poisson_counts(frame.image32, spec.noise_seed, self.config.mode,
-                                          roi=self.renderer.base.detector.roi)
+                                          roi=panel_roi(base))
         return frame
 
     def frames(self, indices: Optional[Iterable[int]] = None) -> Iterator[FrameImage]:

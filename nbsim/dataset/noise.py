@@ -13,8 +13,10 @@ Two generators, chosen by the run's mode:
   (sequential search) for means below 10, Hoermann's PTRS transformed rejection (as
   NumPy uses) above.  The noise of a pixel depends only on (frame seed, pixel, mean).
 
-Both take the float32 image (C's ``floatimage``), so the counts are those of the files.
-Pixels outside the ROI get 0.
+Both take the float32 image (C's ``floatimage``), so the counts are those of the files:
+(slow, fast), or a frame's (panels, slow, fast) with the ROI in every panel's own pixel
+coordinates (c-parity: one stream in raster order over panels, panel then slow then fast;
+default: pixel p is the flat index).  Pixels outside the ROI get 0.
 """
 from __future__ import annotations
 
@@ -35,11 +37,13 @@ _INT32_MAX = 2147483647
 
 @numba.njit(cache=True)
 def _c_counts(img, roi, state, out):
-    ns, nf = img.shape
-    for s in range(max(roi[2], 0), min(roi[3], ns - 1) + 1):
-        for f in range(max(roi[0], 0), min(roi[1], nf - 1) + 1):
-            v = np.float64(rng.poidev(img[s, f], state))
-            out[s, f] = np.int32(v) if v < 2147483647.0 else np.int32(2147483647)
+    # (panels, slow, fast): one stream in raster order over panels (panel, slow, fast)
+    npan, ns, nf = img.shape
+    for p in range(npan):
+        for s in range(max(roi[2], 0), min(roi[3], ns - 1) + 1):
+            for f in range(max(roi[0], 0), min(roi[1], nf - 1) + 1):
+                v = np.float64(rng.poidev(img[p, s, f], state))
+                out[p, s, f] = np.int32(v) if v < 2147483647.0 else np.int32(2147483647)
 
 
 @numba.njit(inline="always")
@@ -94,32 +98,44 @@ def _poisson_one(lam, key, pixel):
 
 @numba.njit(parallel=True, cache=True)
 def _counter_counts(img, roi, key, out):
-    ns, nf = img.shape
+    # (panels, slow, fast); pixel number = flat index (panel * ns + s) * nf + f
+    npan, ns, nf = img.shape
     s0 = max(roi[2], 0)
     s1 = min(roi[3], ns - 1)
     f0 = max(roi[0], 0)
     f1 = min(roi[1], nf - 1)
-    for s in numba.prange(s0, s1 + 1):
+    nrows = max(s1 - s0 + 1, 0)
+    for r in numba.prange(npan * nrows):
+        p = r // nrows
+        s = s0 + r % nrows
         for f in range(f0, f1 + 1):
-            v = _poisson_one(np.float64(img[s, f]), key, s * nf + f)
-            out[s, f] = np.int32(v) if v < 2147483647.0 else np.int32(2147483647)
+            v = _poisson_one(np.float64(img[p, s, f]), key, (p * ns + s) * nf + f)
+            out[p, s, f] = np.int32(v) if v < 2147483647.0 else np.int32(2147483647)
 
 
 def _roi(roi, shape):
-    ns, nf = shape
+    ns, nf = shape[-2:]
     if roi is None:
         return np.array([0, nf - 1, 0, ns - 1], dtype=np.int64)
     return np.asarray(roi, dtype=np.int64)
 
 
-def c_parity_counts(image32: np.ndarray, seed: int, roi=None) -> np.ndarray:
-    """nanoBragg.c's Poisson deviates (int32, (slow, fast)) for ``-seed seed``."""
-    prepare_cpu()
+def _as3(image32):
     img = np.ascontiguousarray(image32, dtype=np.float32)
+    return img if img.ndim == 3 else img.reshape((1,) + img.shape)
+
+
+def c_parity_counts(image32: np.ndarray, seed: int, roi=None) -> np.ndarray:
+    """nanoBragg.c's Poisson deviates (int32, the image's shape: (slow, fast) or
+    (panels, slow, fast), one stream in raster order over panels) for ``-seed seed``;
+    ``roi`` in every panel's own pixel coordinates."""
+    prepare_cpu()
+    shape = np.shape(image32)
+    img = _as3(image32)
     out = np.zeros(img.shape, dtype=np.int32)
     state = rng.new_state(rng.idum_from_seed_flag(int(seed)))
     _c_counts(img, _roi(roi, img.shape), state, out)
-    return out
+    return out.reshape(shape)
 
 
 def counter_key(seed: int) -> np.uint64:
@@ -128,12 +144,14 @@ def counter_key(seed: int) -> np.uint64:
 
 
 def counter_counts(image32: np.ndarray, seed: int, roi=None) -> np.ndarray:
-    """Default-mode Poisson deviates (int32, (slow, fast)), parallel over rows."""
+    """Default-mode Poisson deviates (int32, the image's shape: (slow, fast) or (panels,
+    slow, fast); pixel p = the flat index), parallel over rows."""
     prepare_cpu()
-    img = np.ascontiguousarray(image32, dtype=np.float32)
+    shape = np.shape(image32)
+    img = _as3(image32)
     out = np.zeros(img.shape, dtype=np.int32)
     _counter_counts(img, _roi(roi, img.shape), counter_key(seed), out)
-    return out
+    return out.reshape(shape)
 
 
 def poisson_counts(image32: np.ndarray, seed: int, mode: str, roi=None) -> np.ndarray:
@@ -153,7 +171,7 @@ def noise_smv_image(counts: np.ndarray, adc_offset: float, roi=None) -> np.ndarr
     u = (np.trunc(t).astype(np.int64) & 0xFFFF).astype(np.uint16)
     r = _roi(roi, counts.shape)
     if roi is not None:
-        keep = np.zeros(counts.shape, dtype=bool)
+        keep = np.zeros(counts.shape[-2:], dtype=bool)
         keep[max(r[2], 0):r[3] + 1, max(r[0], 0):r[1] + 1] = True
-        u[~keep] = 0
+        u[..., ~keep] = 0
     return u

@@ -68,10 +68,11 @@ class TemplateSink:
         pass
 
 
-def smv_header(plan, phi0: float, osc: float):
-    """The SMV header nanoBragg writes for ``plan``, with the frame's phi range (rad)."""
+def smv_header(plan, phi0: float, osc: float, det=None):
+    """The SMV header nanoBragg writes for ``plan`` (``det``: the file's detector, e.g. a
+    preset's frame), with the frame's phi range (rad)."""
     from ..io import SMVHeader
-    det = plan.detector
+    det = plan.detector if det is None else det
     return SMVHeader(fpixels=det.fpixels, spixels=det.spixels, pixel_size=det.pixel_size,
                      distance=det.distance, lambda0=plan.config.beam.wavelength,
                      Xbeam=det.Xbeam, Ybeam=det.Ybeam, Fbeam=det.Fbeam, Sbeam=det.Sbeam,
@@ -81,33 +82,35 @@ def smv_header(plan, phi0: float, osc: float):
 
 
 class frame_products:
-    """The per-frame products of one dataset (scales and statistics as C's single run)."""
+    """The per-frame products of one dataset (scales and statistics as C's single run).
+
+    Every product is computed on the frame's ``(panels, slow, fast)`` arrays and laid
+    out for its file by :class:`nbsim.image_model.FileLayout` (a preset's tiled frame
+    with zero gaps, the stacked panels, or the one panel), exactly as the single-image
+    ``nbsim`` run writes it; NeXus and CBF take the ``(panels, slow, fast)`` arrays."""
 
     def __init__(self, dataset, outs):
+        from ..image_model import FileLayout, panel_roi
         self.ds = dataset
         self.outs = outs                 # nbsim.args.Outputs
         plan = dataset.plan(0)
         self.plan = plan
-        det = plan.detector
-        self.roi = det.roi
-        m = dataset.config.detector.mask
-        self.mask = None if m is None else (np.asarray(m).reshape(det.spixels,
-                                                                  det.fpixels) != 0)
+        self.layout = FileLayout(plan)
+        self.roi = panel_roi(plan)
         ranges = dataset.phi_ranges()
         self.osc = plan.crystal.osc
         self._phi = (lambda i: ranges[i][0]) if ranges else (lambda i: plan.crystal.phi0)
         self._stats_for = None
 
     def header(self, index: int):
-        return smv_header(self.plan, self._phi(index), self.osc)
+        return smv_header(self.plan, self._phi(index), self.osc, self.layout.detector)
 
     def _scales(self, f: FrameImage):
-        from ..stats import image_stats, intfile_scale_rule, pgm_scale_rule
+        from ..image_model import frame_stats
+        from ..stats import intfile_scale_rule, pgm_scale_rule
         if self._stats_for is not None and self._stats_for[0] is f:
             return self._stats_for[1]
-        det = self.plan.detector
-        st = image_stats(f.image32, mask=self.mask, roi=self.roi, pixel_size=det.pixel_size,
-                         oversample=self.plan.oversample)
+        st = frame_stats(self.plan, f.image32)
         iscale = intfile_scale_rule(st.max_I, self.outs.intfile_scale)
         pscale = pgm_scale_rule(st.rmsd, iscale, self.outs.pgm_scale)
         self._stats_for = (f, (iscale, pscale))
@@ -115,33 +118,41 @@ class frame_products:
 
     # ---- products
     def float32(self, f: FrameImage):
-        return f.image32
+        return self.layout.file(f.image32)
 
     def int_smv(self, f: FrameImage):
-        from ..io import int_image
+        from ..image_model import int_pixels
         iscale, _ = self._scales(f)
-        return int_image(f.image32, iscale, self.outs.adc_offset, self.roi)
+        return self.layout.file(int_pixels(self.plan, f.image32, iscale,
+                                           self.outs.adc_offset))
 
     def pgm(self, f: FrameImage):
-        from ..io import pgm_image
+        from ..image_model import pgm_pixels
         _, pscale = self._scales(f)
-        return pgm_image(f.image32, pscale, self.roi), pscale
+        return self.layout.file(pgm_pixels(self.plan, f.image32, pscale)), pscale
 
     def noise_smv(self, f: FrameImage):
         if f.noise_pixels is not None:      # noisify.c's chain (adc already in)
-            return f.noise_pixels
+            return self.layout.file(f.noise_pixels)
         from .noise import noise_smv_image
-        return noise_smv_image(f.counts, self.outs.adc_offset, self.roi)
+        return self.layout.file(noise_smv_image(f.counts, self.outs.adc_offset, self.roi))
 
     def detector_data(self, f: FrameImage):
-        """What NeXus stores: int32 counts with noise, float32 photons without."""
+        """What NeXus stores ((panels, slow, fast)): int32 counts with noise, float32
+        photons without."""
         return f.counts if f.counts is not None else f.image32
 
     def detector_counts(self, f: FrameImage):
-        """What CBF stores (int32): counts, or photons rounded without noise."""
+        """What CBF stores (int32 (panels, slow, fast)): counts, or photons rounded
+        without noise."""
         if f.counts is not None:
             return f.counts
         return np.rint(np.clip(f.image32, -2.0**31, 2.0**31 - 128)).astype(np.int32)
+
+    def preview(self, f: FrameImage):
+        """The -png picture of a frame: its counts (photons without noise) in the file
+        layout (a preset's tiled frame, else the stacked panels)."""
+        return self.layout.file(self.detector_data(f))
 
     # ---- writers (atomic)
     def write_float(self, path, index, data):
@@ -173,9 +184,10 @@ def dataset_info(dataset, command=()) -> DatasetInfo:
     plan = dataset.plan(0)
     ranges = dataset.phi_ranges()
     scans = None if ranges is None else [FrameScan(a * RTD, w * RTD) for a, w in ranges]
-    m = dataset.config.detector.mask
+    from ..image_model import rendered_mask
     det = plan.detector
-    mask = None if m is None else (np.asarray(m).reshape(det.spixels, det.fpixels) == 0)
+    m = rendered_mask(plan)              # (panels, slow, fast); the data: stacked rows
+    mask = None if m is None else ~m.reshape(det.spixels, det.fpixels)
     noise = dataset.noise
     return DatasetInfo(plan=plan, nframes=dataset.nframes, scans=scans,
                        dtype="int32" if noise else "float32", mask=mask,

@@ -26,9 +26,11 @@ __all__ = ["FrameRenderer", "FrameImage", "frame_config"]
 
 @dataclass
 class FrameImage:
-    """A rendered frame: ``image`` (slow, fast) float64 photons; ``counts`` int32 Poisson
-    counts (None without noise; with noisify flags the ADU integers, see
-    :mod:`nbsim.dataset.effects`)."""
+    """A rendered frame: ``image`` (panels, slow, fast) float64 photons (a single-panel
+    detector is one panel: ``(1, slow, fast)``); ``counts`` int32 Poisson counts of the
+    same shape (None without noise; with noisify flags the ADU integers, see
+    :mod:`nbsim.dataset.effects`).  File layouts (a preset's tiled frame, stacked
+    panels) are made by the sinks only (:class:`nbsim.image_model.FileLayout`)."""
     index: int
     image: np.ndarray
     counts: Optional[np.ndarray] = None
@@ -104,6 +106,7 @@ class FrameRenderer:
         return plan
 
     def render(self, frame: FrameSpec) -> np.ndarray:
-        """The frame's (slow, fast) float64 image in photons per pixel."""
+        """The frame's float64 image in photons per pixel, as ``Simulator.run`` returns it
+        ((slow, fast), or (panels, slow, fast) for a panel set)."""
         from ..simulator import Simulator
         return Simulator.from_plan(self.plan_for(frame), threads=self.threads).run()

@@ -71,15 +71,19 @@ def _psf_lines(r: psf.PSFResult, auto: bool) -> List[str]:
 
 def noisify(image, p: NoisifyParams, streams: Optional[detector.NoisifyStreams] = None,
             *, workers: Optional[int] = None) -> NoisifyResult:
-    """Run noisify.c's chain on ``image`` (float32, (slow, fast), input units).
+    """Run noisify.c's chain on ``image`` (float32, input units): (slow, fast), or
+    (panels, slow, fast) for a multi-panel frame.
 
+    Per-pixel steps (flicker, calibration, Poisson, gain, ADC, readout) draw their
+    streams in raster order over panels (panel, slow, fast); a PSF stays inside its
+    panel (:func:`nbsim.effects.psf.apply_psf`).  The results have ``image``'s shape.
     ``streams``: the random streams (default: :class:`~detector.NoisifyStreams` seeded
     like noisify.c with no seed flags); advanced in place.
     """
     validate_params(p)
     img = np.ascontiguousarray(image, dtype=np.float32)
-    if img.ndim != 2:
-        raise ValueError("noisify image must be 2-D (slow, fast)")
+    if img.ndim not in (2, 3):
+        raise ValueError("noisify image must be (slow, fast) or (panels, slow, fast)")
     msgs: List[str] = []
     photons = detector.photon_scale_image(img, p.scale, p.fluence)
     use_psf = p.psf_type is not None and p.psf_fwhm_pixels > 0.0

@@ -181,32 +181,36 @@ def auto_psf_radius(psf_type: str, max_photons: float, fwhm_pixels: float) -> in
 
 @numba.njit(cache=True)
 def _source_radii(img, psf_code, fwhm_pixels, user_radius, maxwidth):
-    """C's psf_radius for every source pixel and its lost photons (C's total, raster order)."""
-    ny, nx = img.shape
+    """C's psf_radius for every source pixel of (panels, slow, fast) ``img`` and each
+    panel's lost photons (C's total, raster order within the panel)."""
+    npan, ny, nx = img.shape
     g = fwhm_pixels * FIBER_G_PER_FWHM
-    radii = np.zeros((ny, nx), dtype=np.int32)
-    total_lost = 0.0
-    for y0 in range(ny):
-        for x0 in range(nx):
-            v = img[y0, x0]
-            if v <= 0.0:
-                continue
-            if user_radius != 0:
-                r = user_radius
-            else:
-                r = _auto_radius_one(psf_code, v, fwhm_pixels, g)
-            if r == 0:
-                r = 1
-            if r > maxwidth:
-                r = maxwidth
-            if psf_code == _GAUSS:
-                rsq = np.float64(r) / fwhm_pixels
-                rsq = rsq * rsq
-                lost = np.float64(v) * math.exp(-math.log(16.0) * rsq)
-            else:
-                lost = np.float64(v) * g / math.sqrt(g * g + np.float64(r * r))
-            total_lost += lost
-            radii[y0, x0] = r
+    radii = np.zeros((npan, ny, nx), dtype=np.int32)
+    total_lost = np.zeros(npan)
+    for p in range(npan):
+        lost_p = 0.0
+        for y0 in range(ny):
+            for x0 in range(nx):
+                v = img[p, y0, x0]
+                if v <= 0.0:
+                    continue
+                if user_radius != 0:
+                    r = user_radius
+                else:
+                    r = _auto_radius_one(psf_code, v, fwhm_pixels, g)
+                if r == 0:
+                    r = 1
+                if r > maxwidth:
+                    r = maxwidth
+                if psf_code == _GAUSS:
+                    rsq = np.float64(r) / fwhm_pixels
+                    rsq = rsq * rsq
+                    lost = np.float64(v) * math.exp(-math.log(16.0) * rsq)
+                else:
+                    lost = np.float64(v) * g / math.sqrt(g * g + np.float64(r * r))
+                lost_p += lost
+                radii[p, y0, x0] = r
+        total_lost[p] = lost_p
     return radii, total_lost
 
 
@@ -249,18 +253,24 @@ def _column0(img, radii, kernel, R, yt):
 def _gather_exact(img, radii, kernel, R, lost_each, uniform, out):
     """C's scatter as a gather: every output pixel adds its sources in raster order.
 
-    For one output row the sources of one input row are taken in increasing x (that is
-    decreasing dx), each as one pass over the whole row, so the float32 accumulator of
-    every output pixel sees exactly C's sequence of (double add, float round) steps while
-    the pass vectorises.  Column 0 (the wrap quirk) is done separately.
+    ``img`` (panels, slow, fast): every panel is an image of its own (its light never
+    reaches another panel; ``lost_each[p]`` is spread over panel p).  For one output
+    row the sources of one input row are taken in increasing x (that is decreasing dx),
+    each as one pass over the whole row, so the float32 accumulator of every output
+    pixel sees exactly C's sequence of (double add, float round) steps while the pass
+    vectorises.  Column 0 (the wrap quirk) is done separately.
     """
-    ny, nx = img.shape
-    for yt in prange(ny):
+    npan, ny, nx = img.shape
+    for pyt in prange(npan * ny):
+        p = pyt // ny
+        yt = pyt % ny
+        pimg = img[p]
+        prad = radii[p]
         acc = np.zeros(nx, dtype=np.float32)
         for ys in range(max(0, yt - R), min(ny - 1, yt + R) + 1):
             dy = yt - ys
-            row = img[ys]
-            rrow = radii[ys]
+            row = pimg[ys]
+            rrow = prad[ys]
             for dx in range(R, -R - 1, -1):
                 kv = kernel[R + dy, R + dx]
                 if kv == 0.0:
@@ -285,15 +295,18 @@ def _gather_exact(img, radii, kernel, R, lost_each, uniform, out):
                         t = np.float64(v) * kv if ok else 0.0
                         acc[xt] = np.float32(np.float64(acc[xt]) + t)
         if nx > 0:
-            acc[0] = _column0(img, radii, kernel, R, yt)
+            acc[0] = _column0(pimg, prad, kernel, R, yt)
+        le = lost_each[p]
         for xt in range(nx):
-            out[yt, xt] = np.float32(np.float64(acc[xt]) + lost_each)
+            out[p, yt, xt] = np.float32(np.float64(acc[xt]) + le)
 
 
 def _prepare(image, psf_type, fwhm_pixels, user_radius):
     img = np.ascontiguousarray(image, dtype=np.float32)
-    if img.ndim != 2:
-        raise ValueError("PSF image must be 2-D (slow, fast)")
+    if img.ndim == 2:
+        img = img.reshape((1,) + img.shape)
+    if img.ndim != 3:
+        raise ValueError("PSF image must be (slow, fast) or (panels, slow, fast)")
     code = _code(psf_type)
     fwhm_pixels = float(fwhm_pixels)
     user_radius = int(user_radius)
@@ -305,8 +318,9 @@ def _prepare(image, psf_type, fwhm_pixels, user_radius):
 
 
 def _kernel_radius(img, code, fwhm_pixels, user_radius):
-    """C's kernel radius; None when the automatic radius finds no photons."""
-    ny, nx = img.shape
+    """C's kernel radius (the brightest pixel of all panels); None when the automatic
+    radius finds no photons."""
+    _, ny, nx = img.shape
     maxwidth = max(nx, ny)
     max_I = 0.0
     if user_radius <= 0:
@@ -322,20 +336,25 @@ def _kernel_radius(img, code, fwhm_pixels, user_radius):
 
 
 def apply_psf_exact(image, psf_type: str, fwhm_pixels: float, radius: int = 0) -> PSFResult:
-    """noisify.c's ``apply_psf`` bit for bit (float32 result, (slow, fast)).
+    """noisify.c's ``apply_psf`` bit for bit (float32 result, the image's shape).
 
+    ``image``: (slow, fast), or (panels, slow, fast): every panel is blurred as an image
+    of its own (no light crosses into another panel; each panel's lost tail is spread
+    over that panel); one kernel radius, from the brightest pixel of all panels.
     ``radius``: C's ``-psf_radius`` in pixels, 0 for the automatic per-source radius.
     """
     prepare_cpu()
+    shape = np.shape(image)
     img, code, fwhm_pixels, user_radius = _prepare(image, psf_type, fwhm_pixels, radius)
     R, max_I, maxwidth = _kernel_radius(img, code, fwhm_pixels, user_radius)
     if R is None:
-        return PSFResult(np.zeros_like(img), 0, 0.0, max_I, skipped=True)
+        return PSFResult(np.zeros(shape, dtype=np.float32), 0, 0.0, max_I, skipped=True)
     kernel = _kernel(code, fwhm_pixels, R)
-    radii, total_lost = _source_radii(img, code, fwhm_pixels, user_radius, maxwidth)
+    radii, lost = _source_radii(img, code, fwhm_pixels, user_radius, maxwidth)
     out = np.empty_like(img)
-    _gather_exact(img, radii, kernel, R, total_lost / img.size, user_radius > 0, out)
-    return PSFResult(out, R, total_lost, max_I)
+    npix = img.shape[1] * img.shape[2]
+    _gather_exact(img, radii, kernel, R, lost / max(npix, 1), user_radius > 0, out)
+    return PSFResult(out.reshape(shape), R, float(lost.sum()), max_I)
 
 
 # ----------------------------------------------------------------- FFT path
@@ -396,13 +415,17 @@ def apply_psf_fft(image, psf_type: str, fwhm_pixels: float, radius: int,
                   workers: int | None = None) -> PSFResult:
     """Fixed-radius PSF by FFT (overlap-add, float64), same result as C within float rounding.
 
-    ``radius`` must be > 0 (the automatic radius varies per source; use the exact path).
+    ``image`` (slow, fast) or (panels, slow, fast): the panels are convolved as one image
+    with 2R zero rows between them, so no light crosses into another panel; each panel's
+    lost tail is spread over that panel.  ``radius`` must be > 0 (the automatic radius
+    varies per source; use the exact path).
     """
     prepare_cpu()
+    shape = np.shape(image)
     img, code, fwhm_pixels, user_radius = _prepare(image, psf_type, fwhm_pixels, radius)
     if user_radius <= 0:
         raise ValueError("the FFT PSF needs a fixed radius > 0 (automatic radius: exact path)")
-    ny, nx = img.shape
+    npan, ny, nx = img.shape
     R, max_I, maxwidth = _kernel_radius(img, code, fwhm_pixels, user_radius)
     kernel = _kernel(code, fwhm_pixels, R)
     if code == _GAUSS:
@@ -411,15 +434,26 @@ def apply_psf_fft(image, psf_type: str, fwhm_pixels: float, radius: int,
     else:
         g = fwhm_pixels * FIBER_G_PER_FWHM
         lost_frac = g / math.sqrt(g * g + float(R * R))
-    # the tail of the positive pixels (the ones that spread)
-    total_lost = float(np.sum(img, where=img > 0.0, dtype=np.float64)) * lost_frac
-    full = _fft_convolve(img, kernel, R, workers)
+    # the tail of the positive pixels (the ones that spread), per panel
+    if npan == 1:
+        lost = np.array([float(np.sum(img, where=img > 0.0, dtype=np.float64))]) * lost_frac
+    else:
+        lost = np.sum(img, axis=(1, 2), where=img > 0.0, dtype=np.float64) * lost_frac
+    pitch = ny + 2 * R if npan > 1 else ny         # panel p starts at row p * pitch
+    if npan > 1:
+        src = np.zeros((npan, pitch, nx), dtype=np.float32)
+        src[:, :ny] = img
+        src = src.reshape(npan * pitch, nx)[:(npan - 1) * pitch + ny]
+    else:
+        src = img[0]
+    full = _fft_convolve(src, kernel, R, workers)
     # full[R + y, R + x] is the output at (y, x); column nx is C's wrap column
-    conv = full[R:R + ny, R:R + nx + 1]
-    out = conv[:, :nx].copy()
-    out[1:, 0] += conv[:-1, nx]              # x == nx wraps to column 0 of the next row
-    out += total_lost / img.size
-    return PSFResult(out.astype(np.float32), R, total_lost, max_I)
+    rows = np.arange(npan)[:, None] * pitch + R + np.arange(ny)[None, :]
+    conv = full[rows, R:R + nx + 1]                   # (panels, ny, nx + 1)
+    out = conv[:, :, :nx].copy()
+    out[:, 1:, 0] += conv[:, :-1, nx]       # x == nx wraps to column 0 of the next row
+    out += (lost / (ny * nx))[:, None, None]
+    return PSFResult(out.astype(np.float32).reshape(shape), R, float(lost.sum()), max_I)
 
 
 def apply_psf(image, psf_type: str, fwhm_pixels: float, radius: int = 0, *,

@@ -611,19 +611,14 @@ def recommended_oversample(ps: PanelSet, beam, wavelength: float, xtalsize_max: 
 
 
 def file_image(plan, image: np.ndarray):
-    """(image, detector) the single-image writers (SMV, CBF, float, PGM) receive for a
-    multi-panel render: the tiled frame with zero gaps and the frame detector when the
-    panel set has a layout (presets; panel files with 'frame' and 'tile'), else the
-    panels stacked along slow (the flat index raster, ``panels * spixels`` rows) and the
-    stacked detector.  The NeXus writer takes the (panels, slow, fast) array instead."""
-    ps = plan.panels
-    if ps.frame is not None and all(p.tile is not None for p in ps.panels):
-        det = plan.frame_detector
-        full = replace(det, roi=(0, det.fpixels, 0, det.spixels))
-        return ps.tiled(image), full
-    det = plan.detector
-    return np.asarray(image).reshape(det.spixels, det.fpixels), replace(
-        det, roi=(0, det.fpixels, 0, det.spixels))
+    """(image, detector) of a multi-panel render as the single-image writers lay it out:
+    the tiled frame with zero gaps and the frame detector when the panel set has a
+    layout (presets; panel files with 'frame' and 'tile'), else the panels stacked along
+    slow (the flat index raster, ``panels * spixels`` rows) and the stacked detector.
+    :class:`nbsim.image_model.FileLayout` is the one place this is decided."""
+    from ..image_model import FileLayout
+    layout = FileLayout(plan)
+    return layout.file(image), layout.detector
 
 
 def panel_detector(plan, k: int):

@@ -266,9 +266,11 @@ class CbfSink:
     Each file is written atomically, so on ``resume`` a frame whose file exists is
     complete.  ``notes`` says when the geometry cannot be exact in miniCBF."""
 
-    def __init__(self, template: str):
-        frame_path(template, 0)                  # raises ValueError without '#'
+    def __init__(self, template: str, single: bool = False):
+        if not single:
+            frame_path(template, 0)              # raises ValueError without '#'
         self.template = template
+        self.single = bool(single)               # one frame, one named file
         self._info: Optional[DatasetInfo] = None
         self.notes = []
 
@@ -280,17 +282,24 @@ class CbfSink:
                               "approximated (NeXus output describes it exactly)")
         if not resume:
             return set()
-        return {i for i in range(info.nframes)
-                if os.path.isfile(frame_path(self.template, i))}
+        return {i for i in range(info.nframes) if os.path.isfile(self._path(i))}
+
+    def _path(self, index: int) -> str:
+        return self.template if self.single else frame_path(self.template, index)
 
     def write(self, index: int, data: np.ndarray) -> None:
+        """``data``: the frame, (panels, slow, fast) (a single panel: (1, slow, fast) or
+        (slow, fast))."""
         if self._info is None:
             raise RuntimeError("CbfSink.write before open")
         plan = self._info.plan
         if getattr(plan, "panels", None) is not None:
             self._write_panels(index, data)
             return
-        write_cbf(frame_path(self.template, index), data, cbf_header_for(self._info, index))
+        a = np.asarray(data)
+        if a.ndim == 3 and a.shape[0] == 1:
+            a = a[0]
+        write_cbf(self._path(index), a, cbf_header_for(self._info, index))
 
     def _write_panels(self, index: int, data: np.ndarray) -> None:
         """A multi-panel frame (nbsim.geometry.panels): the tiled frame with zero gaps
@@ -300,7 +309,7 @@ class CbfSink:
         from ..geometry import panels as pnl
         plan = self._info.plan
         ps = plan.panels
-        path = frame_path(self.template, index)
+        path = self._path(index)
         img = np.asarray(data).reshape(ps.shape)
         if ps.frame is not None and all(p.tile is not None for p in ps.panels):
             frame, det = pnl.file_image(plan, img)

@@ -214,7 +214,9 @@ class PngSink:
         n = len(idx)
         ncols = int(math.ceil(math.sqrt(n)))
         nrows = int(math.ceil(n / ncols))
-        s, f = info.plan.detector.spixels, info.plan.detector.fpixels
+        from ..image_model import FileLayout
+        self._layout = FileLayout(info.plan)    # a preset's tiled frame, stacked panels
+        s, f = self._layout.file_shape
         # pool as frames arrive so memory stays at max_frames small tiles
         self._factor = max(1, int(math.ceil(max(ncols * f, nrows * s) / self.max_size)))
         self._frames = {}
@@ -222,8 +224,10 @@ class PngSink:
 
     def write(self, index: int, data: np.ndarray) -> None:
         if index in self._keep:
-            self._frames[index] = _max_pool(np.asarray(data, dtype=np.float64),
-                                            self._factor)
+            a = np.asarray(data)
+            if a.shape != self._layout.file_shape:      # (panels, slow, fast)
+                a = self._layout.file(a)
+            self._frames[index] = _max_pool(np.asarray(a, dtype=np.float64), self._factor)
 
     def close(self) -> None:
         if self._frames:

@@ -9,13 +9,19 @@ Life cycle, driven by the dataset driver::
     sink = NexusSink(path, ...)          # constructing a sink touches no file
     done = sink.open(info, resume=False) # creates / reopens the file(s); returns the set of
                                          # frame indices already complete on disk (resume)
-    sink.write(i, data)                  # i: 0-based frame index; data: (slow, fast) array
+    sink.write(i, data)                  # i: 0-based frame index; data: the frame's array
     ...                                  # durable when write() returns (flushed to the OS)
     sink.close()                         # finalises; on error/interrupt: sink.abort()
 
 ``abort()`` leaves whatever is complete in a state that ``open(info, resume=True)`` can
 continue from (NeXus: the file stays, frames not written are recorded as missing; per-frame
 files: a frame file exists only once complete, written through ``io._atomic``).
+
+Image model (:mod:`nbsim.image_model`): a frame is ``(panels, slow, fast)`` (a single
+panel is one panel) up to the sinks.  NeXus and CBF sinks take that array and lay it
+out themselves (stacked rows + one module per panel; a preset's tiled frame or one file
+per panel); the SMV / float / PGM template sinks receive the 2-D file array the dataset's
+products made with :class:`nbsim.image_model.FileLayout`.
 
 Frame numbers in file names start at 1 (``img_#####.cbf`` -> ``img_00001.cbf`` for index 0).
 """
