@@ -60,8 +60,9 @@ MCSTAS_TO_IMGCIF = np.diag([-1.0, 1.0, -1.0])
 #: model (-detector_thick 0): dxtbx's NeXus reader always builds a parallax-corrected
 #: strategy, which asserts a thickness > 0.  Its parallax shift, for attenuation mu and
 #: a ray at angle t to the normal, is o = 1/mu - (t0/cos t + 1/mu) exp(-mu t0/cos t) ~
-#: mu t0^2 / (2 cos^2 t): for t0 = 1 nm and Si at 1 A (mu = 4.2 /mm), 2e-12 mm, i.e.
-#: 2e-11 pixel of 0.1 mm (at 2 A and 60 deg: 1e-10 pixel) -- nothing.
+#: mu t0^2 / (2 cos^2 t), along the panel o sin t: for t0 = 1 nm and Si at 1 A (mu =
+#: 4.2 /mm) at 30 deg, 1.4e-12 mm = 1.4e-11 pixel of 0.1 mm; at 2.5 A (mu = 60 /mm) and
+#: 70 deg, 2.4e-10 mm = 5e-9 pixel of 0.05 mm -- nothing (tests/test_dials_expt.py).
 NO_SENSOR_THICKNESS_MM = 1e-6
 _UNIFORM_MU_PER_MM = 1e-9      # nanoBragg's uniform layers (mu = 0): dxtbx needs mu > 0
 
@@ -164,6 +165,8 @@ def imageset_for(kind: str, target: str, nframes: int, still: Optional[int] = No
     elif kind == "nexus":
         d = {"__id__": "ImageSequence", "template": path,
              "single_file_indices": list(range(nframes))}
+    elif "#" not in os.path.basename(target):     # one image file, no frame number
+        d = {"__id__": "ImageSet", "images": [path]}
     else:
         d = {"__id__": "ImageSequence", "template": path}
     d.update(extra)
