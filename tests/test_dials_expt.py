@@ -270,3 +270,35 @@ print(json.dumps({"n": len(e.imageset), "centre": list(p.get_beam_centre(e.beam.
     assert got["dist"] == pytest.approx(80.0, abs=1e-9)
     assert got["ped"] == 40.0                        # the SMV frames' ADC offset
     assert got["cell"] == pytest.approx([40, 50, 60, 90, 90, 90], rel=1e-10)
+
+
+@pytest.mark.skipif(not have_dxtbx(), reason="no dxtbx under /usr/bin/python3 (DIALS)")
+def test_dxtbx_loads_stills_from_nexus(tmp_path):
+    """Stills: one experiment per frame, each with its own crystal and the matching
+    frame of the NeXus file (gzip: any HDF5 reads it)."""
+    rc, _, err = run(BASE + ["-distance", "80", "-stills", "3", "-misset", "random",
+                             "-nexus_compression", "gzip", "-nexus", "s.h5",
+                             "-write_expt", "s.expt"], tmp_path)
+    assert rc == 0, err
+    script = r"""
+import json
+from dxtbx.model.experiment_list import ExperimentListFactory as F
+el = F.from_json_file("s.expt", check_format=True)
+print(json.dumps([[len(e.imageset), e.imageset.indices()[0],
+                   float(sum(e.imageset.get_raw_data(0)[0].as_1d().as_double())),
+                   list(e.crystal.get_real_space_vectors()[0])] for e in el]))
+"""
+    r = subprocess.run([DIALS_PY, "-c", script], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120, env={k: v for k, v in os.environ.items()
+                                                    if k != "PYTHONPATH"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    import h5py
+    with h5py.File(tmp_path / "s.h5") as f:
+        sums = [float(f["entry/data/data"][k].astype(np.float64).sum()) for k in range(3)]
+    doc = json.loads((tmp_path / "s.expt").read_text())
+    assert [g[0] for g in got] == [1, 1, 1]
+    assert [g[1] for g in got] == [0, 1, 2]
+    assert [g[2] for g in got] == pytest.approx(sums)      # each its own frame
+    for k in range(3):
+        assert got[k][3] == pytest.approx(doc["crystal"][k]["real_space_a"], abs=1e-9)

@@ -280,6 +280,10 @@ def run_dataset(argv, out, err) -> int:
         # the imageset points at the frames that need it most: SMV (whose header dxtbx
         # misreads; the panels' pedestal is then the ADC offset), miniCBF, NeXus
         order = ("-noisefile", "-intfile", "-cbf", "-nexus")
+        if plan0.panels is not None:
+            # per-frame files hold a tiled frame or one panel each: only NeXus has the
+            # panels as dxtbx's detector model has them
+            order = ("-nexus",)
         images = min((((f, t) for f, t in ([("-nexus", nexus)] if nexus else []) + targets
                        if f in order)), key=lambda ft: order.index(ft[0]), default=None)
         try:

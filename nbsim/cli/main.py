@@ -287,8 +287,11 @@ def _expt_step(plan, outs):
         rows = rotate_rows(rows, plan.detector.spindle, float(c.phi0))
     image = outs.noisefile if outs.calculate_noise else outs.intfile
     adc = float(outs.adc_offset)
+    # a multi-panel image file holds the tiled frame or stacked panels, not dxtbx's
+    # panels: no imageset then (dials.import the images with reference_geometry=)
+    images = None if plan.panels is not None else ("template", image)
     try:
-        doc = experiment_list(plan, 1, scans, [rows], images=("template", image),
+        doc = experiment_list(plan, 1, scans, [rows], images=images,
                               exposure_s=float(plan.config.beam.exposure),
                               trusted=(-1.0, 65535.0 - adc))
     except ValueError as e:
