@@ -10,8 +10,10 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
                                           Bitshuffle-LZ4 (default) or gzip; a virtual
                                           dataset over block files for write_master_vds
       instrument                NXinstrument  name="nbsim"
-        beam                    NXbeam    incident_wavelength (angstrom) [+ _weights]
-        detector                NXdetector depends_on, sensor_material, sensor_thickness,
+        beam                    NXbeam    incident_wavelength (angstrom) [+ _weights],
+                                          incident_polarisation_stokes, total_flux
+        detector                NXdetector depends_on, sensor_material, sensor_thickness
+                                          (1 nm without a sensor model: dxtbx needs > 0),
                                           saturation_value, pixel_mask (bit 8: pixels
                                           not rendered -- outside -roi, zero in -mask --
                                           and ``info.mask``), count_time,
@@ -24,7 +26,9 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
                                           pixel-(0,0) corner), fast/slow_pixel_direction
       sample                    NXsample  depends_on -> transformations/omega (rotation,
                                           one value per frame, deg) or "." (stills);
-                                          beam = hard link to instrument/beam
+                                          beam = hard link to instrument/beam; unit_cell,
+                                          orientation_matrix, ub_matrix (the rendered
+                                          crystal, McStas; one per still)
       source                    NXsource
       nbsim                     NXcollection  frame_complete [frames] uint8 (resume record),
                                           @dataset_extra (JSON of ``info.extra``: seeds...)
