@@ -753,6 +753,9 @@ FLAGS: List[Flag] = [
        _dataset("nexus_compression")),
     _F("-cbf", 1, S, "template", "none", "miniCBF file per frame ('#' digits: frame number)",
        _dataset("cbf")),
+    _F("-write_expt", 1, S, "file", "none",
+       "DIALS experiment list of the job: beam, detector, goniometer, scan, crystal, images "
+       "(docs/formats.md)", _dataset("write_expt")),
     _F("-png", 1, S, "file", "none", "quick-look PNG (a montage of frames for a dataset)",
        _dataset("png")),
     _F("-workers", 1, I, "", "0 (in-process)", "render frames on a local Dask cluster "

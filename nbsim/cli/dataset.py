@@ -192,6 +192,9 @@ def run_dataset(argv, out, err) -> int:
         _check_target("-nexus", nexus)
     if png is not None:
         _check_target("-png", png)
+    write_expt = str(d["write_expt"]) if "write_expt" in d else None
+    if write_expt is not None:
+        _check_target("-write_expt", write_expt)
     compression = str(d.get("nexus_compression", "bslz4")).lower()
     if compression not in ("bslz4", "gzip", "none"):
         raise _error(f"-nexus_compression: expected bslz4, gzip or none, got {compression!r}")
@@ -271,6 +274,22 @@ def run_dataset(argv, out, err) -> int:
                         seed=ds.seeds.seed, misset_seed=ds.seeds.misset_seed)
     info = dataset_info(ds, command=argv)
     prod = frame_products(ds, outs)
+    expt_doc = None
+    if write_expt is not None:
+        from ..dataset.outputs import job_experiments
+        # the imageset points at the frames that need it most: SMV (whose header dxtbx
+        # misreads; the panels' pedestal is then the ADC offset), miniCBF, NeXus
+        order = ("-noisefile", "-intfile", "-cbf", "-nexus")
+        if plan0.panels is not None:
+            # per-frame files hold a tiled frame or one panel each: only NeXus has the
+            # panels as dxtbx's detector model has them
+            order = ("-nexus",)
+        images = min((((f, t) for f, t in ([("-nexus", nexus)] if nexus else []) + targets
+                       if f in order)), key=lambda ft: order.index(ft[0]), default=None)
+        try:
+            expt_doc = job_experiments(ds, info, images, outs.adc_offset)
+        except ValueError as e:
+            raise _error(f"-write_expt: {e}") from None
 
     outputs: List[Output] = []
     if nexus is not None and blocks is None:
@@ -365,6 +384,13 @@ def run_dataset(argv, out, err) -> int:
     if bar:
         bar.finish()
     wall = time.perf_counter() - t0
+    if expt_doc is not None:
+        from ..io.dials_expt import write_expt as _write_expt
+        try:
+            _write_expt(write_expt, expt_doc)
+        except OSError as e:
+            raise _error(f"-write_expt: cannot write {write_expt}: "
+                         f"{e.strerror or e}") from None
 
     for o in outputs:
         for msg in getattr(o.sink, "notes", []):

@@ -179,6 +179,9 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     # 2. outputs: where they go, and that they can be written; whether the image is held
     # whole or streamed in row blocks (a detector too large for memory)
     targets = _output_targets(parsed)
+    if "write_expt" in outs.dataset:
+        targets.append(("-write_expt", str(outs.dataset["write_expt"]), "expt"))
+        _expt_step(plan, outs)              # a geometry dxtbx cannot take: before render
     for flag, path, kind in targets:
         if kind != "dump":          # failing to write the dump file is only a warning
             _check_writable(flag, path)
@@ -246,6 +249,8 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             # C writes the dump before rendering; here it joins the outputs (same bytes)
             steps.insert(0, OutputStep("-dumpfile", outs.dumpfile,
                                        lambda p: write_fdump(p, hkl), optional=True))
+        if "write_expt" in outs.dataset:
+            steps.append(_expt_step(plan, outs))
         inputs = parsed.inputs
         if inputs is not None and inputs.write_hkl:
             from ..inputs.export import p1_writer
@@ -260,6 +265,37 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     _T["written"] = time.perf_counter()
     _note_timing(err, render_s, cfg)
     return EXIT_OK
+
+
+def _expt_step(plan, outs):
+    """-write_expt of one image: a one-frame rotation scan (or a still when -osc is 0)
+    whose imageset is the SMV noise image (else the int image), the ADC offset its
+    pedestal."""
+    from ..io.dials_expt import experiment_list, write_expt
+    from ..io.sinks import FrameScan
+    from ..units import RTD
+    from ..outputs import OutputStep
+    c = plan.crystal
+    rows = np.array([c.a0, c.b0, c.c0], dtype=np.float64)
+    scans = [FrameScan(c.phi0 * RTD, c.osc * RTD)] if c.osc > 0 else None
+    if scans is None and c.phi0 != 0.0:
+        from ..io.dials_expt import rotate_rows
+        rows = rotate_rows(rows, plan.detector.spindle, float(c.phi0))
+    image = outs.noisefile if outs.calculate_noise else outs.intfile
+    adc = float(outs.adc_offset)
+    # a multi-panel image file holds the tiled frame or stacked panels, not dxtbx's
+    # panels: no imageset then (dials.import the images with reference_geometry=)
+    images = None if plan.panels is not None else ("template", image)
+    try:
+        doc = experiment_list(plan, 1, scans, [rows], images=images,
+                              exposure_s=float(plan.config.beam.exposure),
+                              trusted=(-1.0, 65535.0 - adc))
+    except ValueError as e:
+        raise NbsimError(f"-write_expt: {e}") from None
+    for p in doc["detector"][0]["panels"]:
+        p["pedestal"] = adc
+    return OutputStep("-write_expt", str(outs.dataset["write_expt"]),
+                      lambda path: write_expt(path, doc))
 
 
 def _render_one_piece(sim, cfg, outs, err):

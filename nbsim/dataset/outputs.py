@@ -189,7 +189,9 @@ def dataset_info(dataset, command=()) -> DatasetInfo:
     m = rendered_mask(plan)              # (panels, slow, fast); the data: stacked rows
     mask = None if m is None else ~m.reshape(det.spixels, det.fpixels)
     noise = dataset.noise
+    # the crystal per still costs a plan each (~0.5 ms), nothing beside a render
     return DatasetInfo(plan=plan, nframes=dataset.nframes, scans=scans,
+                       crystals=rendered_crystals(dataset),
                        dtype="int32" if noise else "float32", mask=mask,
                        saturation=float(2 ** 31 - 1) if noise else None,
                        exposure_s=float(dataset.config.beam.exposure),
@@ -197,3 +199,47 @@ def dataset_info(dataset, command=()) -> DatasetInfo:
                        extra={"seed": dataset.seeds.seed,
                               "misset_seed": dataset.seeds.misset_seed,
                               "mode": dataset.mode})
+
+
+def job_experiments(dataset, info: DatasetInfo, images, adc_offset: float = 40.0) -> dict:
+    """The DIALS experiment list of a dataset (``-write_expt``; nbsim.io.dials_expt).
+
+    ``images``: (flag, target) of the frames the imageset points at (-nexus, -cbf,
+    -noisefile, -intfile, -floatfile), or None.  SMV frames carry nanoBragg's ADC offset:
+    it is the panels' pedestal there (dxtbx subtracts it), so that ``dials.import
+    reference_geometry=`` reads the counts back."""
+    from ..io.dials_expt import experiment_list
+    plan = dataset.plan(0)
+    crystals = info.crystals if info.crystals is not None else rendered_crystals(dataset)
+    kind, target, pedestal = None, None, 0.0
+    trusted = (-1.0, float(2 ** 31 - 1))
+    if images is not None:
+        flag, target = images
+        kind = "nexus" if flag == "-nexus" else "template"
+        if flag in ("-noisefile", "-intfile"):
+            pedestal = float(adc_offset)
+            trusted = (-1.0, 65535.0 - pedestal)
+    doc = experiment_list(plan, dataset.nframes, info.scans, crystals,
+                          images=None if kind is None else (kind, target),
+                          exposure_s=info.exposure_s, trusted=trusted,
+                          identifier_seed=f"{dataset.seeds.seed}")
+    for p in doc["detector"][0]["panels"]:
+        p["pedestal"] = pedestal
+    return doc
+
+
+def rendered_crystals(dataset) -> list:
+    """The crystal as rendered, rows (a, b, c) in m, nanoBragg lab: at the goniometer
+    datum (phi = 0; DIALS rotates it by the scan) for a rotation series, else one per
+    still at the still's phi (a still has no oscillation), after its misset."""
+    import numpy as np
+    from ..io.dials_expt import rotate_rows
+    if dataset.is_rotation:
+        c = dataset.plan(0).crystal
+        return [np.array([c.a0, c.b0, c.c0], dtype=np.float64)]
+    out = []
+    for i in range(dataset.nframes):
+        plan = dataset.plan(i)
+        c = plan.crystal
+        out.append(rotate_rows((c.a0, c.b0, c.c0), plan.detector.spindle, float(c.phi0)))
+    return out

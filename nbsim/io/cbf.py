@@ -144,6 +144,16 @@ def _as_int32(data) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
+def _sensor_line(thickness: float) -> str:
+    """The sensor line.  Without a sensor model (thickness 0) a 1 nm sensor is written:
+    dxtbx asserts a thickness > 0 for its parallax-corrected model, whose shift is then
+    ~1e-11 pixel (NO_SENSOR_THICKNESS_MM, docs/formats.md)."""
+    if thickness > 0:
+        return f"# Silicon sensor, thickness {thickness:.6f} m"
+    from .dials_expt import NO_SENSOR_THICKNESS_MM
+    return f"# Silicon sensor, thickness {NO_SENSOR_THICKNESS_MM * 1e-3:.9f} m"
+
+
 def _header_text(h: CbfHeader, fast: int, slow: int) -> str:
     model = PILATUS_SIZES.get((fast, slow))
     detector = f"{model}, S/N 60-0000" if model else "GENERIC (nbsim simulation), S/N 0"
@@ -154,7 +164,7 @@ def _header_text(h: CbfHeader, fast: int, slow: int) -> str:
         f"# Detector: {detector}",
         f"# {stamp}",
         f"# Pixel_size {h.pixel_size * 1e6:.10g}e-6 m x {h.pixel_size * 1e6:.10g}e-6 m",
-        f"# Silicon sensor, thickness {h.thickness:.6f} m",
+        _sensor_line(h.thickness),
         f"# Exposure_time {h.exposure_s:.7f} s",
         f"# Exposure_period {h.exposure_s:.7f} s",
         "# Tau = 0 s",

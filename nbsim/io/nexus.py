@@ -10,8 +10,10 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
                                           Bitshuffle-LZ4 (default) or gzip; a virtual
                                           dataset over block files for write_master_vds
       instrument                NXinstrument  name="nbsim"
-        beam                    NXbeam    incident_wavelength (angstrom) [+ _weights]
-        detector                NXdetector depends_on, sensor_material, sensor_thickness,
+        beam                    NXbeam    incident_wavelength (angstrom) [+ _weights],
+                                          incident_polarisation_stokes, total_flux
+        detector                NXdetector depends_on, sensor_material, sensor_thickness
+                                          (1 nm without a sensor model: dxtbx needs > 0),
                                           saturation_value, pixel_mask (bit 8: pixels
                                           not rendered -- outside -roi, zero in -mask --
                                           and ``info.mask``), count_time,
@@ -24,7 +26,9 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
                                           pixel-(0,0) corner), fast/slow_pixel_direction
       sample                    NXsample  depends_on -> transformations/omega (rotation,
                                           one value per frame, deg) or "." (stills);
-                                          beam = hard link to instrument/beam
+                                          beam = hard link to instrument/beam; unit_cell,
+                                          orientation_matrix, ub_matrix (the rendered
+                                          crystal, McStas; one per still)
       source                    NXsource
       nbsim                     NXcollection  frame_complete [frames] uint8 (resume record),
                                           @dataset_extra (JSON of ``info.extra``: seeds...)
@@ -55,6 +59,7 @@ from typing import Optional, Sequence, Set, Tuple
 import numpy as np
 
 from .. import __version__ as nbsim_version
+from .dials_expt import NO_SENSOR_THICKNESS_MM
 from .labframe import beam_centre_px, mcstas_rotation, to_mcstas
 from .sinks import DatasetInfo
 
@@ -200,6 +205,75 @@ def _wavelengths_angstrom(plan) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     return values, counts.astype(np.float64) / counts.sum()
 
 
+def _stokes(plan, R) -> np.ndarray:
+    """Stokes vector (S0, S1, S2, S3) of the incident beam in the McStas frame: S0 = 1,
+    degree of linear polarisation = nanoBragg's Kahn factor K (-polar; 0 with -nopolar),
+    along the E-vector (-polar_vector) at angle psi from McStas x: S1 = K cos 2 psi, S2 =
+    K sin 2 psi, S3 = 0 (dxtbx: polarization_fraction = (1 + K) / 2)."""
+    cfg = plan.config
+    k = 0.0 if cfg.beam.nopolar else float(cfg.beam.polarization)
+    e = to_mcstas(R, plan.detector.polar)
+    psi = float(np.arctan2(e[1], e[0]))
+    return np.array([1.0, k * np.cos(2 * psi), k * np.sin(2 * psi), 0.0])
+
+
+def _total_flux(plan) -> float:
+    """Photons per second on the sample: nanoBragg's fluence (photons/m^2) times the
+    beam area (beamsize^2) over the exposure."""
+    b = plan.config.beam
+    if not b.exposure > 0:
+        return 0.0
+    return float(plan.fluence) * float(b.beamsize) ** 2 / float(b.exposure)
+
+
+def _crystal_frames(info: DatasetInfo):
+    """The rendered crystal's real-space rows (a, b, c) in m, nanoBragg lab: one at the
+    goniometer datum (phi = 0) for a rotation series, one per still (as rendered), from
+    ``info.crystals`` when the driver gave them, else frame 0's plan."""
+    crystals = getattr(info, "crystals", None)
+    if crystals:
+        return [np.asarray(c, dtype=np.float64) for c in crystals]
+    c = info.plan.crystal
+    rows = np.array([c.a0, c.b0, c.c0], dtype=np.float64)
+    if info.scans is None and float(c.phi0) != 0.0:
+        from .dials_expt import rotate_rows
+        rows = rotate_rows(rows, info.plan.detector.spindle, float(c.phi0))
+    return [rows]
+
+
+def _write_crystal(sample, info: DatasetInfo, R):
+    """NXsample unit cell and orientation, as DIALS' NXmx exporter writes them:
+    ``unit_cell`` [n, 6] (angstrom, deg), ``orientation_matrix`` [n, 3, 3] (U, McStas,
+    Busing-Levy: UB = U B), ``ub_matrix`` [n, 3, 3] (columns a*, b*, c* in 1/angstrom,
+    McStas), their ``average_*`` and ``unit_cell_group`` (P 1: the render's symmetry is
+    that of its structure factors).  Rotation series: at the goniometer datum (omega =
+    0); stills: one per frame."""
+    cells, us, ubs = [], [], []
+    for rows in _crystal_frames(info):
+        real = to_mcstas(R, rows) * 1e10                 # rows a, b, c in angstrom
+        ub = np.linalg.inv(real)                         # columns a*, b*, c*
+        q, r = np.linalg.qr(ub)
+        sign = np.sign(np.diag(r))                       # B has a positive diagonal
+        q, r = q * sign, (r.T * sign).T
+        a, b, c = (float(np.linalg.norm(v)) for v in real)
+        ang = [float(np.degrees(np.arccos(np.clip(np.dot(x, y) / np.linalg.norm(x)
+                                                   / np.linalg.norm(y), -1, 1))))
+               for x, y in ((real[1], real[2]), (real[0], real[2]), (real[0], real[1]))]
+        cells.append([a, b, c] + ang)
+        us.append(q)
+        ubs.append(ub)
+    cell = _field(sample, "unit_cell", np.array(cells))
+    cell.attrs["length_units"] = "angstrom"
+    cell.attrs["angles_units"] = "deg"
+    avg = _field(sample, "average_unit_cell", np.array(cells[0]))
+    avg.attrs["length_units"] = "angstrom"
+    avg.attrs["angles_units"] = "deg"
+    _field(sample, "orientation_matrix", np.array(us))
+    _field(sample, "average_orientation_matrix", np.array(us[0]))
+    _field(sample, "ub_matrix", np.array(ubs), units="1/angstrom")
+    _field(sample, "unit_cell_group", "P 1")
+
+
 def _write_metadata(f, info: DatasetInfo, data_factory):
     """Everything except the frame data, which ``data_factory(nxdata_group)`` creates;
     returns the ``/entry/nbsim`` group (for the resume record)."""
@@ -234,6 +308,8 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
         _field(beam, "incident_wavelength_weights", weights)
     # the direction of travel, recorded for readers that look (dxtbx assumes +z)
     _field(beam, "incident_beam_direction", to_mcstas(R, det.beam))
+    _field(beam, "incident_polarisation_stokes", _stokes(info.plan, R)[None, :])
+    _field(beam, "total_flux", _total_flux(info.plan), units="Hz")
 
     # -- detector: det_z along the normal, module_offset in plane to the (0,0) corner
     detector = _nxgroup(instrument, "detector", "NXdetector")
@@ -249,7 +325,14 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     _field(detector, "description", "nbsim simulated pixel-array detector")
     _field(detector, "type", "pixel")
     _field(detector, "sensor_material", "Si")
-    _field(detector, "sensor_thickness", float(det.thick) * 1e3, units="mm")
+    # dxtbx's reader always builds a parallax-corrected model (asserting a thickness
+    # > 0): a render without a sensor model gets a 1 nm sensor, whose parallax is nil
+    # (NO_SENSOR_THICKNESS_MM; docs/formats.md)
+    if det.thick > 0:
+        _field(detector, "sensor_thickness", float(det.thick) * 1e3, units="mm")
+    else:
+        _field(detector, "sensor_thickness", NO_SENSOR_THICKNESS_MM, units="mm",
+               nbsim_note="no sensor model in the render (-detector_thick 0)")
     _field(detector, "count_time", float(info.exposure_s), units="s")
     _field(detector, "frame_time", float(info.exposure_s), units="s")
     _field(detector, "distance", abs(along) * 1e3, units="mm")
@@ -295,6 +378,8 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
         _field(sample, "depends_on", omega.name)
     else:
         _field(sample, "depends_on", ".")
+
+    _write_crystal(sample, info, R)
 
     # NXmx before 2020 put the beam under the sample; a hard link serves both readers
     sample["beam"] = beam

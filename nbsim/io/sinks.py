@@ -63,6 +63,10 @@ class DatasetInfo:
     exposure_s: float = 1.0
     command: Tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
+    # the rendered crystal, rows (a, b, c) in m (nanoBragg lab): one at phi = 0 for a
+    # rotation series, one per frame for stills (NeXus NXsample, -write_expt); None:
+    # frame 0's plan
+    crystals: Optional[Sequence[np.ndarray]] = None
 
 
 class FrameSink(Protocol):
