@@ -301,3 +301,30 @@ print(json.dumps([[len(e.imageset), e.imageset.indices()[0],
     assert [g[2] for g in got] == pytest.approx(sums)      # each its own frame
     for k in range(3):
         assert got[k][3] == pytest.approx(doc["crystal"][k]["real_space_a"], abs=1e-9)
+
+
+def test_crystal_carries_the_structure_factors_space_group(tmp_path):
+    """-mtz gives the crystal's symmetry (rendered as its P1 expansion); without a
+    reflection file the crystal is P 1."""
+    gemmi = pytest.importorskip("gemmi")
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = gemmi.SpaceGroup("P 21 21 21")
+    mtz.set_cell_for_all(gemmi.UnitCell(40, 50, 60, 90, 90, 90))
+    mtz.add_dataset("sim")
+    mtz.add_column("FP", "F")
+    mtz.add_column("SIGFP", "Q")
+    hkl = gemmi.make_miller_array(mtz.cell, mtz.spacegroup, 4.0)
+    mtz.set_data(np.column_stack([hkl, np.full(len(hkl), 100.0), np.ones(len(hkl))]))
+    mtz.write_to_file(str(tmp_path / "x.mtz"))
+    argv = [a for a in BASE if a not in ("-default_F", "100")]
+    rc, _, err = run(argv + ["-mtz", "x.mtz", "-nimages", "2", "-floatfile", "f_#.bin",
+                             "-write_expt", "sg.expt"], tmp_path)
+    assert rc == 0, err
+    hall = json.loads((tmp_path / "sg.expt").read_text())["crystal"][0][
+        "space_group_hall_symbol"]
+    assert hall.split() == gemmi.SpaceGroup("P 21 21 21").hall.split()   # P 2ac 2ab
+    rc, _, err = run(BASE + ["-nimages", "2", "-floatfile", "g_#.bin", "-write_expt",
+                             "p1.expt"], tmp_path)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "p1.expt").read_text())["crystal"][0][
+        "space_group_hall_symbol"].split() == ["P", "1"]

@@ -287,7 +287,8 @@ def run_dataset(argv, out, err) -> int:
         images = min((((f, t) for f, t in ([("-nexus", nexus)] if nexus else []) + targets
                        if f in order)), key=lambda ft: order.index(ft[0]), default=None)
         try:
-            expt_doc = job_experiments(ds, info, images, outs.adc_offset)
+            sg = parsed.inputs.space_group if parsed.inputs is not None else None
+            expt_doc = job_experiments(ds, info, images, outs.adc_offset, space_group=sg)
         except ValueError as e:
             raise _error(f"-write_expt: {e}") from None
 

@@ -201,14 +201,17 @@ def dataset_info(dataset, command=()) -> DatasetInfo:
                               "mode": dataset.mode})
 
 
-def job_experiments(dataset, info: DatasetInfo, images, adc_offset: float = 40.0) -> dict:
+def job_experiments(dataset, info: DatasetInfo, images, adc_offset: float = 40.0,
+                    space_group=None) -> dict:
     """The DIALS experiment list of a dataset (``-write_expt``; nbsim.io.dials_expt).
 
     ``images``: (flag, target) of the frames the imageset points at (-nexus, -cbf,
     -noisefile, -intfile, -floatfile), or None.  SMV frames carry nanoBragg's ADC offset:
     it is the panels' pedestal there (dxtbx subtracts it), so that ``dials.import
-    reference_geometry=`` reads the counts back."""
-    from ..io.dials_expt import experiment_list
+    reference_geometry=`` reads the counts back.  ``space_group``: the structure
+    factors' space group (a gemmi name, from -mtz/-sfcif/-model; None: P 1): the crystal's
+    symmetry, although nbsim renders its P1 expansion."""
+    from ..io.dials_expt import experiment_list, hall_symbol
     plan = dataset.plan(0)
     crystals = info.crystals if info.crystals is not None else rendered_crystals(dataset)
     kind, target, pedestal = None, None, 0.0
@@ -222,7 +225,7 @@ def job_experiments(dataset, info: DatasetInfo, images, adc_offset: float = 40.0
     doc = experiment_list(plan, dataset.nframes, info.scans, crystals,
                           images=None if kind is None else (kind, target),
                           exposure_s=info.exposure_s, trusted=trusted,
-                          identifier_seed=f"{dataset.seeds.seed}")
+                          hall=hall_symbol(space_group), identifier_seed=f"{dataset.seeds.seed}")
     for p in doc["detector"][0]["panels"]:
         p["pedestal"] = pedestal
     return doc

@@ -53,6 +53,7 @@ class InputsResult:
     source: Optional[str] = None
     write_hkl: Optional[str] = None
     expt_file: Optional[str] = None
+    space_group: Optional[str] = None       # the file's space group (gemmi name), P1-expanded
     notes: List[str] = field(default_factory=list)
 
 
@@ -203,5 +204,6 @@ def resolve_inputs(st, cfg, notes: List[str]) -> InputsResult:
     notes.append(f"{flag} {refl.source}: {len(refl)} reflections expanded to "
                  f"{p1[0].size} in P1 ({mates})")
     res.hkl_data, res.p1, res.source = hkl_data, p1, f"{flag} {path}"
+    res.space_group = refl.space_group
     res.write_hkl = req["-write_hkl"][1] if "-write_hkl" in req else None
     return res

@@ -30,7 +30,7 @@ What is written (units as dxtbx: mm, angstrom, degrees):
   rotation; scan: ``image_range`` [1, n], ``oscillation`` [phi0, osc] (deg);
 * crystal: ``real_space_a/b/c`` (angstrom) at the goniometer datum (phi = 0: DIALS
   rotates it by the scan), or, for stills, as rendered (after the still's misset, at
-  its phi); ``space_group_hall_symbol`` (P 1 unless given);
+  its phi); ``space_group_hall_symbol`` (the structure factors' space group, P 1 unless given);
 * imageset: an ``ImageSequence`` over the frame template (SMV/CBF ``#`` template) or the
   NeXus file (``single_file_indices``); stills: one single-image ``ImageSet`` per
   experiment.
