@@ -131,9 +131,24 @@ def amorphous_background(parsed, plan, table) -> Tuple[np.ndarray, List[str]]:
                              fluence=float(plan.fluence), beamsize=float(cfg.beam.beamsize),
                              polarization=float(cfg.beam.polarization),
                              nopolar=bool(getattr(cfg.beam, "nopolar", False)))
-    geom = geometry_from_nbsim(plan.detector, plan.sources, plan.oversample)
     device = "cuda" if cfg.device == "cuda" else "cpu"
-    bg = amorphous_image(geom, table, sample, device=device)
+    if getattr(plan, "panels", None) is None:
+        geom = geometry_from_nbsim(plan.detector, plan.sources, plan.oversample)
+        bg = amorphous_image(geom, table, sample, device=device)
+    else:
+        # each panel where it is (not the stacked raster the kernels index): the -roi
+        # applies to every panel's own pixels; stacked like the render (panel order)
+        from dataclasses import replace
+        from .geometry.panels import panel_detector
+        x0, x1, y0, y1 = (int(v) for v in plan.frame_detector.roi)
+        parts = []
+        for k in range(plan.panels.count):
+            det = panel_detector(plan, k)
+            det = replace(det, roi=(max(0, x0), min(det.fpixels, x1),
+                                    max(0, y0), min(det.spixels, y1)))
+            geom = geometry_from_nbsim(det, plan.sources, plan.oversample)
+            parts.append(np.asarray(amorphous_image(geom, table, sample, device=device)))
+        bg = np.concatenate(parts, axis=0)
     _, molecules, *_ = sample.resolved()
     return bg, ["amorphous background from %s: %d points, %.6g molecules, max %.6g photons/pixel"
                  % (path, table.points, molecules, float(bg.max()))]

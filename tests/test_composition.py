@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import OrderedDict
@@ -200,7 +201,7 @@ def _write_mtz(path, anomalous=False):
     mtz.spacegroup = gemmi.SpaceGroup("P 21 21 21")
     mtz.set_cell_for_all(gemmi.UnitCell(*CELL))
     mtz.add_dataset("sim")
-    hkl = gemmi.make_miller_array(mtz.cell, mtz.spacegroup, 3.0)
+    hkl = gemmi.make_miller_array(mtz.cell, mtz.spacegroup, 1.8)
     if anomalous:
         hkl = hkl[~mtz.spacegroup.operations().centric_flag_array(hkl)]
         mtz.add_column("F(+)", "G")
@@ -251,14 +252,15 @@ def inputs(tmp_path_factory):
         + rows)
     rng = np.random.default_rng(5)
     (d / "f.hkl").write_text("".join(f"{h} {k} {l} {rng.uniform(10, 100):.2f}\n"
-                                     for h in range(-6, 7) for k in range(-6, 7)
-                                     for l in range(-6, 7)))
+                                     for h in range(-9, 10) for k in range(-9, 10)
+                                     for l in range(-9, 10)))
     _write_model(d / "m.pdb")
     (d / "src.txt").write_text("-10 0 0 1 1.0e-10\n-10 0.002 0.001 1 1.02e-10\n")
     (d / "orient.txt").write_text("".join("%g %g %g\n" % m for m in MISSETS))
     doc = _panels_doc()
     (d / "panels.json").write_text(json.dumps(doc))
-    (d / "one.expt").write_text(json.dumps(_expt_doc(doc["panels"][:1])))
+    # one panel: the tilted one (the centre panel sees only F000's neighbourhood)
+    (d / "one.expt").write_text(json.dumps(_expt_doc(doc["panels"][1:2])))
     (d / "two.expt").write_text(json.dumps(_expt_doc(doc["panels"][:2])))
     return d
 
@@ -284,9 +286,9 @@ def _physics(c, inp):
           "curved": ["-distance", "60", "-detpixels", "24", "-pixel", "0.4", "-curved_det"],
           "thick": ["-distance", "60", "-detpixels", "24", "-pixel", "0.4",
                     "-detector_thick", "300", "-thicksteps", "2"],
-          "eiger": ["-distance", "100", "-detector_preset", "eiger2_16m",
+          "eiger": ["-distance", "200", "-detector_preset", "eiger2_16m",
                     "-roi", "0", "3", "0", "3"],
-          "jungfrau": ["-distance", "100", "-detector_preset", "jungfrau_4m",
+          "jungfrau": ["-distance", "200", "-detector_preset", "jungfrau_4m",
                        "-roi", "0", "3", "0", "3"],
           "panels": ["-panels", str(inp / "panels.json")],
           "expt1": ["-expt", str(inp / "one.expt")],
@@ -390,6 +392,20 @@ def _frame_file(template, i):
     return frame_path(template, i)
 
 
+PANEL_COUNT = {"panels": 3, "expt2": 2}     # panel files: one CBF per panel and frame
+
+
+def _files_of(c, kind, target, i):
+    """The files frame i of output ``kind`` is written to (a multi-panel CBF frame of a
+    panel file: one per panel, ``_p00``...; a preset's: the tiled frame)."""
+    path = _frame_file(target, i)
+    if kind == "cbf" and c["det"] in PANEL_COUNT:
+        from nbsim.geometry.panels import panel_file_path
+        n = PANEL_COUNT[c["det"]]
+        return [panel_file_path(path, k, n) for k in range(n)]
+    return [path]
+
+
 def _listing(d):
     return sorted(str(p.relative_to(d)) for p in Path(d).rglob("*"))
 
@@ -432,7 +448,8 @@ def _check_outputs(c, inp, d, files, stdout):
             files["noise"] = "noiseimage.img"
     for kind, target in files.items():
         for i in range(n):
-            assert (d / _frame_file(target, i)).exists(), (kind, target, i)
+            for f in _files_of(c, kind, target, i):
+                assert (d / f).exists(), (kind, f, _listing(d))
         path = d / _frame_file(target, last)
         if kind == "float":
             _assert_float_file(path, c, rfloat)
@@ -450,7 +467,8 @@ def _check_outputs(c, inp, d, files, stdout):
                 assert data.size == npix
         elif kind == "cbf":
             fabio = pytest.importorskip("fabio")
-            data = fabio.open(str(path)).data
+            data = np.concatenate([fabio.open(str(d / f)).data.ravel()
+                                   for f in _files_of(c, kind, target, last)])
             assert data.size == npix and np.issubdtype(data.dtype, np.integer)
             _assert_counts(c, data, ref)
         elif kind == "nexus":
@@ -475,7 +493,7 @@ def _check_outputs(c, inp, d, files, stdout):
 def _assert_counts(c, data, ref):
     """CBF / NeXus pixels: the counts of the single run's noise image (without -adc,
     within 0..65535), or its photons without noise."""
-    rf = np.frombuffer((ref / "r.bin").read_bytes(), "<f4").reshape(data.shape)
+    rf = np.frombuffer((ref / "r.bin").read_bytes(), "<f4").reshape(np.shape(data))
     if c["fx"] == "nonoise":
         if np.issubdtype(data.dtype, np.integer):
             want = np.rint(np.clip(rf, -2.0**31, 2.0**31 - 128)).astype(np.int64)
@@ -529,27 +547,37 @@ def test_composition(c, inputs, tmp_path):
     _check_outputs(c, inputs, d, files, out)
 
 
+def _stable_bytes(path):
+    """The file's bytes; a miniCBF header's time stamp line (the time the frame was
+    written, ``# 2026-12-07T21:15:23.563``) left out."""
+    raw = path.read_bytes()
+    if path.suffix == ".cbf":
+        raw = re.sub(rb"\r\n# \d{4}-\d\d-\d\dT[0-9:.]+\r\n", b"\r\n", raw, count=1)
+    return raw
+
+
 def _cut_short_and_resume(c, d, files, argv):
     """What a job stopped after its first frame leaves (frame 0's files, the record
     saying so; the NeXus file as it is), then ``-resume``: the same files as the whole run."""
     from nbsim.dataset.manifest import JobRecord
     records = list(d.glob("*.nbsim-job.json"))
     assert len(records) == 1, _listing(d)
-    before = {p: p.read_bytes() for p in d.iterdir() if p.suffix not in (".h5", ".json")}
+    before = {p: _stable_bytes(p) for p in d.iterdir() if p.suffix not in (".h5", ".json")}
     rec = JobRecord.load(str(records[0]))
     assert rec.done == set(range(_nframes(c)))
     rec.done = {0}
     rec.save()
-    for target in files.values():
+    for kind, target in files.items():
         if "#" in target:
             for i in range(1, _nframes(c)):
-                (d / _frame_file(target, i)).unlink()
+                for f in _files_of(c, kind, target, i):
+                    (d / f).unlink()
     for p in d.glob("*.png"):
         p.unlink()
     rc, out, err = _run(argv + ["-resume"], d)
     assert rc == 0 and not _errors(err), f"-resume: exit {rc}: {err.strip()}"
     assert f"({_nframes(c) - 1} rendered, 1 kept)" in out
-    after = {p: p.read_bytes() for p in d.iterdir() if p.suffix not in (".h5", ".json")}
+    after = {p: _stable_bytes(p) for p in d.iterdir() if p.suffix not in (".h5", ".json")}
     assert after.keys() == before.keys()
     for p in before:
         assert after[p] == before[p], f"{p.name} differs after -resume"
@@ -586,3 +614,56 @@ def test_meaningless_combination_refused(rid, over, extra, words, inputs, tmp_pa
     assert rc == 2 and len(lines) == 1, (rc, err)
     assert lines[0].startswith("nbsim: error:") and all(w in lines[0] for w in words), lines
     assert _listing(d) == before
+
+
+def test_write_hkl_with_a_dataset_writes_the_p1_list_once(inputs, tmp_path):
+    """Regression: -write_hkl with dataset flags was accepted and silently not written;
+    now the job writes it once (after its frames), the single run's bytes."""
+    c = dict(job="rotation", det="flat", F="mtz", beam="plain", fx="nonoise",
+             out="write_hkl", mode="spec", dtype="f64", exec="inproc")
+    d = tmp_path / "case"
+    d.mkdir()
+    flags, files = _outputs(c)
+    rc, out, err = _run(_physics(c, inputs) + _job(c, inputs) + flags, d)
+    assert rc == 0 and not _errors(err), err
+    assert "-write_hkl p1.hkl" in out
+    rc, _o, err = _run(_physics(c, inputs) + ["-write_hkl", "r.hkl", "-floatfile", "r.bin"],
+                       d)
+    assert rc == 0, err
+    text = (d / "p1.hkl").read_text()
+    assert text == (d / "r.hkl").read_text() and len(text.splitlines()) > 100
+    # the file's directory is checked before anything is written
+    before = _listing(d)
+    rc, _o, err = _run(_physics(c, inputs) + _job(c, inputs)
+                       + ["-write_hkl", "no/such/dir/p.hkl", "-floatfile", "g_#.bin"], d)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "-write_hkl" in err
+    assert _listing(d) == before
+
+
+# ------------------------------------------------------------------ regressions found
+def test_model_resolution_covers_every_panel(inputs):
+    """Regression: -model's default resolution came from the flags' flat detector only:
+    panel 0 of a panel file / .expt, and the default 1024^2 detector for a preset."""
+    from nbsim.args import parse_args
+    from nbsim.inputs.resolution import MARGIN, detector_dmin
+
+    lam = 1.0
+    base = ["-cell", *map(str, CELL), "-default_F", "1", "-lambda", str(lam)]
+    cfg = parse_args(base + ["-panels", str(inputs / "panels.json")]).config
+    q = 0.0
+    for p in _panels_doc()["panels"]:
+        o, f, s = (np.asarray(p[k], float) for k in ("origin", "fast", "slow"))
+        for cf in (0, p["fpixels"]):
+            for cs in (0, p["spixels"]):
+                v = o + p["pixel_size"] * (cf * f + cs * s)
+                q = max(q, np.linalg.norm(v / np.linalg.norm(v) - [1.0, 0.0, 0.0]) / lam)
+    assert detector_dmin(cfg) == pytest.approx(1.0 / q / MARGIN, rel=1e-12)
+    one = parse_args(base[:-2] + ["-expt", str(inputs / "two.expt")]).config
+    assert detector_dmin(one) < 3.0          # the tilted panel reaches ~2.2 A
+    # a preset: its frame (4148 x 4362 pixels of 75 um), placed by the flags
+    flags = ["-distance", "200"]
+    preset = parse_args(base + flags + ["-detector_preset", "eiger2_16m"]).config
+    frame = parse_args(base + flags + ["-detpixels_f", "4148", "-detpixels_s", "4362",
+                                       "-pixel", "0.075"]).config
+    assert detector_dmin(preset) == pytest.approx(detector_dmin(frame), rel=1e-12)
+    assert detector_dmin(preset) < 0.8 * detector_dmin(parse_args(base + flags).config)
