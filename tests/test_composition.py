@@ -667,3 +667,42 @@ def test_model_resolution_covers_every_panel(inputs):
                                        "-pixel", "0.075"]).config
     assert detector_dmin(preset) == pytest.approx(detector_dmin(frame), rel=1e-12)
     assert detector_dmin(preset) < 0.8 * detector_dmin(parse_args(base + flags).config)
+
+
+def _panel_flags(p):
+    """nanoBragg flags of panel ``p`` (a -panels JSON entry) alone, as a flat detector."""
+    from nbsim.geometry import panels as pnl
+    q = pnl.panels_from_dict({"panels": [p]}).panels[0]
+    vec = lambda v: [repr(float(x)) for x in v]  # noqa: E731
+    return (["-fdet_vector"] + vec(q.fast) + ["-sdet_vector"] + vec(q.slow)
+            + ["-odet_vector"] + vec(q.odet()) + ["-pix0_vector"] + vec(q.origin)
+            + ["-beam_vector", "1", "0", "0", "-polar_vector", "0", "0", "1",
+               "-spindle_axis", "0", "0", "1", "-detpixels_f", str(q.fpixels),
+               "-detpixels_s", str(q.spixels), "-pixel", repr(q.pixel_size * 1e3)])
+
+
+def test_stol_background_of_each_panel_is_that_panels_own(inputs, tmp_path):
+    """Regression: the -stol background of a multi-panel detector was computed on the
+    stacked raster the kernels index (every panel in the frame detector's plane), not
+    where the panels are."""
+    base = ["-cell", *map(str, CELL), "-N", "3", "-oversample", "1", "-noprogress",
+            "-lambda", "1.0", "-default_F", "100", "-nonoise", "-nopgm"]
+    stol = ["-stol", str(WATER), "-thickness", "0.3"]
+
+    def floats(flags, tag):
+        rc, _o, err = _run(base + flags + ["-floatfile", f"{tag}.bin", "-intfile",
+                                           f"{tag}.img"], tmp_path)
+        assert rc == 0, err
+        return np.fromfile(tmp_path / f"{tag}.bin", "<f4").astype(np.float64)
+
+    panels = ["-panels", str(inputs / "panels.json")]
+    bg = (floats(panels + stol, "ps") - floats(panels, "p")).reshape(3, 8, 12)
+    doc = _panels_doc()
+    for k in (0, 1, 2):
+        one = _panel_flags(doc["panels"][k])
+        ref = (floats(one + stol, "os") - floats(one, "o")).reshape(8, 12)
+        assert ref.max() > 0
+        tol = 1e-6 * ref.max() + 2.4e-7 * (ref.max() + 1e3)
+        assert np.max(np.abs(bg[k] - ref)) <= tol, k
+    # the panels see different backgrounds (the test can tell them apart)
+    assert abs(bg[1].mean() - bg[0].mean()) > 0.05 * bg[0].mean()
