@@ -706,3 +706,32 @@ def test_stol_background_of_each_panel_is_that_panels_own(inputs, tmp_path):
         assert np.max(np.abs(bg[k] - ref)) <= tol, k
     # the panels see different backgrounds (the test can tell them apart)
     assert abs(bg[1].mean() - bg[0].mean()) > 0.05 * bg[0].mean()
+
+
+def test_resume_keeps_multi_panel_cbf_frames(inputs, tmp_path):
+    """Regression: -resume looked for c_1.cbf where a panel file's frames are
+    c_1_p00.cbf, c_1_p01.cbf...: no frame was ever kept.  A frame missing one panel file
+    is rendered again."""
+    from nbsim.dataset.manifest import JobRecord
+    c = dict(job="rotation", det="panels", F="defF", beam="plain", fx="nonoise",
+             out="cbf", mode="spec", dtype="f64", exec="resume")
+    flags, files = _outputs(c)
+    argv = _physics(c, inputs) + _job(c, inputs) + flags
+    rc, _o, err = _run(argv, tmp_path)
+    assert rc == 0, err
+    first = _files_of(c, "cbf", files["cbf"], 0)
+    assert first == ["c_1_p00.cbf", "c_1_p01.cbf", "c_1_p02.cbf"]
+    keep = {f: _stable_bytes(tmp_path / f) for f in first}
+    rec_path = str(tmp_path / "c_.cbf.nbsim-job.json")
+    rec = JobRecord.load(rec_path)
+    rec.done = {0}
+    rec.save()
+    for f in _files_of(c, "cbf", files["cbf"], 1):
+        (tmp_path / f).unlink()
+    rc, out, err = _run(argv + ["-resume"], tmp_path)
+    assert rc == 0 and "(1 rendered, 1 kept)" in out, (out, err)
+    assert {f: _stable_bytes(tmp_path / f) for f in first} == keep
+    (tmp_path / "c_2_p01.cbf").unlink()           # frame 2 lacks a panel: not complete
+    rc, out, err = _run(argv + ["-resume"], tmp_path)
+    assert rc == 0 and "(1 rendered, 1 kept)" in out, (out, err)
+    assert (tmp_path / "c_2_p01.cbf").is_file()

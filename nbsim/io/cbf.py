@@ -281,7 +281,18 @@ class CbfSink:
         if not resume:
             return set()
         return {i for i in range(info.nframes)
-                if os.path.isfile(frame_path(self.template, i))}
+                if all(os.path.isfile(f) for f in self.frame_files(i))}
+
+    def frame_files(self, index: int):
+        """The files of frame ``index``: one, or one per panel (``_p00``...) for a
+        multi-panel detector without a tiled layout (see :meth:`_write_panels`)."""
+        path = frame_path(self.template, index)
+        ps = getattr(self._info.plan, "panels", None) if self._info is not None else None
+        if ps is None or (ps.frame is not None and all(p.tile is not None
+                                                       for p in ps.panels)):
+            return [path]
+        from ..geometry import panels as pnl
+        return [pnl.panel_file_path(path, k, ps.count) for k in range(ps.count)]
 
     def write(self, index: int, data: np.ndarray) -> None:
         if self._info is None:
