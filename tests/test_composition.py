@@ -735,3 +735,17 @@ def test_resume_keeps_multi_panel_cbf_frames(inputs, tmp_path):
     rc, out, err = _run(argv + ["-resume"], tmp_path)
     assert rc == 0 and "(1 rendered, 1 kept)" in out, (out, err)
     assert (tmp_path / "c_2_p01.cbf").is_file()
+
+
+def test_expt_without_a_scan_keeps_phi(inputs):
+    """Regression: an .expt without a scan set phi to 0, silently replacing -phi (so a
+    rotation dataset's frame i was not the single run with -phi i*osc)."""
+    import math
+    import nbsim
+    flags = ["-cell", *map(str, CELL), "-N", "3", "-oversample", "1", "-default_F", "100",
+             "-expt", str(inputs / "one.expt"), "-osc", "0.3"]
+    at0 = nbsim.Simulator.from_args(flags)
+    at30 = nbsim.Simulator.from_args(flags + ["-phi", "30"])
+    assert at30.plan.config.crystal.phi0 == pytest.approx(math.radians(30), rel=1e-15)
+    a, b = at0.run(), at30.run()
+    assert a.max() > 0 and np.max(np.abs(a - b)) > 0.1 * a.max()
