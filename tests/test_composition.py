@@ -252,8 +252,8 @@ def inputs(tmp_path_factory):
         + rows)
     rng = np.random.default_rng(5)
     (d / "f.hkl").write_text("".join(f"{h} {k} {l} {rng.uniform(10, 100):.2f}\n"
-                                     for h in range(-15, 16) for k in range(-15, 16)
-                                     for l in range(-15, 16)))
+                                     for h in range(-20, 21) for k in range(-20, 21)
+                                     for l in range(-20, 21)))
     _write_model(d / "m.pdb")
     (d / "src.txt").write_text("-10 0 0 1 1.0e-10\n-10 0.002 0.001 1 1.02e-10\n")
     (d / "orient.txt").write_text("".join("%g %g %g\n" % m for m in MISSETS))
