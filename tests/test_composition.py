@@ -631,6 +631,11 @@ REFUSED = [
      ["-write_hkl"]),
     ("orientations-without-stills", dict(job="single", out="float"),
      ["-orientations", "orient.txt"], ["-orientations"]),
+    # the file gives every frame's orientation: a -misset as well was silently ignored
+    ("orientations-misset_random", dict(job="orient"), ["-misset", "random"],
+     ["-orientations", "-misset random"]),
+    ("orientations-misset_angles", dict(job="orient"), ["-misset", "1", "2", "3"],
+     ["-orientations", "-misset 1 2 3"]),
 ]
 
 

@@ -127,6 +127,11 @@ def _frames_from(parsed, d):
             raise _error(f"-stills: needs at least 1 frame, got {n}")
         if "orientations" in d:
             path = str(d["orientations"])
+            if "crystal.misset" in parsed.given:
+                flag, raw = parsed.given["crystal.misset"]
+                raise _error(f"-orientations: cannot be combined with {flag} "
+                             f"{' '.join(raw)} (each line of {path} is a frame's "
+                             f"orientation); give one of them")
             try:
                 ori = read_orientations(path)
             except FileNotFoundError:
