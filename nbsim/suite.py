@@ -139,14 +139,20 @@ def amorphous_background(parsed, plan, table) -> Tuple[np.ndarray, List[str]]:
         bg = amorphous_image(geom, table, sample, device=device)
     else:
         # (panels, slow, fast): each panel from its own geometry (origin, axes, pixel,
-        # distance) with the ROI in its own pixel coordinates; once per run / dataset
+        # distance), not the stacked raster the kernels index, with the -roi in its own
+        # pixel coordinates; once per run / dataset
         from dataclasses import replace
 
         from .geometry.panels import panel_detector
-        roi = plan.frame_detector.roi
-        bg = np.stack([amorphous_image(geometry_from_nbsim(
-            replace(panel_detector(plan, k), roi=roi), plan.sources, plan.oversample),
-            table, sample, device=device) for k in range(plan.panels.count)])
+        x0, x1, y0, y1 = (int(v) for v in plan.frame_detector.roi)
+        parts = []
+        for k in range(plan.panels.count):
+            det = panel_detector(plan, k)
+            det = replace(det, roi=(max(0, x0), min(det.fpixels, x1),
+                                    max(0, y0), min(det.spixels, y1)))
+            parts.append(np.asarray(amorphous_image(geometry_from_nbsim(
+                det, plan.sources, plan.oversample), table, sample, device=device)))
+        bg = np.stack(parts)
     _, molecules, *_ = sample.resolved()
     return bg, ["amorphous background from %s: %d points, %.6g molecules, max %.6g photons/pixel"
                  % (path, table.points, molecules, float(bg.max()))]

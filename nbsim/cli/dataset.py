@@ -127,6 +127,11 @@ def _frames_from(parsed, d):
             raise _error(f"-stills: needs at least 1 frame, got {n}")
         if "orientations" in d:
             path = str(d["orientations"])
+            if "crystal.misset" in parsed.given:
+                flag, raw = parsed.given["crystal.misset"]
+                raise _error(f"-orientations: cannot be combined with {flag} "
+                             f"{' '.join(raw)} (each line of {path} is a frame's "
+                             f"orientation); give one of them")
             try:
                 ori = read_orientations(path)
             except FileNotFoundError:
@@ -189,7 +194,14 @@ def run_dataset(argv, out, err) -> int:
                          f"name, one file per frame (e.g. {stem}_#####{ext})")
         _check_target(flag, frame_path(t, 0) if "#" in os.path.basename(t) else t)
     if nexus is not None:
+        if cfg.detector.curved:
+            raise _error(f"-curved_det: cannot be combined with -nexus {nexus} (NXmx "
+                         f"describes flat detector modules only); use -cbf or -floatfile")
         _check_target("-nexus", nexus)
+    # -write_hkl: the P1 list, written once for the dataset (after its frames)
+    write_hkl = parsed.inputs.write_hkl if parsed.inputs is not None else None
+    if write_hkl:
+        _check_target("-write_hkl", write_hkl)
     if png is not None:
         _check_target("-png", png)
     write_expt = str(d["write_expt"]) if "write_expt" in d else None
@@ -347,6 +359,8 @@ def run_dataset(argv, out, err) -> int:
         shown.append(f"-nexus {nexus} (worker blocks of {blocks})")
     if png:
         shown.append(f"-png {png}")
+    if write_hkl:
+        shown.append(f"-write_hkl {write_hkl}")
     if ds.effects is not None:
         lines.extend("  " + t for t in ds.effects.lines)
     lines.append("  outputs: " + ", ".join(shown))
@@ -413,6 +427,15 @@ def run_dataset(argv, out, err) -> int:
                 write_png(png, images if len(images) > 1 else images[0])
         except OSError as e:
             raise _error(f"-png: cannot write {png}: {e.strerror or e}") from None
+    if write_hkl:
+        from ..inputs.export import p1_writer
+        from ..io._atomic import atomic_path
+        try:
+            with atomic_path(write_hkl) as tmp:
+                p1_writer(parsed.inputs)(tmp)
+        except OSError as e:
+            raise _error(f"-write_hkl: cannot write {write_hkl}: {e.strerror or e}") \
+                from None
     rate = result.rendered / result.seconds if result.seconds > 0 else math.inf
     out.lines([f"wrote {n} frame{'s' if n != 1 else ''} ({result.rendered} rendered, {result.kept} kept) in "
                f"{wall:.2f} s: {rate:.2f} frames/s"])

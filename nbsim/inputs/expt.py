@@ -354,8 +354,8 @@ def apply_to_config(geom: ExperimentGeometry, cfg) -> None:
         d.panels = geom.panels
     if geom.spindle_axis is not None:
         c.spindle_axis = geom.spindle_axis
-    c.phi0 = geom.phi0
-    if geom.osc is not None:
+    if geom.osc is not None:        # a scan: its start and width (else -phi/-osc stay)
+        c.phi0 = geom.phi0
         c.osc = geom.osc
     if geom.a_star_matrix is not None:
         c.a_star_matrix = np.array(geom.a_star_matrix, dtype=np.float64)

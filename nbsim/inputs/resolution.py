@@ -2,7 +2,9 @@
 
 For a flat detector the scattering angle is largest at a corner of the pixel area (the
 set of directions within an angle of the beam is a convex cone, so the angle, over a
-convex polygon in front of the sample, peaks at a vertex).  The smallest d spacing is
+convex polygon in front of the sample, peaks at a vertex); a multi-panel detector
+(a preset, a panel file, a DIALS ``.expt``) takes every panel's corners (a preset's
+modules lie inside its frame).  The smallest d spacing is
 ``1 / max |s_out/lambda - s_in/lambda|`` over the four corners and every source (its
 direction and wavelength: divergence and dispersion included).  The result is shrunk
 by :data:`MARGIN` so the spot tails of reflections just beyond the corners are there
@@ -27,16 +29,26 @@ def detector_dmin(cfg: Config) -> float:
     from ..geometry.detector import resolve_detector
     from ..geometry.sources import resolve_sources
 
-    det = resolve_detector(cfg)
-    src = resolve_sources(cfg, det.beam, det.polar)
+    from ..geometry import panels as pnl
+
+    # a preset's frame (its pixel counts and size), or a panel file's panels
+    frame_cfg, layout = pnl.frame_config(cfg)
+    det = resolve_detector(frame_cfg)
+    src = resolve_sources(frame_cfg, det.beam, det.polar)
+    panels = pnl.resolve_panels(layout, det)
     corners = []
-    for F in (0.0, det.detsize_f):
-        for S in (0.0, det.detsize_s):
-            p = det.pix0 + F * det.fdet + S * det.sdet
-            if det.curved:
-                p = np.array(ph.curved_detector_point(
-                    float(p[1]), float(p[2]), det.distance, *det.beam, *det.sdet, *det.fdet))
-            corners.append(p / np.linalg.norm(p))
+    if panels is not None:              # every panel's corners (each panel is flat)
+        for panel in panels.panels:
+            corners.extend(c / np.linalg.norm(c) for c in panel.corners())
+    else:
+        for F in (0.0, det.detsize_f):
+            for S in (0.0, det.detsize_s):
+                p = det.pix0 + F * det.fdet + S * det.sdet
+                if det.curved:
+                    p = np.array(ph.curved_detector_point(
+                        float(p[1]), float(p[2]), det.distance, *det.beam, *det.sdet,
+                        *det.fdet))
+                corners.append(p / np.linalg.norm(p))
     q_max = 0.0
     for direction, lam in zip(src.directions, src.wavelengths):
         incident = -np.asarray(direction, dtype=np.float64)     # sample -> away from source

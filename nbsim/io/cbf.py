@@ -292,10 +292,22 @@ class CbfSink:
                               "approximated (NeXus output describes it exactly)")
         if not resume:
             return set()
-        return {i for i in range(info.nframes) if os.path.isfile(self._path(i))}
+        return {i for i in range(info.nframes)
+                if all(os.path.isfile(f) for f in self.frame_files(i))}
 
     def _path(self, index: int) -> str:
         return self.template if self.single else frame_path(self.template, index)
+
+    def frame_files(self, index: int):
+        """The files of frame ``index``: one, or one per panel (``_p00``...) for a
+        multi-panel detector without a tiled layout (see :meth:`_write_panels`)."""
+        path = self._path(index)
+        ps = getattr(self._info.plan, "panels", None) if self._info is not None else None
+        if ps is None or (ps.frame is not None and all(p.tile is not None
+                                                       for p in ps.panels)):
+            return [path]
+        from ..geometry import panels as pnl
+        return [pnl.panel_file_path(path, k, ps.count) for k in range(ps.count)]
 
     def write(self, index: int, data: np.ndarray) -> None:
         """``data``: the frame, (panels, slow, fast) (a single panel: (1, slow, fast) or
