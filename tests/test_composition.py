@@ -38,12 +38,10 @@ import pytest
 allpairspy = pytest.importorskip("allpairspy")
 gemmi = pytest.importorskip("gemmi")
 
-from nbsim.args import FLAG_INDEX  # noqa: E402
 from nbsim.dataset import frame_seed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WATER = REPO / "tests" / "fixtures" / "nonbragg" / "water.stol"
-HAS_WRITE_EXPT = "-write_expt" in FLAG_INDEX        # branch dials adds it
 
 AXES = OrderedDict([
     ("job", ["single", "rotation", "stills", "orient"]),
@@ -51,8 +49,8 @@ AXES = OrderedDict([
     ("F", ["defF", "hkl", "mtz", "sfcif", "model", "anom"]),
     ("beam", ["plain", "mosaic", "div", "disp", "srcfile"]),
     ("fx", ["nonoise", "noise", "stol", "noisify", "stol+noisify"]),
-    ("out", ["float", "int", "noise", "pgm", "cbf", "nexus", "png", "write_hkl", "defaults"]
-     + (["write_expt"] if HAS_WRITE_EXPT else [])),
+    ("out", ["float", "int", "noise", "pgm", "cbf", "nexus", "png", "write_hkl", "defaults",
+             "write_expt"]),
     ("mode", ["spec", "cpar"]),
     ("dtype", ["f64", "f32"]),
     ("exec", ["inproc", "dask", "resume", "streamed"]),
@@ -88,7 +86,7 @@ def _allowed(a, va, b, vb) -> bool:
             return False                    # the P1 list of -mtz / -sfcif / -model
         if x == "out" and vx == "noise" and y == "fx" and vy == "nonoise":
             return False
-        if x == "out" and vx == "nexus" and y == "det" and vy == "curved":
+        if x == "out" and vx in ("nexus", "write_expt") and y == "det" and vy == "curved":
             return False                    # refused: see REFUSED
     return True
 
@@ -203,10 +201,15 @@ def _write_mtz(path, anomalous=False):
     mtz.add_dataset("sim")
     hkl = gemmi.make_miller_array(mtz.cell, mtz.spacegroup, 1.8)
     if anomalous:
-        hkl = hkl[~mtz.spacegroup.operations().centric_flag_array(hkl)]
+        # a real anomalous MTZ: centric reflections (one index 0 here, which is all the
+        # low-angle spots of an unrotated crystal) have F(+) = F(-)
         mtz.add_column("F(+)", "G")
         mtz.add_column("F(-)", "G")
-        cols = [rng.uniform(10, 100, len(hkl)), rng.uniform(10, 100, len(hkl))]
+        fplus = rng.uniform(10, 100, len(hkl))
+        fminus = rng.uniform(10, 100, len(hkl))
+        centric = mtz.spacegroup.operations().centric_flag_array(hkl)
+        fminus[centric] = fplus[centric]
+        cols = [fplus, fminus]
     else:
         mtz.add_column("FP", "F")
         mtz.add_column("SIGFP", "Q")
@@ -495,11 +498,33 @@ def _check_outputs(c, inp, d, files, stdout):
             assert rows.shape[0] > 100 and rows.shape[1] == 4
             assert np.isfinite(rows).all() and rows[:, 3].max() > 0
         elif kind == "write_expt":
-            doc = json.loads(path.read_text())
-            assert doc["detector"] and doc["beam"]
+            _check_expt(c, path)
 
 
 SINGLE_PANEL = {"flat", "curved", "thick", "expt1"}
+PANELS = {"eiger": 32, "jungfrau": 8, "panels": 3, "expt2": 2}
+
+
+def _check_expt(c, path):
+    """The DIALS experiment list of the job: one experiment per still (each with its
+    own crystal), one sweep with its scan for a rotation, every panel, the beam's
+    wavelength; nbsim's own .expt reader takes it back."""
+    doc = json.loads(path.read_text())
+    n = _nframes(c)
+    stills = c["job"] in ("stills", "orient")
+    assert len(doc["experiment"]) == (n if stills else 1)
+    assert len(doc["crystal"]) == len(doc["experiment"])
+    assert len(doc["detector"][0]["panels"]) == PANELS.get(c["det"], 1)
+    if c["job"] == "rotation":
+        assert doc["scan"][0]["image_range"] == [1, n]
+        assert doc["scan"][0]["oscillation"][1] == pytest.approx(OSC)
+    if not c["det"].startswith("expt") and c["beam"] != "srcfile":
+        assert doc["beam"][0]["wavelength"] == pytest.approx(1.0, rel=1e-12)
+    for cr in doc["crystal"]:
+        a = np.array([cr[f"real_space_{x}"] for x in "abc"])
+        assert np.allclose(np.linalg.norm(a, axis=1), CELL[:3], rtol=1e-9)
+    from nbsim.inputs.expt import read_expt
+    assert read_expt(path) is not None
 
 
 def _counter_noise(c):
@@ -511,16 +536,14 @@ def _counter_noise(c):
 
 def _assert_counter_counts(c, counts, rf, i):
     """``counts`` (photon counts, file layout) of frame i from the counter generator."""
-    if c["det"] in SINGLE_PANEL:
-        from nbsim.dataset.noise import counter_counts
-        want = counter_counts(rf.astype(np.float32), frame_seed(SEED, i, "noise"))
-        assert np.array_equal(np.clip(counts, -int(ADC), 65535 - int(ADC)),
-                              np.clip(want.astype(np.int64), -int(ADC), 65535 - int(ADC)))
-        return
-    # panels: the generator's pixel index is the render's, not the file's: the law only
-    assert (counts[rf == 0] == 0).all() and (counts >= 0).all()
-    total = float(rf.astype(np.float64).sum())
-    assert abs(float(counts.sum()) - total) <= 6.0 * np.sqrt(total) + 2.0
+    from nbsim.dataset.noise import counter_counts
+    if c["det"] in PRESET_TILES:
+        # the generator keys a pixel by its index in the render's stacked panels
+        rf, counts = _untile(c["det"], rf), _untile(c["det"], counts)
+    want = counter_counts(np.ascontiguousarray(rf, dtype=np.float32).reshape(-1, rf.shape[-1]),
+                          frame_seed(SEED, i, "noise")).reshape(counts.shape)
+    assert np.array_equal(np.clip(counts, -int(ADC), 65535 - int(ADC)),
+                          np.clip(want.astype(np.int64), -int(ADC), 65535 - int(ADC)))
 
 
 def _assert_counts(c, data, ref):
@@ -555,14 +578,51 @@ def _check_nexus(c, path, n, ref):
     with h5py.File(path, "r") as fh:
         data = fh["/entry/data/data"]
         assert data.shape[0] == n
-        assert int(np.prod(data.shape[1:])) == FILE_PIXELS[c["det"]]
         frames = data[()]
         if frames.dtype.kind == "f":
             assert np.isfinite(frames).all()
-        _assert_counts(c, frames[n - 1], ref)
+        last = frames[n - 1]
+        if c["det"] in PRESET_TILES:
+            # NXmx holds the modules stacked (one NXdetector_module each, as dxtbx's
+            # detector is a list of panels); the per-frame files hold the tiled frame
+            assert int(np.prod(data.shape[1:])) == NEXUS_PIXELS[c["det"]]
+            last = _tile(c["det"], last)
+        assert last.size == FILE_PIXELS[c["det"]]
+        _assert_counts(c, last, ref)
         entry = nxmx.NXmx(fh).entries[0]
         assert entry.definition == "NXmx"
-        assert entry.instruments[0].detectors[0].modules
+        modules = entry.instruments[0].detectors[0].modules
+        assert len(modules) == {"eiger": 32, "jungfrau": 8, "panels": 3,
+                                "expt2": 2}.get(c["det"], 1)
+
+
+# the presets' layouts (docs/panels.md), written out here independently of nbsim:
+# modules across, down, module fast x slow pixels, gaps fast / slow
+PRESET_TILES = {"eiger": (4, 8, 1028, 512, 12, 38), "jungfrau": (2, 4, 1024, 512, 8, 36)}
+NEXUS_PIXELS = {k: a * d * mf * ms for k, (a, d, mf, ms, _gf, _gs) in PRESET_TILES.items()}
+
+
+def _untile(det, frame):
+    """The modules of a preset's tiled frame, stacked in panel order (P, slow, fast)."""
+    across, down, mf, ms, gf, gs = PRESET_TILES[det]
+    frame = np.asarray(frame).reshape(down * ms + (down - 1) * gs,
+                                      across * mf + (across - 1) * gf)
+    return np.stack([frame[j * (ms + gs):j * (ms + gs) + ms, i * (mf + gf):i * (mf + gf) + mf]
+                     for j in range(down) for i in range(across)])
+
+
+def _tile(det, stacked):
+    """The preset's frame with zero gaps from its modules stacked in panel order
+    (panel j * across + i is module i across, j down)."""
+    across, down, mf, ms, gf, gs = PRESET_TILES[det]
+    mods = np.asarray(stacked).reshape(across * down, ms, mf)
+    frame = np.zeros((down * ms + (down - 1) * gs, across * mf + (across - 1) * gf),
+                     dtype=mods.dtype)
+    for j in range(down):
+        for i in range(across):
+            frame[j * (ms + gs):j * (ms + gs) + ms,
+                  i * (mf + gf):i * (mf + gf) + mf] = mods[j * across + i]
+    return frame
 
 
 @pytest.mark.parametrize("c", CASES, ids=[_case_id(c) for c in CASES])
@@ -627,6 +687,10 @@ REFUSED = [
      ["-curved_det", "-nexus"]),
     ("curved_det-nexus-single", dict(job="single", det="curved", out="nexus"), [],
      ["-curved_det", "-nexus"]),
+    ("curved_det-write_expt", dict(job="rotation", det="curved", out="write_expt"), [],
+     ["-curved_det", "-write_expt"]),
+    ("curved_det-write_expt-single", dict(job="single", det="curved", out="write_expt"), [],
+     ["-curved_det", "-write_expt"]),
     ("write_hkl-default_F", dict(job="rotation", F="defF", out="write_hkl"), [],
      ["-write_hkl"]),
     ("orientations-without-stills", dict(job="single", out="float"),

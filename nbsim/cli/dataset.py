@@ -206,6 +206,9 @@ def run_dataset(argv, out, err) -> int:
         _check_target("-png", png)
     write_expt = str(d["write_expt"]) if "write_expt" in d else None
     if write_expt is not None:
+        if cfg.detector.curved:
+            raise _error("-write_expt: a curved detector (-curved_det) cannot be described "
+                         "by dxtbx's flat panels")
         _check_target("-write_expt", write_expt)
     compression = str(d.get("nexus_compression", "bslz4")).lower()
     if compression not in ("bslz4", "gzip", "none"):

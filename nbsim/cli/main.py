@@ -181,7 +181,7 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     targets = _output_targets(parsed)
     if "write_expt" in outs.dataset:
         targets.append(("-write_expt", str(outs.dataset["write_expt"]), "expt"))
-        _expt_step(plan, outs)              # a geometry dxtbx cannot take: before render
+        _expt_step(plan, outs, _space_group(parsed))              # a geometry dxtbx cannot take: before render
     for flag, path, kind in targets:
         if kind != "dump":          # failing to write the dump file is only a warning
             _check_writable(flag, path)
@@ -250,7 +250,7 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             steps.insert(0, OutputStep("-dumpfile", outs.dumpfile,
                                        lambda p: write_fdump(p, hkl), optional=True))
         if "write_expt" in outs.dataset:
-            steps.append(_expt_step(plan, outs))
+            steps.append(_expt_step(plan, outs, _space_group(parsed)))
         inputs = parsed.inputs
         if inputs is not None and inputs.write_hkl:
             from ..inputs.export import p1_writer
@@ -267,11 +267,17 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     return EXIT_OK
 
 
-def _expt_step(plan, outs):
+def _space_group(parsed):
+    """The space group of -mtz / -sfcif / -model (None without one)."""
+    return parsed.inputs.space_group if parsed.inputs is not None else None
+
+
+def _expt_step(plan, outs, space_group=None):
     """-write_expt of one image: a one-frame rotation scan (or a still when -osc is 0)
     whose imageset is the SMV noise image (else the int image), the ADC offset its
-    pedestal."""
-    from ..io.dials_expt import experiment_list, write_expt
+    pedestal; the crystal in ``space_group`` (the structure factors', a gemmi name; None:
+    P 1)."""
+    from ..io.dials_expt import experiment_list, hall_symbol, write_expt
     from ..io.sinks import FrameScan
     from ..units import RTD
     from ..outputs import OutputStep
@@ -289,7 +295,7 @@ def _expt_step(plan, outs):
     try:
         doc = experiment_list(plan, 1, scans, [rows], images=images,
                               exposure_s=float(plan.config.beam.exposure),
-                              trusted=(-1.0, 65535.0 - adc))
+                              trusted=(-1.0, 65535.0 - adc), hall=hall_symbol(space_group))
     except ValueError as e:
         raise NbsimError(f"-write_expt: {e}") from None
     for p in doc["detector"][0]["panels"]:
