@@ -23,7 +23,7 @@ import numpy as np
 from numba import int64, uint32
 
 from .options import KernelOptions
-from .bundle import KernelArrays
+from .bundle import KernelArrays, TruthSlots, no_truth_slots
 from .pixel import TRACE_LEN, get_pixel_fn
 
 NO_SWITCH = np.iinfo(np.int64).max
@@ -235,7 +235,7 @@ def kernel_source(opts: KernelOptions, spec: Spec = Spec()):
                          geometry="cuda_rn" if spec.rn_geometry else None)
 
     def render(out, n0, npix, pixel_index, x0, nx, y0, ka, carry_pixel, interp_switch_pixel,
-               first_oor, trace):
+               first_oor, trace, truth):
         """Thread t renders ROI pixel n = n0 + t into out[n] (t < npix).  Pixel n is
         pixel_index[n] (INDEXED) or the n-th pixel of the x0, y0, nx-wide rectangle in
         raster order.  ka: the plan's argument bundle (``bundle.KernelArrays``) with
@@ -281,7 +281,7 @@ def kernel_source(opts: KernelOptions, spec: Spec = Spec()):
         else:
             hk_ = ka.hkls
         val, oor = pixel(idx, fpixel, spixel, ka, os_, ts_, ns_, nc_, hk_,
-                         carry_pixel, interp_switch_pixel, trace, 0)
+                         carry_pixel, interp_switch_pixel, trace, 0, truth, n)
         out[n] = val
         if RECORD_OOR:
             if oor:
@@ -360,6 +360,8 @@ class GpuRender:
         self.d_scalars = dev(np.ascontiguousarray(p.scalars, dtype=np.float64))
         self.d_first_oor = dev(np.array([NO_SWITCH], dtype=np.int64))
         self.d_trace = dev(np.zeros((1, TRACE_LEN)))
+        # reflection truth is rendered on the CPU (docs/truth.md): a one-row placeholder
+        self.d_truth = TruthSlots(*(dev(a) for a in no_truth_slots()))
         if upload:
             self.d_out = cuda.device_array(max(self.npix, 1), dtype=np.float64)
         else:
@@ -393,7 +395,7 @@ class GpuRender:
             panel_rows=int(p.panel_rows))
         return (self.d_out, int(n0), int(count), self.d_pixel_index, int(self.x0),
                 int(self.nx), int(self.y0), ka, int(carry_pixel), int(switch_pixel),
-                self.d_first_oor, self.d_trace)
+                self.d_first_oor, self.d_trace, self.d_truth)
 
     def launch(self, opts, n0=0, carry_pixel=-1, switch_pixel=NO_SWITCH, stream=0):
         """Launch the kernel for ROI pixels n0.. (asynchronous)."""
