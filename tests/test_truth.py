@@ -1,0 +1,165 @@
+"""Reflection truth (docs/truth.md): exactness against single-reflection renders,
+conservation, labels, the DIALS reflection file, the CLI and datasets."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nbsim import Simulator
+from nbsim.truth import COLUMNS
+
+CELL = ["-cell", "50", "60", "70", "90", "90", "90", "-N", "5", "-lambda", "1",
+        "-distance", "60", "-pixel", "0.5", "-misset", "10", "20", "30"]
+
+ROTATION = CELL + ["-detpixels", "32", "-oversample", "2", "-phi", "0", "-osc", "0.4",
+                   "-phisteps", "3", "-mosaic", "0.6", "-mosaic_domains", "3"]
+STILL = CELL + ["-detpixels", "32", "-oversample", "1", "-dispersion", "2",
+                "-dispsteps", "3"]
+
+
+def two_panels(tmp_path):
+    """Two flat 20 x 16 panels of 0.5 mm side by side (MOSFLM frame: beam +x)."""
+    fast = [0.0, 0.0, 1.0]
+    slow = [0.0, -1.0, 0.0]
+    panels = [
+        {"name": "left", "origin": [0.06, 0.004, -0.010], "fast": fast, "slow": slow,
+         "fpixels": 20, "spixels": 16, "pixel_size": 5e-4},
+        {"name": "right", "origin": [0.06, 0.004, 0.0002], "fast": fast, "slow": slow,
+         "fpixels": 20, "spixels": 16, "pixel_size": 5e-4},
+    ]
+    path = tmp_path / "panels.json"
+    path.write_text(json.dumps({"format": "nbsim-panels", "version": 1,
+                                "panels": panels}))
+    return CELL + ["-panels", str(path), "-oversample", "2", "-phi", "0", "-osc", "0.2",
+                   "-phisteps", "2"]
+
+
+def _render_truth(args, mode):
+    sim = Simulator.from_args(args + ["-default_F", "100"], mode=mode)
+    image = sim.run(truth=True)
+    return sim, np.asarray(image).reshape(sim.labels.shape)
+
+
+def _single_reflection(args, mode, hkl, tmp_path):
+    path = tmp_path / ("F_%d_%d_%d.hkl" % tuple(int(v) for v in hkl))
+    path.write_text("%d %d %d 100\n" % tuple(int(v) for v in hkl))
+    sim = Simulator.from_args(args + ["-hkl", str(path), "-default_F", "0"], mode=mode)
+    return np.asarray(sim.run(), dtype=np.float64).reshape(sim.plan.panels.shape
+                                                            if sim.plan.panels is not None
+                                                            else (1,) + sim.plan.shape)
+
+
+def _centroid(img2d):
+    s, f = np.indices(img2d.shape)
+    tot = img2d.sum()
+    return (img2d * (f + 0.5)).sum() / tot, (img2d * (s + 0.5)).sum() / tot
+
+
+@pytest.mark.parametrize("mode", ["spec", "c-parity"])
+@pytest.mark.parametrize("case", ["rotation", "still_spectrum", "two_panels"])
+def test_intensity_and_centroid_equal_single_reflection_render(case, mode, tmp_path):
+    args = {"rotation": ROTATION, "still_spectrum": STILL}.get(case)
+    if args is None:
+        args = two_panels(tmp_path)
+    sim, image = _render_truth(args, mode)
+    t = sim.truth
+    assert set(COLUMNS) <= set(t)
+    order = np.argsort(-t["intensity.true.value"])[:5]
+    assert order.size == 5
+    if case == "two_panels":
+        assert set(t["panel"].tolist()) == {0, 1}
+    for r in order:
+        hkl = t["miller_index"][r]
+        one = _single_reflection(args, mode, hkl, tmp_path)
+        panel = int(t["panel"][r])
+        ref = one[panel].sum()
+        assert ref > 0
+        assert abs(t["intensity.true.value"][r] - ref) <= 1e-9 * ref, (hkl, ref)
+        x, y = _centroid(one[panel])
+        assert abs(t["xyzcal.px"][r, 0] - x) <= 1e-6
+        assert abs(t["xyzcal.px"][r, 1] - y) <= 1e-6
+    # conservation: every photon of the (water-free) image is in some reflection
+    assert abs(t["intensity.true.value"].sum() - image.sum()) <= 1e-9 * image.sum()
+    assert np.allclose(sim.frame_truth.bragg, image, rtol=1e-12, atol=0)
+
+
+def test_truth_image_matches_plain_render_and_labels(tmp_path):
+    sim, image = _render_truth(ROTATION, "spec")
+    plain = Simulator.from_args(ROTATION + ["-default_F", "100"]).run()
+    # the general kernel vs the SIMD kernel: rounding only
+    assert np.max(np.abs(image - plain.reshape(image.shape))) <= 1e-12 * image.max()
+    t = sim.truth
+    labels = sim.labels
+    assert labels.shape == (1, 32, 32) and labels.dtype == np.int32
+    assert labels.min() >= 0           # a lattice tail reaches every pixel
+    # acceptance 4: where one reflection's own image holds >= 50 % of the pixel's
+    # Bragg photons, the pixel carries its label
+    order = np.argsort(-t["intensity.true.value"])[:5]
+    checked = 0
+    for r in order:
+        one = _single_reflection(ROTATION, "spec", t["miller_index"][r], tmp_path)
+        own = one >= 0.5 * image
+        assert np.all(labels[own] == r)
+        checked += int(own.sum())
+        # num_pixels.true counts the same pixels
+        assert t["num_pixels.true"][r] == int(own.sum())
+    assert checked > 10
+    # z: frame 0, photon-weighted rotation fraction within the frame's osc
+    z = t["xyzcal.px"][:, 2]
+    assert np.all((z >= 0.0) & (z <= 2.0 / 3.0 + 1e-12))
+    assert np.allclose(t["xyzcal.mm"][:, 0], t["xyzcal.px"][:, 0] * 0.5)
+    assert np.allclose(t["xyzcal.mm"][:, 2], np.radians(0.4) * z)
+    # d from the reciprocal cell
+    h, k, l_ = t["miller_index"].T
+    with np.errstate(divide="ignore"):
+        d = 1.0 / np.sqrt((h / 50.0) ** 2 + (k / 60.0) ** 2 + (l_ / 70.0) ** 2)
+    assert np.allclose(t["d"], d, rtol=1e-12)
+    assert np.all(np.isnan(t["partiality"]))
+    # Bragg fraction: 1 without water
+    assert np.allclose(sim.bragg_fraction, 1.0, rtol=1e-12)
+
+
+def test_bragg_fraction_with_water_and_c_parity_running_sum():
+    args = ROTATION + ["-water", "0.06", "-oversample_omega", "-oversample_polar"]
+    for mode in ("spec", "c-parity"):
+        sim, image = _render_truth(args, mode)
+        t = sim.truth
+        # the water term: the same render with F ~ 0 everywhere (F^2 = 1e-40)
+        water = Simulator.from_args(args + ["-default_F", "1e-20"], mode=mode).run()
+        water = np.asarray(water).reshape(image.shape)
+        bragg = image - water
+        assert abs(t["intensity.true.value"].sum() - bragg.sum()) <= 1e-9 * bragg.sum()
+        frac = sim.bragg_fraction
+        assert np.allclose(frac, bragg / image, rtol=1e-8, atol=1e-12)
+        assert 0.0 < frac.min() and frac.max() <= 1.0 + 1e-12
+
+
+def test_overflowing_pixels_are_exact():
+    # a wide mosaic and many phi steps: more than 4 lattice points in some pixels
+    args = CELL + ["-detpixels", "16", "-oversample", "2", "-phi", "0", "-osc", "5",
+                   "-phisteps", "6", "-mosaic", "3", "-mosaic_domains", "4",
+                   "-default_F", "100"]
+    sim = Simulator.from_args(args)
+    from nbsim.kernels.bundle import truth_slots
+    from nbsim.truth import NSLOTS, cell_phase
+    p = sim.plan
+    slots = truth_slots(p.pixel_index.size, NSLOTS, cell_phase(p))
+    img = np.zeros(p.pixel_index.size)
+    sim._launch(p.options._replace(truth=True), p.pixel_index, img, -1,
+                np.iinfo(np.int64).max, np.zeros(1, np.uint8), np.zeros((1, 32)), slots)
+    assert slots.overflow.sum() > 0
+    image = sim.run(truth=True)
+    assert abs(sim.truth["intensity.true.value"].sum() - image.sum()) <= 1e-9 * image.sum()
+    assert np.allclose(sim.frame_truth.bragg.reshape(image.shape), image, rtol=1e-12)
+
+
+def test_float32_truth_conserves():
+    sim = Simulator.from_args(ROTATION + ["-default_F", "100", "-dtype", "float32"])
+    image = sim.run(truth=True)
+    assert abs(sim.truth["intensity.true.value"].sum() - image.sum()) <= 1e-9 * image.sum()
