@@ -124,16 +124,17 @@ def _entries(slots: TruthSlots, rows: Optional[np.ndarray] = None):
 
 def complete_slots(sim, opts, slots: TruthSlots, carry_pixel: int, switch_pixel: int,
                    no_switch: int):
-    """The exact long table (position in ``plan.pixel_index``, key, photons, phase) of a
-    render whose first pass filled ``slots``: the pixels that overflowed are rendered
-    again (their slots only) with 4x the slots until none overflows."""
+    """Make the slots of a render exact: the pixels that overflowed are rendered again
+    (their slots only) with 4x the slots until none overflows.  Returns ``(slots,
+    extra)``: ``slots`` with the overflowed rows emptied, and ``extra`` the long table
+    (position in ``plan.pixel_index``, key, photons, phase) of those pixels."""
     p = sim.plan
     over = np.flatnonzero(slots.overflow)
-    keep = np.ones(slots.key.shape[0], dtype=bool)
-    keep[over] = False
-    pos, k, ph, fz = _entries(slots)
-    m = keep[pos]
-    parts = [(pos[m], k[m], ph[m], fz[m])]
+    parts = []
+    if over.size:
+        slots.key[over] = EMPTY_KEY
+        slots.photons[over] = 0.0
+        slots.phase[over] = 0.0
     nslots = slots.key.shape[1]
     ropts = opts._replace(record_oor=False, trace=False, truth=True)
     if switch_pixel != no_switch:
@@ -153,51 +154,57 @@ def complete_slots(sim, opts, slots: TruthSlots, carry_pixel: int, switch_pixel:
         ok = ~again[np.searchsorted(over, pos)]
         parts.append((pos[ok], k[ok], ph[ok], fz[ok]))
         over = over[again]
-    return tuple(np.concatenate([pt[i] for pt in parts]) for i in range(4))
+    if parts:
+        extra = tuple(np.concatenate([pt[i] for pt in parts]) for i in range(4))
+    else:
+        extra = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    return slots, extra
 
 
-def collect(plan, entries, *, experiment_id: int = 0, frame_z0: float = 0.0,
-            rotation: Optional[bool] = None) -> FrameTruth:
-    """The frame's :class:`FrameTruth` from the exact long table ``entries`` (position in
-    ``plan.pixel_index``, key, photons, phase).
+def collect(plan, slots: TruthSlots, extra, *, experiment_id: int = 0,
+            frame_z0: float = 0.0, rotation: Optional[bool] = None) -> FrameTruth:
+    """The frame's :class:`FrameTruth` from exact slots (:func:`complete_slots`: the
+    (n, K) slots of ``plan.pixel_index`` and the long table ``extra`` of the pixels that
+    needed more).
 
     experiment_id: the ``id`` column; frame_z0: the frame's image number in its sweep
     (xyzcal.px z = frame_z0 + fraction; 0 for stills); rotation: whether the frame
     rotates (default: the plan's osc is nonzero)."""
-    pos, key, photons, phase = entries
     det = plan.detector
     fp = int(det.fpixels)
     rows_per_panel = int(plan.panel_rows)
     npanels = int(det.spixels) // rows_per_panel
     shape = (npanels, rows_per_panel, fp)
     npix_all = npanels * rows_per_panel * fp
-    idx = plan.pixel_index[pos]
-    fast = idx % fp
-    srow = idx // fp
-    panel = srow // rows_per_panel
-    slow = srow - panel * rows_per_panel
-    bragg_flat = np.bincount(idx, weights=photons, minlength=npix_all)
     if rotation is None:
         rotation = float(plan.crystal.osc) != 0.0
-    keep = photons > 0.0
-    if not np.all(keep):
-        pos, key, photons, phase = pos[keep], key[keep], photons[keep], phase[keep]
-        idx, fast, slow, panel = idx[keep], fast[keep], slow[keep], panel[keep]
+    # the long table: the filled slots (grouped by pixel, in slot order) then the extra
+    filled = (slots.key != EMPTY_KEY) & (slots.photons > 0.0)
+    nmain = int(np.count_nonzero(filled))
+    epos, ekey, eph, efz = extra
+    eok = eph > 0.0
+    pos = np.concatenate([np.nonzero(filled)[0], epos[eok]])
+    key = np.concatenate([slots.key[filled], ekey[eok]])
+    photons = np.concatenate([slots.photons[filled], eph[eok]])
+    phase = np.concatenate([slots.phase[filled], efz[eok]])
+    idx = plan.pixel_index[pos]
+    bragg_flat = np.bincount(idx, weights=photons, minlength=npix_all)
     labels = np.full(npix_all, -1, dtype=np.int32)
     if key.size == 0:
         return FrameTruth(table=empty_table(), labels=labels.reshape(shape),
                           bragg=bragg_flat.reshape(shape))
+    fast = idx % fp
+    srow = idx // fp
+    panel = srow // rows_per_panel
+    slow = srow - panel * rows_per_panel
     # rows: one per (panel, lattice point), ordered by panel then packed key
-    order = np.lexsort((key, panel))
-    pk = np.stack([panel[order], key[order]], axis=1)
-    new = np.ones(order.size, dtype=bool)
-    new[1:] = np.any(pk[1:] != pk[:-1], axis=1)
-    row_sorted = np.cumsum(new) - 1
-    row = np.empty(order.size, dtype=np.int64)
-    row[order] = row_sorted
-    nrows = int(row_sorted[-1]) + 1
-    row_panel = pk[new, 0]
-    row_key = pk[new, 1]
+    ukey, kinv = np.unique(key, return_inverse=True)
+    combined = panel * ukey.size + kinv.reshape(-1)
+    urow, row = np.unique(combined, return_inverse=True)
+    row = row.reshape(-1)
+    nrows = urow.size
+    row_panel = urow // ukey.size
+    row_key = ukey[urow % ukey.size]
 
     intensity = np.bincount(row, weights=photons, minlength=nrows)
     x = np.bincount(row, weights=photons * (fast + 0.5), minlength=nrows) / intensity
@@ -206,12 +213,22 @@ def collect(plan, entries, *, experiment_id: int = 0, frame_z0: float = 0.0,
     main = photons >= 0.5 * bragg_flat[idx]
     npx = np.bincount(row[main], minlength=nrows).astype(np.int32)
 
-    # the label: the row with most photons in the pixel (first in row order on a tie)
-    by_pixel = np.lexsort((row, -photons, idx))
-    first = np.ones(by_pixel.size, dtype=bool)
-    first[1:] = idx[by_pixel[1:]] != idx[by_pixel[:-1]]
-    winners = by_pixel[first]
-    labels[idx[winners]] = row[winners].astype(np.int32)
+    # the label: the row with most photons in the pixel (the first slot on a tie).
+    # Slot pixels: argmax along the slots; pixels of the extra table: a sort of those few
+    grid_ph = np.where(filled, slots.photons, -1.0)
+    grid_row = np.full(slots.key.shape, -1, dtype=np.int64)
+    grid_row[filled] = row[:nmain]
+    best = np.argmax(grid_ph, axis=1)
+    win_row = grid_row[np.arange(best.size), best]
+    lit = win_row >= 0
+    labels[plan.pixel_index[lit]] = win_row[lit].astype(np.int32)
+    if pos.size > nmain:
+        xi = idx[nmain:]
+        xr = row[nmain:]
+        order = np.lexsort((xr, -photons[nmain:], xi))
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = xi[order[1:]] != xi[order[:-1]]
+        labels[xi[order[first]]] = xr[order[first]].astype(np.int32)
 
     hkl = unpack_hkl(row_key)
     ast = np.asarray(plan.ast, dtype=np.float64).reshape(3, 3)       # rows a*, b*, c* (1/A)
