@@ -90,18 +90,15 @@ class Simulator:
     # --------------------------------------------------------------- rendering
     def _launch(self, opts, pixel_index, image, carry_pixel, switch_pixel, oor, trace,
                 truth=None):
-        from .kernels.bundle import no_truth_slots
         from .kernels.cpu import get_kernel
         prepare_cpu()
         if truth is None:
-            truth = _NO_TRUTH.get("slots")
-            if truth is None:
-                truth = _NO_TRUTH["slots"] = no_truth_slots()
+            truth = _no_truth()
         kern = get_kernel(opts)
         kern(image, pixel_index, self.plan.kernel_arrays(opts.float32), carry_pixel,
              switch_pixel, oor, trace, truth)
 
-    def _launch_lanes(self, opts, pixel_index, image):
+    def _launch_lanes(self, opts, pixel_index, image, truth=None):
         from .kernels import cpu_lanes, cpu_lanes32
         p = self.plan
         prepare_cpu()
@@ -117,7 +114,14 @@ class Simulator:
         kern = mod.get_kernel(opts)
         ka = p.kernel_arrays(opts.float32)
         if mod is cpu_lanes:
-            kern(image, starts, lens, ka, *cpu_lanes.workspace(ka))
+            if truth is None:
+                kern(image, starts, lens, ka, *cpu_lanes.workspace(ka), _no_truth(), lens)
+            else:
+                # the runs are consecutive entries of pixel_index: run c's first pixel is
+                # row (sum of the lengths before c) of the block's slots
+                run_row = np.cumsum(lens) - lens
+                kern(image, starts, lens, ka, *cpu_lanes.truth_workspace(ka), truth,
+                     run_row)
         else:
             kern(image, starts, lens, ka)
 
@@ -238,7 +242,10 @@ class Simulator:
         # the carryover touches one pixel only (the run's first sub-path): the SIMD kernel
         # renders everything with the steady-state cell table and that pixel is redone below
         want_truth = self._want_truth
-        lanes = (not want_truth) and (cpu_lanes.supports(opts) or cpu_lanes32.supports(opts))
+        # truth: the float64 lanes kernel fills the slots too; float32 and the options the
+        # lanes kernels do not take go to the general kernel
+        lanes = cpu_lanes.supports(opts) if want_truth else (
+            cpu_lanes.supports(opts) or cpu_lanes32.supports(opts))
         oor = np.zeros(npix if (c_switch and not lanes) else 1, dtype=np.uint8)
         slots = None
         if want_truth:
@@ -250,15 +257,32 @@ class Simulator:
         offset = 0
         for block in self._row_blocks(callback, chunk_rows, target_seconds):
             if lanes:
-                self._launch_lanes(opts, block, image)
+                self._launch_lanes(opts, block, image,
+                                   _slot_rows(slots, offset, block.shape[0]))
             else:
                 self._launch(opts._replace(record_oor=c_switch), block, image,
                              self._carry_pixel, _NO_SWITCH, oor, dummy_trace,
                              _slot_rows(slots, offset, block.shape[0]))
-                offset += block.shape[0]
+            offset += block.shape[0]
+        if lanes and slots is not None and opts.has_mask:
+            # the lanes kernel renders masked pixels of a run too (not into the image)
+            off = np.flatnonzero(p.mask[p.pixel_index] == 0)
+            slots.key[off] = -1
+            slots.photons[off] = 0.0
+            slots.phase[off] = 0.0
+            slots.overflow[off] = 0
         if lanes and opts.carry and self._carry_pixel >= 0:
+            carry_slots = None
+            if slots is not None:
+                # the carry pixel's first sub-path: its slots again, by the general kernel
+                at = int(np.searchsorted(p.pixel_index, self._carry_pixel))
+                slots.key[at] = -1
+                slots.photons[at] = 0.0
+                slots.phase[at] = 0.0
+                slots.overflow[at] = 0
+                carry_slots = _slot_rows(slots, at, 1)
             self._launch(opts, np.array([self._carry_pixel], dtype=np.int64), image,
-                         self._carry_pixel, _NO_SWITCH, oor, dummy_trace)
+                         self._carry_pixel, _NO_SWITCH, oor, dummy_trace, carry_slots)
         self._switch_pixel = _NO_SWITCH
         if c_switch and not lanes:
             nz = np.flatnonzero(oor[p.pixel_index])
@@ -310,6 +334,15 @@ class Simulator:
                            position=(t[11], t[12], t[13]),
                            rotated_cell=t[16:25].reshape(3, 3) * 1e10)
                 for i, t in zip(idx, trace)]
+
+
+def _no_truth():
+    """The one-row placeholder TruthSlots passed when opts.truth is off (made once)."""
+    t = _NO_TRUTH.get("slots")
+    if t is None:
+        from .kernels.bundle import no_truth_slots
+        t = _NO_TRUTH["slots"] = no_truth_slots()
+    return t
 
 
 def _slot_rows(slots, start: int, count: int):

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from .. import physics as ph
+from .bundle import EMPTY_KEY, HKL_BITS, HKL_OFFSET
 from .cpu import FASTMATH
 from .options import SOURCE_STAMP, KernelOptions
 
@@ -59,16 +60,24 @@ def get_kernel(opts: KernelOptions):
     KAHN = bool(opts.kahn)
     THICK = bool(opts.thick)
     HAS_GRID = bool(opts.has_grid)
+    TRUTH = bool(opts.truth)
+    HKL_OFF = np.int64(HKL_OFFSET)
+    SH_H = np.int64(2 * HKL_BITS)
+    SH_K = np.int64(HKL_BITS)
+    NO_KEY = np.int64(EMPTY_KEY)
     W = LANES
     STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
-    def render(image, chunk_start, chunk_len, ka, scratch_all, gis_all, Fflat):
+    def render(image, chunk_start, chunk_len, ka, scratch_all, gis_all, Fflat, truth,
+               run_row):
         """Render runs of pixels: run c starts at raster index chunk_start[c] and covers
         chunk_len[c] (<= LANES) consecutive pixels of one row.  ka: the plan's argument
         bundle (``bundle.KernelArrays``); every run uses the steady-state cell table.
         ``scratch_all``, ``gis_all``, ``Fflat``: :func:`workspace` (per-thread scratch,
-        the flat structure factors)."""
+        the flat structure factors).  With opts.truth, pixel j of run c fills row
+        run_row[c] + j of ``truth`` (``bundle.TruthSlots``, as ``pixel.render_pixel``
+        does; masked pixels too: the caller empties their rows)."""
         if STAMP < 0:         # never: only ties the cache entry to the sources
             return
         fpixels = ka.fpixels
@@ -97,6 +106,14 @@ def get_kernel(opts: KernelOptions):
         lminf = float(l_min); lmaxf = float(l_max)
         nsrc = src_lambda.shape[0]
         nruns = chunk_start.shape[0]
+        # the slot arrays taken out of their tuple here: Numba's parfor loses stores made
+        # through a tuple's field inside the prange body
+        t_key = truth.key
+        t_photons = truth.photons
+        t_phase = truth.phase
+        t_overflow = truth.overflow
+        t_cell_phase = truth.cell_phase
+        t_nslots = t_key.shape[1]
         nblocks = (nruns + RUNS_PER_BLOCK - 1) // RUNS_PER_BLOCK
         for g in numba.prange(nblocks):
             # the thread's scratch rows: every run writes each row before reading it, so
@@ -111,6 +128,7 @@ def get_kernel(opts: KernelOptions):
             fls = s[_S_FL]
             ins = s[_S_IN]
             gis = gis_all[tid]
+            tks = gis_all[tid + gis_all.shape[0] // 2] if TRUTH else gis
             for c in range(g * RUNS_PER_BLOCK, min(nruns, (g + 1) * RUNS_PER_BLOCK)):
                 idx0 = chunk_start[c]
                 n = chunk_len[c]
@@ -201,6 +219,10 @@ def get_kernel(opts: KernelOptions):
                                             gis[j] = (int(hi) - h_min) * hstride \
                                                 + (int(ki) - k_min) * kstride + (int(li) - l_min)
                                             ins[j] = 1.0 * inside
+                                        if TRUTH:
+                                            tks[j] = (((np.int64(np.ceil(h - 0.5)) + HKL_OFF) << SH_H)
+                                                      | ((np.int64(np.ceil(k - 0.5)) + HKL_OFF) << SH_K)
+                                                      | (np.int64(np.ceil(l - 0.5)) + HKL_OFF))
                                     # pass 2 (scalar loads): structure factor and accumulation
                                     for j in range(n):
                                         if HAS_GRID:
@@ -216,6 +238,26 @@ def get_kernel(opts: KernelOptions):
                                         if OS_OMEGA:
                                             contrib *= omega[j]
                                         I[j] += contrib
+                                        if TRUTH:
+                                            if contrib != 0.0:
+                                                row = run_row[c] + j
+                                                key = tks[j]
+                                                slot = -1
+                                                for q in range(t_nslots):
+                                                    kq = t_key[row, q]
+                                                    if kq == key:
+                                                        slot = q
+                                                        break
+                                                    if kq == NO_KEY:
+                                                        t_key[row, q] = key
+                                                        slot = q
+                                                        break
+                                                if slot < 0:
+                                                    t_overflow[row] = 1
+                                                else:
+                                                    t_photons[row, slot] += contrib
+                                                    t_phase[row, slot] += (
+                                                        contrib * t_cell_phase[cidx])
                 for j in range(n):
                     val = scale * I[j]
                     if not OS_THICK:
@@ -224,6 +266,27 @@ def get_kernel(opts: KernelOptions):
                         val *= polar[j] if not NOPOLAR else 1.0
                     if not OS_OMEGA:
                         val *= omega[j]
+                    if TRUTH:
+                        # the pixel's final factors on its slots, as on its value
+                        row = run_row[c] + j
+                        for q in range(t_nslots):
+                            if t_key[row, q] == NO_KEY:
+                                break
+                            v = scale * t_photons[row, q]
+                            w = scale * t_phase[row, q]
+                            if not OS_THICK:
+                                f = cap[j] if (THICK or OS_THICK) else 1.0
+                                v *= f
+                                w *= f
+                            if not OS_POLAR:
+                                f = polar[j] if not NOPOLAR else 1.0
+                                v *= f
+                                w *= f
+                            if not OS_OMEGA:
+                                v *= omega[j]
+                                w *= omega[j]
+                            t_photons[row, q] = v
+                            t_phase[row, q] = w
                     idx = idx0 + j
                     if HAS_MASK:
                         if mask[idx] != 0:
@@ -241,6 +304,13 @@ def workspace(ka):
     slots = max(int(numba.config.NUMBA_NUM_THREADS), int(numba.get_num_threads()))
     return (np.empty((slots, _NSCRATCH, LANES)), np.empty((slots, LANES), dtype=np.int64),
             np.ravel(ka.Fgrid))
+
+
+def truth_workspace(ka):
+    """:func:`workspace` with the grid-index rows doubled: with opts.truth the second
+    half holds every lane's packed lattice point (the kernel's ``tks``)."""
+    scratch, gis, Fflat = workspace(ka)
+    return scratch, np.empty((2 * gis.shape[0], LANES), dtype=np.int64), Fflat
 
 
 @numba.njit(cache=True, nogil=True)
