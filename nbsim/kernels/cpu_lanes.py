@@ -128,7 +128,19 @@ def get_kernel(opts: KernelOptions):
             fls = s[_S_FL]
             ins = s[_S_IN]
             gis = gis_all[tid]
-            tks = gis_all[tid + gis_all.shape[0] // 2] if TRUTH else gis
+            # truth: every lane's nearest lattice point (pass 1, floating point, so the
+            # pass still vectorises), packed in pass 2 (truth_workspace's extra rows)
+            h0s = scratch_all[tid, _NSCRATCH] if TRUTH else fls
+            k0s = scratch_all[tid, _NSCRATCH + 1] if TRUTH else fls
+            l0s = scratch_all[tid, _NSCRATCH + 2] if TRUTH else fls
+            # per lane the lattice point being summed and its photons so far (flushed to
+            # the pixel's slots when the point changes and at the end of the run)
+            cur_h = scratch_all[tid, _NSCRATCH + 3] if TRUTH else fls
+            cur_k = scratch_all[tid, _NSCRATCH + 4] if TRUTH else fls
+            cur_l = scratch_all[tid, _NSCRATCH + 5] if TRUTH else fls
+            acc = scratch_all[tid, _NSCRATCH + 6] if TRUTH else fls
+            acc_fz = scratch_all[tid, _NSCRATCH + 7] if TRUTH else fls
+            con = scratch_all[tid, _NSCRATCH + 8] if TRUTH else fls
             for c in range(g * RUNS_PER_BLOCK, min(nruns, (g + 1) * RUNS_PER_BLOCK)):
                 idx0 = chunk_start[c]
                 n = chunk_len[c]
@@ -154,6 +166,11 @@ def get_kernel(opts: KernelOptions):
                 for j in range(n):
                     I[j] = I_bg
                     fpix[j] = fpixel0 + j
+                if TRUTH:
+                    for j in range(n):
+                        acc[j] = 0.0
+                        acc_fz[j] = 0.0
+                        cur_h[j] = np.nan      # no point yet: compares unequal
                 polar_done = False
                 omega_done = False
                 for t in range(thicksteps):
@@ -220,10 +237,11 @@ def get_kernel(opts: KernelOptions):
                                                 + (int(ki) - k_min) * kstride + (int(li) - l_min)
                                             ins[j] = 1.0 * inside
                                         if TRUTH:
-                                            tks[j] = (((np.int64(np.ceil(h - 0.5)) + HKL_OFF) << SH_H)
-                                                      | ((np.int64(np.ceil(k - 0.5)) + HKL_OFF) << SH_K)
-                                                      | (np.int64(np.ceil(l - 0.5)) + HKL_OFF))
+                                            h0s[j] = np.ceil(h - 0.5)
+                                            k0s[j] = np.ceil(k - 0.5)
+                                            l0s[j] = np.ceil(l - 0.5)
                                     # pass 2 (scalar loads): structure factor and accumulation
+                                    changed = 0
                                     for j in range(n):
                                         if HAS_GRID:
                                             fc = Fflat[gis[j]] if ins[j] != 0.0 else default_F
@@ -239,25 +257,32 @@ def get_kernel(opts: KernelOptions):
                                             contrib *= omega[j]
                                         I[j] += contrib
                                         if TRUTH:
-                                            if contrib != 0.0:
-                                                row = run_row[c] + j
-                                                key = tks[j]
-                                                slot = -1
-                                                for q in range(t_nslots):
-                                                    kq = t_key[row, q]
-                                                    if kq == key:
-                                                        slot = q
-                                                        break
-                                                    if kq == NO_KEY:
-                                                        t_key[row, q] = key
-                                                        slot = q
-                                                        break
-                                                if slot < 0:
-                                                    t_overflow[row] = 1
-                                                else:
-                                                    t_photons[row, slot] += contrib
-                                                    t_phase[row, slot] += (
-                                                        contrib * t_cell_phase[cidx])
+                                            # branch-free (vectorises): the lane's point
+                                            # is the one being summed, or it changed
+                                            same = (h0s[j] == cur_h[j]) & (k0s[j] == cur_k[j]) \
+                                                & (l0s[j] == cur_l[j])
+                                            cp = t_cell_phase[cidx]
+                                            acc[j] += contrib if same else 0.0
+                                            acc_fz[j] += contrib * cp if same else 0.0
+                                            con[j] = 0.0 if same else contrib
+                                            changed += 0 if same else 1
+                                    if TRUTH:
+                                        if changed:
+                                            # pass 3 (rare): lanes whose point changed
+                                            # flush the sum to their slots and restart
+                                            cp = t_cell_phase[cidx]
+                                            for j in range(n):
+                                                if con[j] != 0.0:
+                                                    if acc[j] != 0.0:
+                                                        _slot_add(t_key, t_photons, t_phase,
+                                                                  t_overflow, run_row[c] + j,
+                                                                  cur_h[j], cur_k[j], cur_l[j],
+                                                                  acc[j], acc_fz[j])
+                                                    cur_h[j] = h0s[j]
+                                                    cur_k[j] = k0s[j]
+                                                    cur_l[j] = l0s[j]
+                                                    acc[j] = con[j]
+                                                    acc_fz[j] = con[j] * cp
                 for j in range(n):
                     val = scale * I[j]
                     if not OS_THICK:
@@ -269,6 +294,9 @@ def get_kernel(opts: KernelOptions):
                     if TRUTH:
                         # the pixel's final factors on its slots, as on its value
                         row = run_row[c] + j
+                        if acc[j] != 0.0:
+                            _slot_add(t_key, t_photons, t_phase, t_overflow, row,
+                                      cur_h[j], cur_k[j], cur_l[j], acc[j], acc_fz[j])
                         for q in range(t_nslots):
                             if t_key[row, q] == NO_KEY:
                                 break
@@ -307,10 +335,34 @@ def workspace(ka):
 
 
 def truth_workspace(ka):
-    """:func:`workspace` with the grid-index rows doubled: with opts.truth the second
-    half holds every lane's packed lattice point (the kernel's ``tks``)."""
+    """:func:`workspace` with nine more scratch rows a thread: with opts.truth they
+    hold every lane's nearest lattice point (h0, k0, l0) of the cell, the point being
+    summed, its photons (and phase-weighted photons) so far, and the photons of lanes
+    whose point changed."""
     scratch, gis, Fflat = workspace(ka)
-    return scratch, np.empty((2 * gis.shape[0], LANES), dtype=np.int64), Fflat
+    return (np.empty((scratch.shape[0], _NSCRATCH + 9, LANES)), gis, Fflat)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _slot_add(t_key, t_photons, t_phase, t_overflow, row, h0, k0, l0, photons, phase):
+    """Add ``photons`` (and ``phase``) of lattice point (h0, k0, l0) (floats holding
+    integers) to pixel row ``row``'s slots: its slot, else the first empty one, else
+    flag the row as overflowed."""
+    off = np.int64(HKL_OFFSET)
+    key = (((np.int64(h0) + off) << np.int64(2 * HKL_BITS))
+           | ((np.int64(k0) + off) << np.int64(HKL_BITS)) | (np.int64(l0) + off))
+    for q in range(t_key.shape[1]):
+        kq = t_key[row, q]
+        if kq == key:
+            t_photons[row, q] += photons
+            t_phase[row, q] += phase
+            return
+        if kq == EMPTY_KEY:
+            t_key[row, q] = key
+            t_photons[row, q] = photons
+            t_phase[row, q] = phase
+            return
+    t_overflow[row] = 1
 
 
 @numba.njit(cache=True, nogil=True)
