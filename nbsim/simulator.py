@@ -133,8 +133,9 @@ class Simulator:
         ``truth=True`` also records, in the same pass, the reflections the image holds
         (docs/truth.md): afterwards :attr:`truth` (the table: column -> array),
         :attr:`labels` and :attr:`bragg_fraction` ((panels, slow, fast)) describe it.
-        The image is bit-identical to ``run()``.  Truth renders on the CPU (general
-        kernel) whatever the device."""
+        On the CPU the float64 lanes kernel (or the general kernel for the options it
+        does not take, and float32) fills the slots; on the GPU the CUDA kernel does
+        (pixels with more than K lattice points are completed on the CPU)."""
         from .limits import check_image
         self._want_truth = bool(truth)
         self.frame_truth = None
@@ -184,7 +185,7 @@ class Simulator:
 
     def _render(self, callback, chunk_rows=None, target_seconds=0.25):
         device = self.config.device
-        if device in ("cuda", "auto") and not self._want_truth:
+        if device in ("cuda", "auto"):
             from .kernels import cuda as kcuda
             from .kernels import cuda_warmup
             if device == "cuda" or (not cuda_warmup.found_no_gpu() and kcuda.available()):

@@ -316,7 +316,7 @@ class GpuRender:
     built for the plan's options.  ``render()`` reproduces ``Simulator._run_cpu``."""
 
     def __init__(self, sim, threads_per_block: int = None, pure_float32: bool = False,
-                 upload: bool = True):
+                 upload: bool = True, truth: bool = False):
         """upload=False keeps the arrays on the host (to type the kernel, e.g. for
         ``cuda.compile_ptx`` where no GPU is present)."""
         if upload:
@@ -360,8 +360,18 @@ class GpuRender:
         self.d_scalars = dev(np.ascontiguousarray(p.scalars, dtype=np.float64))
         self.d_first_oor = dev(np.array([NO_SWITCH], dtype=np.int64))
         self.d_trace = dev(np.zeros((1, TRACE_LEN)))
-        # reflection truth is rendered on the CPU (docs/truth.md): a one-row placeholder
-        self.d_truth = TruthSlots(*(dev(a) for a in no_truth_slots()))
+        # reflection truth (docs/truth.md): the slots of every ROI pixel (row n = thread's
+        # pixel n), else a one-row placeholder the kernel never touches
+        self.truth = bool(truth)
+        if self.truth:
+            from ..truth import NSLOTS, cell_phase
+            from .bundle import truth_slots
+            self.opts = self.opts._replace(truth=True)
+            host = truth_slots(max(self.npix, 1), NSLOTS, cell_phase(p))
+        else:
+            host = no_truth_slots()
+        self._truth_host = host
+        self.truth_dev = TruthSlots(*(dev(a) for a in host))
         if upload:
             self.d_out = cuda.device_array(max(self.npix, 1), dtype=np.float64)
         else:
@@ -395,7 +405,7 @@ class GpuRender:
             panel_rows=int(p.panel_rows))
         return (self.d_out, int(n0), int(count), self.d_pixel_index, int(self.x0),
                 int(self.nx), int(self.y0), ka, int(carry_pixel), int(switch_pixel),
-                self.d_first_oor, self.d_trace, self.d_truth)
+                self.d_first_oor, self.d_trace, self.truth_dev)
 
     def launch(self, opts, n0=0, carry_pixel=-1, switch_pixel=NO_SWITCH, stream=0):
         """Launch the kernel for ROI pixels n0.. (asynchronous)."""
@@ -438,6 +448,11 @@ class GpuRender:
                 # C switches interpolation off for good at the first out-of-range
                 # evaluation (raster order): re-render from that pixel on
                 switch = first
+                if self.truth:
+                    # those pixels' slots start again
+                    n0 = self._roi_position(first)
+                    for d, h in zip(self.truth_dev[:4], self._truth_host[:4]):
+                        d[n0:].copy_to_device(np.ascontiguousarray(h[n0:]))
                 self.launch(self.opts._replace(interp=2), self._roi_position(first),
                             carry, switch)
         return carry, switch
@@ -465,6 +480,16 @@ class GpuRender:
         sim._carry_pixel = carry
         sim._switch_pixel = switch
         sim.image = image
+        if self.truth:
+            from .. import truth as tr
+            slots = TruthSlots(*(a.copy_to_host() for a in self.truth_dev))
+            slots = slots._replace(key=slots.key[:self.npix], photons=slots.photons[:self.npix],
+                                   phase=slots.phase[:self.npix],
+                                   overflow=slots.overflow[:self.npix])
+            # pixels with more than K lattice points: again on the CPU with more slots
+            slots, extra = tr.complete_slots(sim, self.plan.options._replace(truth=True),
+                                             slots, carry, switch, NO_SWITCH)
+            sim.frame_truth = tr.collect(self.plan, slots, extra, **sim._truth_frame)
         return image
 
 
@@ -483,7 +508,8 @@ def run(sim) -> np.ndarray:
         return sim.image
     pure = os.environ.get("NBSIM_CUDA_PURE_F32", "") not in ("", "0")
     prepare_compiler()
-    return GpuRender(sim, pure_float32=pure).render()
+    return GpuRender(sim, pure_float32=pure,
+                     truth=bool(getattr(sim, "_want_truth", False))).render()
 
 
 def prepare_compiler():
