@@ -202,3 +202,18 @@ def test_cuda_kernel_truth_in_the_simulator():
     assert np.allclose(gpu["I"], cpu["I"], rtol=1e-12, atol=0)
     assert np.allclose(gpu["xyz"], cpu["xyz"], rtol=0, atol=1e-9)
     assert abs(sum(gpu["I"]) - sum(gpu["image"])) <= 1e-9 * sum(gpu["image"])
+
+
+def test_masked_pixels_hold_no_truth(tmp_path):
+    args = two_panels(tmp_path)
+    path = args[args.index("-panels") + 1]
+    spec = json.loads(open(path).read())
+    spec["panels"][0]["mask"] = [[2, 9, 3, 7]]          # fast 2..9, slow 3..7: not rendered
+    open(path, "w").write(json.dumps(spec))
+    sim, image = _render_truth(args, "spec")
+    assert np.all(image[0, 3:8, 2:10] == 0)
+    assert np.all(sim.labels[0, 3:8, 2:10] == -1)
+    assert np.all(sim.frame_truth.bragg[0, 3:8, 2:10] == 0)
+    assert (sim.labels[0] >= 0).sum() == 20 * 16 - 8 * 5
+    t = sim.truth
+    assert abs(t["intensity.true.value"].sum() - image.sum()) <= 1e-9 * image.sum()
