@@ -302,9 +302,9 @@ class Simulator:
                              _slot_rows(slots, first, p.pixel_index.shape[0] - first))
         if slots is not None:
             from . import truth as tr
-            slots, extra = tr.complete_slots(self, opts, slots, self._carry_pixel,
-                                             self._switch_pixel, _NO_SWITCH)
-            self.frame_truth = tr.collect(p, slots, extra, **self._truth_frame)
+            blocks = tr.complete_slots(self, opts, slots, self._carry_pixel,
+                                       self._switch_pixel, _NO_SWITCH)
+            self.frame_truth = tr.collect(p, blocks, **self._truth_frame)
         self.image = image.reshape(p.shape)     # (panels, slow, fast) with panels
         return self.image
 

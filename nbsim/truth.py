@@ -113,28 +113,20 @@ def concat_tables(tables) -> Dict[str, np.ndarray]:
     return {c: np.concatenate([t[c] for t in tables]) for c in COLUMNS}
 
 
-def _entries(slots: TruthSlots, rows: Optional[np.ndarray] = None):
-    """The filled slots as a long table (row, key, photons, phase); ``rows`` maps slot
-    rows to positions in the pixel index (None: the identity)."""
-    filled = slots.key != EMPTY_KEY
-    r, j = np.nonzero(filled)
-    pos = r if rows is None else rows[r]
-    return pos, slots.key[r, j], slots.photons[r, j], slots.phase[r, j]
-
-
 def complete_slots(sim, opts, slots: TruthSlots, carry_pixel: int, switch_pixel: int,
                    no_switch: int):
     """Make the slots of a render exact: the pixels that overflowed are rendered again
-    (their slots only) with 4x the slots until none overflows.  Returns ``(slots,
-    extra)``: ``slots`` with the overflowed rows emptied, and ``extra`` the long table
-    (position in ``plan.pixel_index``, key, photons, phase) of those pixels."""
+    (their slots only) with 4x the slots until none overflows.  Returns the blocks of
+    exact slots, ``[(pixels, key, photons, phase), ...]``: raster indices (n,) and
+    (n, K) slot arrays; the first block is ``slots`` (all of ``plan.pixel_index``) with
+    the overflowed rows emptied, the others hold those pixels with more slots."""
     p = sim.plan
     over = np.flatnonzero(slots.overflow)
-    parts = []
     if over.size:
         slots.key[over] = EMPTY_KEY
         slots.photons[over] = 0.0
         slots.phase[over] = 0.0
+    blocks = [(p.pixel_index, slots.key, slots.photons, slots.phase)]
     nslots = slots.key.shape[1]
     ropts = opts._replace(record_oor=False, trace=False, truth=True)
     if switch_pixel != no_switch:
@@ -146,30 +138,30 @@ def complete_slots(sim, opts, slots: TruthSlots, carry_pixel: int, switch_pixel:
     while over.size:
         nslots *= 4
         sub = truth_slots(over.size, nslots, slots.cell_phase)
+        pixels = np.ascontiguousarray(p.pixel_index[over])
         scratch = np.zeros(p.detector.fpixels * p.detector.spixels)
-        sim._launch(ropts, np.ascontiguousarray(p.pixel_index[over]), scratch, carry_pixel,
-                    switch_pixel, oor, dummy_trace, sub)
+        sim._launch(ropts, pixels, scratch, carry_pixel, switch_pixel, oor, dummy_trace, sub)
         again = sub.overflow != 0
-        pos, k, ph, fz = _entries(sub, over)
-        ok = ~again[np.searchsorted(over, pos)]
-        parts.append((pos[ok], k[ok], ph[ok], fz[ok]))
+        sub.key[again] = EMPTY_KEY
+        blocks.append((pixels, sub.key, sub.photons, sub.phase))
         over = over[again]
-    if parts:
-        extra = tuple(np.concatenate([pt[i] for pt in parts]) for i in range(4))
-    else:
-        extra = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
-    return slots, extra
+    return blocks
 
 
-def collect(plan, slots: TruthSlots, extra, *, experiment_id: int = 0,
-            frame_z0: float = 0.0, rotation: Optional[bool] = None) -> FrameTruth:
-    """The frame's :class:`FrameTruth` from exact slots (:func:`complete_slots`: the
-    (n, K) slots of ``plan.pixel_index`` and the long table ``extra`` of the pixels that
-    needed more).
+#: the largest (panels x h x k x l) box of lattice points grouped with a lookup table;
+#: larger boxes are grouped by sorting
+DENSE_GROUP_LIMIT = 1 << 24
+
+
+def collect(plan, blocks, *, experiment_id: int = 0, frame_z0: float = 0.0,
+            rotation: Optional[bool] = None) -> FrameTruth:
+    """The frame's :class:`FrameTruth` from the exact slot blocks of
+    :func:`complete_slots` (every rendered pixel in exactly one block).
 
     experiment_id: the ``id`` column; frame_z0: the frame's image number in its sweep
     (xyzcal.px z = frame_z0 + fraction; 0 for stills); rotation: whether the frame
     rotates (default: the plan's osc is nonzero)."""
+    from . import truth_kernels as tk
     det = plan.detector
     fp = int(det.fpixels)
     rows_per_panel = int(plan.panel_rows)
@@ -178,64 +170,54 @@ def collect(plan, slots: TruthSlots, extra, *, experiment_id: int = 0,
     npix_all = npanels * rows_per_panel * fp
     if rotation is None:
         rotation = float(plan.crystal.osc) != 0.0
-    # the long table: the filled slots (grouped by pixel, in slot order) then the extra
-    filled = (slots.key != EMPTY_KEY) & (slots.photons > 0.0)
-    nmain = int(np.count_nonzero(filled))
-    epos, ekey, eph, efz = extra
-    eok = eph > 0.0
-    pos = np.concatenate([np.nonzero(filled)[0], epos[eok]])
-    key = np.concatenate([slots.key[filled], ekey[eok]])
-    photons = np.concatenate([slots.photons[filled], eph[eok]])
-    phase = np.concatenate([slots.phase[filled], efz[eok]])
-    idx = plan.pixel_index[pos]
-    bragg_flat = np.bincount(idx, weights=photons, minlength=npix_all)
     labels = np.full(npix_all, -1, dtype=np.int32)
-    if key.size == 0:
+    bragg = np.zeros(npix_all)
+    lo = np.full(3, np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full(3, np.iinfo(np.int64).min, dtype=np.int64)
+    for _pix, key, photons, _phase in blocks:
+        tk.hkl_bounds(key, photons, lo, hi)
+    if lo[0] > hi[0]:
         return FrameTruth(table=empty_table(), labels=labels.reshape(shape),
-                          bragg=bragg_flat.reshape(shape))
-    fast = idx % fp
-    srow = idx // fp
-    panel = srow // rows_per_panel
-    slow = srow - panel * rows_per_panel
-    # rows: one per (panel, lattice point), ordered by panel then packed key
-    ukey, kinv = np.unique(key, return_inverse=True)
-    combined = panel * ukey.size + kinv.reshape(-1)
-    urow, row = np.unique(combined, return_inverse=True)
-    row = row.reshape(-1)
-    nrows = urow.size
-    row_panel = urow // ukey.size
-    row_key = ukey[urow % ukey.size]
+                          bragg=bragg.reshape(shape))
+    ext = hi - lo + 1
+    volume = npanels * int(ext[0]) * int(ext[1]) * int(ext[2])
+    if volume <= DENSE_GROUP_LIMIT:
+        # rows: the occupied cells of the (panel, h, k, l) box, in that order
+        present = np.zeros(volume, dtype=np.uint8)
+        for pix, key, photons, _phase in blocks:
+            tk.mark_cells(key, photons, pix, fp, rows_per_panel, lo, ext, present)
+        cells = np.flatnonzero(present)
+        table = np.zeros(volume, dtype=np.int32)
+        table[cells] = np.arange(cells.size, dtype=np.int32)
+        del present
+    else:
+        cells = tk.sorted_cells(blocks, fp, rows_per_panel, lo, ext)
+        table = np.zeros(0, dtype=np.int32)
+    nrows = cells.size
+    sums = np.zeros((4, nrows))           # photons, x, y, rotation fraction (weighted)
+    npx = np.zeros(nrows, dtype=np.int32)
+    for pix, key, photons, phase in blocks:
+        tk.accumulate(key, photons, phase, pix, fp, rows_per_panel, lo, ext, table, cells,
+                      sums, npx, labels, bragg)
+    intensity = sums[0]
+    x = sums[1] / intensity
+    y = sums[2] / intensity
+    frac = sums[3] / intensity
+    # the rows' (panel, h, k, l) from their cells
+    c = cells.astype(np.int64)
+    l_ = c % ext[2] + lo[2]
+    c //= ext[2]
+    k = c % ext[1] + lo[1]
+    c //= ext[1]
+    h = c % ext[0] + lo[0]
+    row_panel = c // ext[0]
+    hkl = np.stack([h, k, l_], axis=1).astype(np.int32)
 
-    intensity = np.bincount(row, weights=photons, minlength=nrows)
-    x = np.bincount(row, weights=photons * (fast + 0.5), minlength=nrows) / intensity
-    y = np.bincount(row, weights=photons * (slow + 0.5), minlength=nrows) / intensity
-    frac = np.bincount(row, weights=phase, minlength=nrows) / intensity
-    main = photons >= 0.5 * bragg_flat[idx]
-    npx = np.bincount(row[main], minlength=nrows).astype(np.int32)
-
-    # the label: the row with most photons in the pixel (the first slot on a tie).
-    # Slot pixels: argmax along the slots; pixels of the extra table: a sort of those few
-    grid_ph = np.where(filled, slots.photons, -1.0)
-    grid_row = np.full(slots.key.shape, -1, dtype=np.int64)
-    grid_row[filled] = row[:nmain]
-    best = np.argmax(grid_ph, axis=1)
-    win_row = grid_row[np.arange(best.size), best]
-    lit = win_row >= 0
-    labels[plan.pixel_index[lit]] = win_row[lit].astype(np.int32)
-    if pos.size > nmain:
-        xi = idx[nmain:]
-        xr = row[nmain:]
-        order = np.lexsort((xr, -photons[nmain:], xi))
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = xi[order[1:]] != xi[order[:-1]]
-        labels[xi[order[first]]] = xr[order[first]].astype(np.int32)
-
-    hkl = unpack_hkl(row_key)
     ast = np.asarray(plan.ast, dtype=np.float64).reshape(3, 3)       # rows a*, b*, c* (1/A)
     q = hkl.astype(np.float64) @ ast
     with np.errstate(divide="ignore"):
         d = 1.0 / np.sqrt(np.einsum("ij,ij->i", q, q))
-    pixel_mm = plan.panel_table()[row_panel.astype(np.int64), 20] * 1e3
+    pixel_mm = plan.panel_table()[row_panel, 20] * 1e3
     osc = float(plan.crystal.osc)
     if rotation:
         z_px = frame_z0 + frac
@@ -243,7 +225,7 @@ def collect(plan, slots: TruthSlots, extra, *, experiment_id: int = 0,
     else:
         z_px = np.zeros(nrows)
         z_mm = np.zeros(nrows)
-    table = {
+    table_cols = {
         "miller_index": hkl,
         "id": np.full(nrows, int(experiment_id), dtype=np.int32),
         "panel": row_panel.astype(np.uint64),
@@ -254,8 +236,8 @@ def collect(plan, slots: TruthSlots, extra, *, experiment_id: int = 0,
         "partiality": np.full(nrows, np.nan),
         "num_pixels.true": npx,
     }
-    return FrameTruth(table=table, labels=labels.reshape(shape),
-                      bragg=bragg_flat.reshape(shape))
+    return FrameTruth(table=table_cols, labels=labels.reshape(shape),
+                      bragg=bragg.reshape(shape))
 
 
 def sweep_partiality(table: Dict[str, np.ndarray]) -> np.ndarray:

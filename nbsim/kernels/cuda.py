@@ -487,9 +487,9 @@ class GpuRender:
                                    phase=slots.phase[:self.npix],
                                    overflow=slots.overflow[:self.npix])
             # pixels with more than K lattice points: again on the CPU with more slots
-            slots, extra = tr.complete_slots(sim, self.plan.options._replace(truth=True),
-                                             slots, carry, switch, NO_SWITCH)
-            sim.frame_truth = tr.collect(self.plan, slots, extra, **sim._truth_frame)
+            blocks = tr.complete_slots(sim, self.plan.options._replace(truth=True),
+                                       slots, carry, switch, NO_SWITCH)
+            sim.frame_truth = tr.collect(self.plan, blocks, **sim._truth_frame)
         return image
 
 
