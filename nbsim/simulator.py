@@ -122,8 +122,10 @@ class Simulator:
                 run_row = np.cumsum(lens) - lens
                 kern(image, starts, lens, ka, *cpu_lanes.truth_workspace(ka), truth,
                      run_row)
+        elif truth is None:
+            kern(image, starts, lens, ka, _no_truth(), lens)
         else:
-            kern(image, starts, lens, ka)
+            kern(image, starts, lens, ka, truth, np.cumsum(lens) - lens)
 
     def run(self, truth: bool = False) -> np.ndarray:
         """Render the image: (spixels, fpixels) float64 in photons per pixel; with a
@@ -243,10 +245,9 @@ class Simulator:
         # the carryover touches one pixel only (the run's first sub-path): the SIMD kernel
         # renders everything with the steady-state cell table and that pixel is redone below
         want_truth = self._want_truth
-        # truth: the float64 lanes kernel fills the slots too; float32 and the options the
-        # lanes kernels do not take go to the general kernel
-        lanes = cpu_lanes.supports(opts) if want_truth else (
-            cpu_lanes.supports(opts) or cpu_lanes32.supports(opts))
+        # truth: the lanes kernels fill the slots too (the options they do not take go
+        # to the general kernel, as without truth)
+        lanes = cpu_lanes.supports(opts) or cpu_lanes32.supports(opts)
         oor = np.zeros(npix if (c_switch and not lanes) else 1, dtype=np.uint8)
         slots = None
         if want_truth:
