@@ -248,6 +248,8 @@ class Simulator:
         # truth: the lanes kernels fill the slots too (the options they do not take go
         # to the general kernel, as without truth)
         lanes = cpu_lanes.supports(opts) or cpu_lanes32.supports(opts)
+        if want_truth and lanes and not cpu_lanes.lanes_truth_fits(p):
+            lanes = False          # Miller indices beyond the lanes kernels' packing
         oor = np.zeros(npix if (c_switch and not lanes) else 1, dtype=np.uint8)
         slots = None
         if want_truth:

@@ -239,3 +239,18 @@ def test_sorted_grouping_equals_lookup_table(monkeypatch):
     b = sim.truth
     for c in COLUMNS:
         assert np.array_equal(a[c], b[c], equal_nan=True), c
+
+
+def test_huge_indices_use_the_general_kernel():
+    """Miller indices beyond the lanes kernels' packed point (|h| >= 2^16): the general
+    kernel fills the slots, still exact."""
+    from nbsim.kernels import cpu_lanes
+    args = ["-cell", "20000", "60", "70", "90", "90", "90", "-N", "2", "-lambda", "0.5",
+            "-distance", "60", "-pixel", "0.5", "-detpixels", "12", "-oversample", "1",
+            "-default_F", "100", "-nointerpolate", "-misset", "10", "20", "30"]
+    sim = Simulator.from_args(args)
+    assert not cpu_lanes.lanes_truth_fits(sim.plan)
+    image = sim.run(truth=True)
+    t = sim.truth
+    assert abs(t["intensity.true.value"].sum() - image.sum()) <= 1e-9 * image.sum()
+    assert np.abs(t["miller_index"][:, 0]).max() > 1000

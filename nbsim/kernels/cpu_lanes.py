@@ -130,17 +130,13 @@ def get_kernel(opts: KernelOptions):
             gis = gis_all[tid]
             # truth: every lane's nearest lattice point (pass 1, floating point, so the
             # pass still vectorises), packed in pass 2 (truth_workspace's extra rows)
-            h0s = scratch_all[tid, _NSCRATCH] if TRUTH else fls
-            k0s = scratch_all[tid, _NSCRATCH + 1] if TRUTH else fls
-            l0s = scratch_all[tid, _NSCRATCH + 2] if TRUTH else fls
+            pks = scratch_all[tid, _NSCRATCH] if TRUTH else fls
             # per lane the lattice point being summed and its photons so far (flushed to
             # the pixel's slots when the point changes and at the end of the run)
-            cur_h = scratch_all[tid, _NSCRATCH + 3] if TRUTH else fls
-            cur_k = scratch_all[tid, _NSCRATCH + 4] if TRUTH else fls
-            cur_l = scratch_all[tid, _NSCRATCH + 5] if TRUTH else fls
-            acc = scratch_all[tid, _NSCRATCH + 6] if TRUTH else fls
-            acc_fz = scratch_all[tid, _NSCRATCH + 7] if TRUTH else fls
-            con = scratch_all[tid, _NSCRATCH + 8] if TRUTH else fls
+            cur = scratch_all[tid, _NSCRATCH + 1] if TRUTH else fls
+            acc = scratch_all[tid, _NSCRATCH + 2] if TRUTH else fls
+            acc_fz = scratch_all[tid, _NSCRATCH + 3] if TRUTH else fls
+            con = scratch_all[tid, _NSCRATCH + 4] if TRUTH else fls
             for c in range(g * RUNS_PER_BLOCK, min(nruns, (g + 1) * RUNS_PER_BLOCK)):
                 idx0 = chunk_start[c]
                 n = chunk_len[c]
@@ -170,7 +166,7 @@ def get_kernel(opts: KernelOptions):
                     for j in range(n):
                         acc[j] = 0.0
                         acc_fz[j] = 0.0
-                        cur_h[j] = np.nan      # no point yet: compares unequal
+                        cur[j] = np.nan        # no point yet: compares unequal
                 polar_done = False
                 omega_done = False
                 for t in range(thicksteps):
@@ -237,9 +233,9 @@ def get_kernel(opts: KernelOptions):
                                                 + (int(ki) - k_min) * kstride + (int(li) - l_min)
                                             ins[j] = 1.0 * inside
                                         if TRUTH:
-                                            h0s[j] = np.ceil(h - 0.5)
-                                            k0s[j] = np.ceil(k - 0.5)
-                                            l0s[j] = np.ceil(l - 0.5)
+                                            pks[j] = _pack_float(np.ceil(h - 0.5),
+                                                                 np.ceil(k - 0.5),
+                                                                 np.ceil(l - 0.5))
                                     # pass 2 (scalar loads): structure factor and accumulation
                                     changed = 0
                                     for j in range(n):
@@ -259,8 +255,7 @@ def get_kernel(opts: KernelOptions):
                                         if TRUTH:
                                             # branch-free (vectorises): the lane's point
                                             # is the one being summed, or it changed
-                                            same = (h0s[j] == cur_h[j]) & (k0s[j] == cur_k[j]) \
-                                                & (l0s[j] == cur_l[j])
+                                            same = pks[j] == cur[j]
                                             cp = t_cell_phase[cidx]
                                             acc[j] += contrib if same else 0.0
                                             acc_fz[j] += contrib * cp if same else 0.0
@@ -274,13 +269,11 @@ def get_kernel(opts: KernelOptions):
                                             for j in range(n):
                                                 if con[j] != 0.0:
                                                     if acc[j] != 0.0:
-                                                        _slot_add(t_key, t_photons, t_phase,
-                                                                  t_overflow, run_row[c] + j,
-                                                                  cur_h[j], cur_k[j], cur_l[j],
-                                                                  acc[j], acc_fz[j])
-                                                    cur_h[j] = h0s[j]
-                                                    cur_k[j] = k0s[j]
-                                                    cur_l[j] = l0s[j]
+                                                        _slot_add_packed(
+                                                            t_key, t_photons, t_phase,
+                                                            t_overflow, run_row[c] + j,
+                                                            cur[j], acc[j], acc_fz[j])
+                                                    cur[j] = pks[j]
                                                     acc[j] = con[j]
                                                     acc_fz[j] = con[j] * cp
                 for j in range(n):
@@ -295,8 +288,8 @@ def get_kernel(opts: KernelOptions):
                         # the pixel's final factors on its slots, as on its value
                         row = run_row[c] + j
                         if acc[j] != 0.0:
-                            _slot_add(t_key, t_photons, t_phase, t_overflow, row,
-                                      cur_h[j], cur_k[j], cur_l[j], acc[j], acc_fz[j])
+                            _slot_add_packed(t_key, t_photons, t_phase, t_overflow, row,
+                                             cur[j], acc[j], acc_fz[j])
                         for q in range(t_nslots):
                             if t_key[row, q] == NO_KEY:
                                 break
@@ -335,12 +328,47 @@ def workspace(ka):
 
 
 def truth_workspace(ka):
-    """:func:`workspace` with nine more scratch rows a thread: with opts.truth they
-    hold every lane's nearest lattice point (h0, k0, l0) of the cell, the point being
-    summed, its photons (and phase-weighted photons) so far, and the photons of lanes
-    whose point changed."""
+    """:func:`workspace` with five more scratch rows a thread: with opts.truth they
+    hold every lane's nearest lattice point of the cell (:func:`_pack_float`), the point
+    being summed, its photons (and phase-weighted photons) so far, and the photons of
+    lanes whose point changed."""
     scratch, gis, Fflat = workspace(ka)
-    return (np.empty((scratch.shape[0], _NSCRATCH + 9, LANES)), gis, Fflat)
+    return (np.empty((scratch.shape[0], _NSCRATCH + 5, LANES)), gis, Fflat)
+
+
+#: the lanes kernels compare lattice points as one float64: (h0, k0, l0) packed with 17
+#: bits each (|h0| < 2^16), exact (< 2^51); used when the plan's indices fit
+#: (:func:`lanes_truth_fits`), else the general kernel fills the slots
+LANE_HKL_OFFSET = 65536.0
+LANE_HKL_BASE = 131072.0
+
+
+def lanes_truth_fits(plan) -> bool:
+    """Whether every Miller index the plan can reach, |h| <= 2 |a| / lambda_min, fits
+    the lanes kernels' packed lattice point."""
+    cells = np.abs(plan.cells).reshape(-1, 3, 3)
+    longest = float(np.sqrt((cells ** 2).sum(axis=2)).max()) if cells.size else 0.0
+    lam = float(np.min(plan.src_lambda)) if plan.src_lambda.size else 0.0
+    return lam > 0.0 and 2.0 * longest / lam + 2.0 < LANE_HKL_OFFSET
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pack_float(h0, k0, l0):
+    return ((h0 + LANE_HKL_OFFSET) * LANE_HKL_BASE + (k0 + LANE_HKL_OFFSET)) \
+        * LANE_HKL_BASE + (l0 + LANE_HKL_OFFSET)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _slot_add_packed(t_key, t_photons, t_phase, t_overflow, row, packed, photons, phase):
+    """:func:`_slot_add` of a lattice point packed by :func:`_pack_float`."""
+    p = np.int64(packed)
+    base = np.int64(LANE_HKL_BASE)
+    off = np.int64(LANE_HKL_OFFSET)
+    l0 = p % base - off
+    p //= base
+    k0 = p % base - off
+    h0 = p // base - off
+    _slot_add(t_key, t_photons, t_phase, t_overflow, row, h0, k0, l0, photons, phase)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

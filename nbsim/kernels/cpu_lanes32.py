@@ -57,7 +57,7 @@ from numba.extending import register_jitable
 
 from .. import physics as ph
 from .cpu import FASTMATH
-from .cpu_lanes import _slot_add
+from .cpu_lanes import _pack_float, _slot_add_packed
 from .options import SOURCE_STAMP, KernelOptions
 
 # pixels a run: the per-run set-up (panel geometry, the alphas of every cell) is
@@ -243,16 +243,12 @@ def get_kernel(opts: KernelOptions):
             fgs = s32[_T_F]; ins = s32[_T_IN]
             # truth: per lane the cell's nearest lattice point, the point being summed,
             # its photons so far, the photons of lanes whose point changed
-            st = np.empty((9 if TRUTH else 1, W))
-            h0s = st[0 if not TRUTH else 0]
-            k0s = st[1 if TRUTH else 0]
-            l0s = st[2 if TRUTH else 0]
-            cur_h = st[3 if TRUTH else 0]
-            cur_k = st[4 if TRUTH else 0]
-            cur_l = st[5 if TRUTH else 0]
-            acc = st[6 if TRUTH else 0]
-            acc_fz = st[7 if TRUTH else 0]
-            con = st[8 if TRUTH else 0]
+            st = np.empty((5 if TRUTH else 1, W))
+            pks = st[0]
+            cur = st[1 if TRUTH else 0]
+            acc = st[2 if TRUTH else 0]
+            acc_fz = st[3 if TRUTH else 0]
+            con = st[4 if TRUTH else 0]
             # unsigned: the gather's index needs no wraparound for negative values
             gis = np.empty(W, dtype=np.uint64)
             jf = np.empty(W)
@@ -290,7 +286,7 @@ def get_kernel(opts: KernelOptions):
                     for j in range(n):
                         acc[j] = 0.0
                         acc_fz[j] = 0.0
-                        cur_h[j] = np.nan      # no point yet: compares unequal
+                        cur[j] = np.nan        # no point yet: compares unequal
                 osf = float(oversample)
                 # source 0's incident direction: the polarization factor is computed once,
                 # at the first sub-path (unless oversample_polar)
@@ -414,9 +410,9 @@ def get_kernel(opts: KernelOptions):
                                             l = rv * (fd * laf + laP) - lai
                                         if TRUTH:
                                             # the kernel's nearest lattice point
-                                            h0s[j] = np.ceil(h - 0.5)
-                                            k0s[j] = np.ceil(k - 0.5)
-                                            l0s[j] = np.ceil(l - 0.5)
+                                            pks[j] = _pack_float(np.ceil(h - 0.5),
+                                                                 np.ceil(k - 0.5),
+                                                                 np.ceil(l - 0.5))
                                         if HAS_GRID:
                                             # C's nearest index ceil(h - 1/2); also the
                                             # reference for the fraction (|d| <= 1/2)
@@ -483,8 +479,7 @@ def get_kernel(opts: KernelOptions):
                                             contrib *= omega[j]
                                         I[j] += contrib
                                         if TRUTH:
-                                            same = (h0s[j] == cur_h[j]) & (k0s[j] == cur_k[j]) \
-                                                & (l0s[j] == cur_l[j])
+                                            same = pks[j] == cur[j]
                                             cp = t_cell_phase[cidx]
                                             acc[j] += contrib if same else 0.0
                                             acc_fz[j] += contrib * cp if same else 0.0
@@ -496,13 +491,11 @@ def get_kernel(opts: KernelOptions):
                                             for j in range(n):
                                                 if con[j] != 0.0:
                                                     if acc[j] != 0.0:
-                                                        _slot_add(t_key, t_photons, t_phase,
-                                                                  t_overflow, run_row[c] + j,
-                                                                  cur_h[j], cur_k[j], cur_l[j],
-                                                                  acc[j], acc_fz[j])
-                                                    cur_h[j] = h0s[j]
-                                                    cur_k[j] = k0s[j]
-                                                    cur_l[j] = l0s[j]
+                                                        _slot_add_packed(
+                                                            t_key, t_photons, t_phase,
+                                                            t_overflow, run_row[c] + j,
+                                                            cur[j], acc[j], acc_fz[j])
+                                                    cur[j] = pks[j]
                                                     acc[j] = con[j]
                                                     acc_fz[j] = con[j] * cp
                 out = image[idx0:idx0 + n]
@@ -520,8 +513,8 @@ def get_kernel(opts: KernelOptions):
                         # the pixel's final factors on its slots, as on its value
                         row = run_row[c] + j
                         if acc[j] != 0.0:
-                            _slot_add(t_key, t_photons, t_phase, t_overflow, row,
-                                      cur_h[j], cur_k[j], cur_l[j], acc[j], acc_fz[j])
+                            _slot_add_packed(t_key, t_photons, t_phase, t_overflow, row,
+                                             cur[j], acc[j], acc_fz[j])
                         for q in range(t_key.shape[1]):
                             if t_key[row, q] == -1:
                                 break
