@@ -209,3 +209,27 @@ def test_refl_loads_in_dials(tmp_path):
     assert "[(0, '0')]" in p.stdout
     assert p.stdout.split()[-1] == "%.12g" % t["intensity.true.value"].sum()
     assert str(tuple(int(v) for v in t["miller_index"][0])) in p.stdout
+
+
+def test_bragg_fraction_counts_the_stol_background(tmp_path):
+    from pathlib import Path
+    from nbsim import Simulator
+    water = str(Path(__file__).resolve().parent / "fixtures" / "nonbragg" / "water.stol")
+    rc, _, err = run_cli(BASE + ["-stol", water, "-nonoise", "-nopgm",
+                                 "-floatfile", tmp_path / "f.bin",
+                                 "-intfile", tmp_path / "i.img",
+                                 "-truth", tmp_path / "one.refl"])
+    assert rc == 0, err
+    total = np.fromfile(tmp_path / "f.bin", dtype=np.float32).reshape(32, 32)
+    with h5py.File(tmp_path / "one_labels.h5", "r") as f:
+        frac = f["bragg_fraction"][0]
+        assert f["labels"].shape == (1, 32, 32)
+    sim = Simulator.from_args(BASE[:-1])
+    bragg = sim.run(truth=True)
+    assert np.all(frac < 1.0) and frac.max() > 0.0
+    # the Bragg share of the float image (render + -stol background, float32)
+    assert np.allclose(frac * total, bragg, rtol=1e-5, atol=1e-6 * bragg.max())
+    t, ids = read_refl(tmp_path / "one.refl")
+    assert ids == {0: "0"}
+    assert np.allclose(t["intensity.true.value"], sim.truth["intensity.true.value"],
+                       rtol=1e-12)
