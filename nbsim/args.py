@@ -767,6 +767,9 @@ FLAGS: List[Flag] = [
        _dataset("worker_blocks", int)),
     _F("-resume", 0, N0, "", "off", "continue an interrupted dataset: keep complete frames",
        _dataset("resume")),
+    _F("-truth", 1, S, "file.refl", "none",
+       "ground truth: the reflections each frame holds as a DIALS reflection file, and "
+       "per-pixel labels / Bragg fraction (docs/truth.md)", _dataset("truth")),
     # multi-panel detectors (nbsim.geometry.panels, docs/panels.md)
     _F("-panels", 1, S, "file", "none (one flat panel)",
        "multi-panel detector from a JSON panel file", _panels_file, "detector.panels"),

@@ -13,6 +13,7 @@ from .config import Config
 from .plan import Plan, make_plan
 
 _NO_SWITCH = np.iinfo(np.int64).max
+_NO_TRUTH = {}       # the one-row placeholder TruthSlots (opts.truth off), made once
 
 
 @dataclass
@@ -52,6 +53,13 @@ class Simulator:
         self._carry_pixel = -1
         self._switch_pixel = _NO_SWITCH
         self.image: Optional[np.ndarray] = None
+        self._want_truth = False
+        #: how the truth rows are labelled (nbsim.truth.collect's keywords; datasets set
+        #: the experiment id and the frame's image number)
+        self._truth_frame = {}
+        #: the last render's reflection truth (:class:`nbsim.truth.FrameTruth`), when
+        #: rendered with ``run(truth=True)``
+        self.frame_truth = None
 
     @classmethod
     def from_args(cls, args: Sequence[str], mode: Optional[str] = None, **kw) -> "Simulator":
@@ -74,17 +82,23 @@ class Simulator:
         sim._carry_pixel = -1
         sim._switch_pixel = _NO_SWITCH
         sim.image = None
+        sim._want_truth = False
+        sim._truth_frame = {}
+        sim.frame_truth = None
         return sim
 
     # --------------------------------------------------------------- rendering
-    def _launch(self, opts, pixel_index, image, carry_pixel, switch_pixel, oor, trace):
+    def _launch(self, opts, pixel_index, image, carry_pixel, switch_pixel, oor, trace,
+                truth=None):
         from .kernels.cpu import get_kernel
         prepare_cpu()
+        if truth is None:
+            truth = _no_truth()
         kern = get_kernel(opts)
         kern(image, pixel_index, self.plan.kernel_arrays(opts.float32), carry_pixel,
-             switch_pixel, oor, trace)
+             switch_pixel, oor, trace, truth)
 
-    def _launch_lanes(self, opts, pixel_index, image):
+    def _launch_lanes(self, opts, pixel_index, image, truth=None):
         from .kernels import cpu_lanes, cpu_lanes32
         p = self.plan
         prepare_cpu()
@@ -100,16 +114,62 @@ class Simulator:
         kern = mod.get_kernel(opts)
         ka = p.kernel_arrays(opts.float32)
         if mod is cpu_lanes:
-            kern(image, starts, lens, ka, *cpu_lanes.workspace(ka))
+            if truth is None:
+                kern(image, starts, lens, ka, *cpu_lanes.workspace(ka), _no_truth(), lens)
+            else:
+                # the runs are consecutive entries of pixel_index: run c's first pixel is
+                # row (sum of the lengths before c) of the block's slots
+                run_row = np.cumsum(lens) - lens
+                kern(image, starts, lens, ka, *cpu_lanes.truth_workspace(ka), truth,
+                     run_row)
+        elif truth is None:
+            kern(image, starts, lens, ka, _no_truth(), lens)
         else:
-            kern(image, starts, lens, ka)
+            kern(image, starts, lens, ka, truth, np.cumsum(lens) - lens)
 
-    def run(self) -> np.ndarray:
+    def run(self, truth: bool = False) -> np.ndarray:
         """Render the image: (spixels, fpixels) float64 in photons per pixel; with a
         multi-panel detector (nbsim.geometry.panels) (panels, slow, fast), all panels in
-        one kernel launch."""
+        one kernel launch.
+
+        ``truth=True`` also records, in the same pass, the reflections the image holds
+        (docs/truth.md): afterwards :attr:`truth` (the table: column -> array),
+        :attr:`labels` and :attr:`bragg_fraction` ((panels, slow, fast)) describe it.
+        On the CPU the float64 lanes kernel (or the general kernel for the options it
+        does not take, and float32) fills the slots; on the GPU the CUDA kernel does
+        (pixels with more than K lattice points are completed on the CPU)."""
         from .limits import check_image
-        return check_image(self._render(None), self.config)
+        self._want_truth = bool(truth)
+        self.frame_truth = None
+        try:
+            return check_image(self._render(None), self.config)
+        finally:
+            self._want_truth = False
+
+    @property
+    def truth(self):
+        """The reflection table of the last ``run(truth=True)`` (column -> NumPy array,
+        DIALS names; docs/truth.md)."""
+        if self.frame_truth is None:
+            raise RuntimeError("no truth: render with run(truth=True)")
+        return self.frame_truth.table
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(panels, slow, fast) int32: per pixel the truth row of the reflection giving
+        most photons, -1 for none (last ``run(truth=True)``)."""
+        if self.frame_truth is None:
+            raise RuntimeError("no truth: render with run(truth=True)")
+        return self.frame_truth.labels
+
+    @property
+    def bragg_fraction(self) -> np.ndarray:
+        """(panels, slow, fast) float64: the Bragg share of each pixel's photons (the
+        water term of -water is the rest; a -stol background added later is not in
+        this image: use ``frame_truth.bragg_fraction(image + background)``)."""
+        if self.frame_truth is None:
+            raise RuntimeError("no truth: render with run(truth=True)")
+        return self.frame_truth.bragg_fraction(self.image)
 
     def run_chunked(self, callback=None, chunk_rows: Optional[int] = None,
                     target_seconds: float = 0.25) -> np.ndarray:
@@ -184,17 +244,49 @@ class Simulator:
         c_switch = self.config.mode == "c-parity" and opts.interp == 1
         # the carryover touches one pixel only (the run's first sub-path): the SIMD kernel
         # renders everything with the steady-state cell table and that pixel is redone below
+        want_truth = self._want_truth
+        # truth: the lanes kernels fill the slots too (the options they do not take go
+        # to the general kernel, as without truth)
         lanes = cpu_lanes.supports(opts) or cpu_lanes32.supports(opts)
+        if want_truth and lanes and not cpu_lanes.lanes_truth_fits(p):
+            lanes = False          # Miller indices beyond the lanes kernels' packing
         oor = np.zeros(npix if (c_switch and not lanes) else 1, dtype=np.uint8)
+        slots = None
+        if want_truth:
+            # reflection truth: the general kernel, slots per pixel of the ROI index
+            from .kernels.bundle import truth_slots
+            from .truth import NSLOTS, cell_phase
+            opts = opts._replace(truth=True)
+            slots = truth_slots(int(p.pixel_index.shape[0]), NSLOTS, cell_phase(p))
+        offset = 0
         for block in self._row_blocks(callback, chunk_rows, target_seconds):
             if lanes:
-                self._launch_lanes(opts, block, image)
+                self._launch_lanes(opts, block, image,
+                                   _slot_rows(slots, offset, block.shape[0]))
             else:
                 self._launch(opts._replace(record_oor=c_switch), block, image,
-                             self._carry_pixel, _NO_SWITCH, oor, dummy_trace)
+                             self._carry_pixel, _NO_SWITCH, oor, dummy_trace,
+                             _slot_rows(slots, offset, block.shape[0]))
+            offset += block.shape[0]
+        if lanes and slots is not None and opts.has_mask:
+            # the lanes kernel renders masked pixels of a run too (not into the image)
+            off = np.flatnonzero(p.mask[p.pixel_index] == 0)
+            slots.key[off] = -1
+            slots.photons[off] = 0.0
+            slots.phase[off] = 0.0
+            slots.overflow[off] = 0
         if lanes and opts.carry and self._carry_pixel >= 0:
+            carry_slots = None
+            if slots is not None:
+                # the carry pixel's first sub-path: its slots again, by the general kernel
+                at = int(np.searchsorted(p.pixel_index, self._carry_pixel))
+                slots.key[at] = -1
+                slots.photons[at] = 0.0
+                slots.phase[at] = 0.0
+                slots.overflow[at] = 0
+                carry_slots = _slot_rows(slots, at, 1)
             self._launch(opts, np.array([self._carry_pixel], dtype=np.int64), image,
-                         self._carry_pixel, _NO_SWITCH, oor, dummy_trace)
+                         self._carry_pixel, _NO_SWITCH, oor, dummy_trace, carry_slots)
         self._switch_pixel = _NO_SWITCH
         if c_switch and not lanes:
             nz = np.flatnonzero(oor[p.pixel_index])
@@ -203,8 +295,19 @@ class Simulator:
                 # evaluation (raster order): re-render from that pixel on
                 first = int(nz[0])
                 self._switch_pixel = int(p.pixel_index[first])
+                if slots is not None:
+                    slots.key[first:] = -1
+                    slots.photons[first:] = 0.0
+                    slots.phase[first:] = 0.0
+                    slots.overflow[first:] = 0
                 self._launch(opts._replace(interp=2), p.pixel_index[first:], image,
-                             self._carry_pixel, self._switch_pixel, oor, dummy_trace)
+                             self._carry_pixel, self._switch_pixel, oor, dummy_trace,
+                             _slot_rows(slots, first, p.pixel_index.shape[0] - first))
+        if slots is not None:
+            from . import truth as tr
+            blocks = tr.complete_slots(self, opts, slots, self._carry_pixel,
+                                       self._switch_pixel, _NO_SWITCH)
+            self.frame_truth = tr.collect(p, blocks, **self._truth_frame)
         self.image = image.reshape(p.shape)     # (panels, slow, fast) with panels
         return self.image
 
@@ -235,6 +338,25 @@ class Simulator:
                            position=(t[11], t[12], t[13]),
                            rotated_cell=t[16:25].reshape(3, 3) * 1e10)
                 for i, t in zip(idx, trace)]
+
+
+def _no_truth():
+    """The one-row placeholder TruthSlots passed when opts.truth is off (made once)."""
+    t = _NO_TRUTH.get("slots")
+    if t is None:
+        from .kernels.bundle import no_truth_slots
+        t = _NO_TRUTH["slots"] = no_truth_slots()
+    return t
+
+
+def _slot_rows(slots, start: int, count: int):
+    """Rows start..start+count of the truth slots (views), or None without truth."""
+    if slots is None:
+        return None
+    from .kernels.bundle import TruthSlots
+    sl = slice(start, start + count)
+    return TruthSlots(key=slots.key[sl], photons=slots.photons[sl], phase=slots.phase[sl],
+                      overflow=slots.overflow[sl], cell_phase=slots.cell_phase)
 
 
 def simulate(config: Config, threads: Optional[int] = None) -> np.ndarray:

@@ -151,6 +151,17 @@ def _frames_from(parsed, d):
     return RotationScan(n)
 
 
+def _check_truth_target(path: str, nexus):
+    """-truth FILE.refl: a writable .refl (and its _labels.h5 without -nexus)."""
+    if not path.endswith(".refl"):
+        raise _error(f"-truth {path}: the truth file is a DIALS reflection file: "
+                     f"name it FILE.refl")
+    _check_target("-truth", path)
+    if nexus is None:
+        from ..dataset.truth_sink import labels_path
+        _check_target("-truth", labels_path(path))
+
+
 def run_dataset(argv, out, err) -> int:
     from ..args import FLAG_INDEX, parse_args, tokenize
     from ..dataset import Dataset
@@ -183,10 +194,10 @@ def run_dataset(argv, out, err) -> int:
         targets.append(("-cbf", str(d["cbf"])))
     nexus = str(d["nexus"]) if "nexus" in d else None
     png = str(d["png"]) if "png" in d else None
-    if nexus is None and not targets and png is None:
+    if nexus is None and not targets and png is None and "truth" not in d:
         raise _error(f"a series of {n} frame{'s' if n > 1 else ''} needs an output: "
                      f"-nexus FILE.h5, a '#' template with -cbf, -floatfile, -intfile, "
-                     f"-noisefile or -pgmfile, or -png FILE")
+                     f"-noisefile or -pgmfile, -png FILE or -truth FILE.refl")
     for flag, t in targets:
         if n > 1 and "#" not in os.path.basename(t):
             stem, ext = os.path.splitext(os.path.basename(t))
@@ -210,6 +221,9 @@ def run_dataset(argv, out, err) -> int:
             raise _error("-write_expt: a curved detector (-curved_det) cannot be described "
                          "by dxtbx's flat panels")
         _check_target("-write_expt", write_expt)
+    truth = str(d["truth"]) if "truth" in d else None
+    if truth is not None:
+        _check_truth_target(truth, nexus)
     compression = str(d.get("nexus_compression", "bslz4")).lower()
     if compression not in ("bslz4", "gzip", "none"):
         raise _error(f"-nexus_compression: expected bslz4, gzip or none, got {compression!r}")
@@ -244,10 +258,15 @@ def run_dataset(argv, out, err) -> int:
             raise _error("-worker_blocks: the workers write -nexus data blocks; give -nexus")
         if workers is None and scheduler is None:
             raise _error("-worker_blocks: needs -workers N or -scheduler ADDRESS")
+        if truth is not None:
+            raise _error("-truth: not available with worker-written -nexus blocks "
+                         "(-worker_blocks, -scheduler with -nexus) yet; use -workers "
+                         "without -worker_blocks")
 
     # ---- the job record: new, or the one -resume continues
     resume = bool(d.get("resume"))
-    first = nexus if nexus is not None else (targets[0][1] if targets else png)
+    first = nexus if nexus is not None else (targets[0][1] if targets else
+                                             (png if png is not None else truth))
     record_path = JobRecord.path_for(first)
     flags = job_flags(argv)
     seed = misset_seed = None
@@ -269,7 +288,8 @@ def run_dataset(argv, out, err) -> int:
     # ---- the dataset and its plan (every input problem stops here)
     try:
         ds = Dataset(cfg, frames, seed=seed, misset_seed=misset_seed,
-                     noise=outs.calculate_noise, threads=parsed.threads)
+                     noise=outs.calculate_noise, threads=parsed.threads,
+                     truth=truth is not None)
         plan0 = ds.plan(0)
     except ConfigError as e:
         from ._common import config_message
@@ -318,6 +338,13 @@ def run_dataset(argv, out, err) -> int:
                               NexusSink(nexus, compression=None if compression == "none"
                                         else compression), prod.detector_data,
                               needs_image=False))
+    if truth is not None:
+        from ..dataset.truth_sink import TruthSink
+        # after -nexus: the driver closes the sinks in order, the label images go into
+        # the closed NeXus file
+        outputs.append(Output("-truth", truth, TruthSink(truth, ds.is_rotation, nexus,
+                                                          identifier_tag=str(ds.seeds.seed)),
+                              lambda f: f, needs_image=False))
     writers = {"-floatfile": (prod.write_float, prod.float32),
                "-intfile": (prod.write_int, prod.int_smv),
                "-noisefile": (prod.write_noise, prod.noise_smv),

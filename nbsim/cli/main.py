@@ -187,6 +187,14 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             _check_writable(flag, path)
     from ..streaming import choose_streaming
     stream = choose_streaming(plan, outs, cfg.device)
+    truth_path = outs.dataset.get("truth")
+    if truth_path is not None:
+        truth_path = str(truth_path)
+        _check_truth_target(truth_path)
+        if stream is not None:
+            raise NbsimError(f"-truth: this detector needs {stream.estimate / 2**30:.2f} GiB "
+                             f"in one piece, more than the memory limit; the truth needs "
+                             f"the whole image: use -roi or fewer pixels")
     pixel_to_print = _printout_request(parsed, sim, err)
     noise_idum = _noise_idum(cfg) if outs.calculate_noise else None
 
@@ -221,7 +229,13 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             steps = []
         else:
             t0 = time.perf_counter()
-            img32 = _render_one_piece(sim, cfg, outs, err)
+            if truth_path is not None:
+                # the render with its reflection truth (CPU, general kernel, one piece)
+                image64 = sim.run(truth=True)
+                img32 = np.ascontiguousarray(image64, dtype=np.float32)
+                sim.image = img32
+            else:
+                img32 = _render_one_piece(sim, cfg, outs, err)
             render_s = time.perf_counter() - t0
             _note_switch(err, sim, det)
             if plan.panels is not None:
@@ -238,12 +252,16 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
                         out.lines(report.printout_lines(
                             sim, tr, float(img32[tr.spixel, tr.fpixel])))
             out.lines([""])
+            truth_steps = []
+            if truth_path is not None:
+                truth_steps = _truth_steps(truth_path, sim, plan, image64, suite, parsed)
             lines, steps = image_outputs(img32, plan, outs, noise_idum=noise_idum,
                                          previous_state=_mosaic_stream_state(cfg, plan,
                                                                              noise_idum),
                                          compiled=_compiled_outputs(cfg, det),
                                          suite=suite)
             out.lines(lines)
+            steps.extend(truth_steps)
         if outs.write_dump and parsed.hkl_data is not None:
             hkl = parsed.hkl_data
             # C writes the dump before rendering; here it joins the outputs (same bytes)
@@ -302,6 +320,47 @@ def _expt_step(plan, outs, space_group=None):
         p["pedestal"] = adc
     return OutputStep("-write_expt", str(outs.dataset["write_expt"]),
                       lambda path: write_expt(path, doc))
+
+
+def _check_truth_target(path: str):
+    """-truth FILE.refl: a writable .refl and FILE_labels.h5 beside it."""
+    from ..dataset.truth_sink import labels_path
+    if not path.endswith(".refl"):
+        raise NbsimError(f"-truth {path}: the truth file is a DIALS reflection file: "
+                         f"name it FILE.refl")
+    _check_writable("-truth", path)
+    _check_writable("-truth", labels_path(path))
+
+
+def _truth_steps(path, sim, plan, image64, suite, parsed):
+    """The -truth files of a single image: FILE.refl (experiment "0") and
+    FILE_labels.h5 (labels, Bragg fraction of the render plus any -stol background)."""
+    from ..dataset.truth_sink import labels_path
+    from ..image_model import as_frame
+    from ..io.refl import write_refl
+    from ..outputs import OutputStep
+    ft = sim.frame_truth
+    total = np.asarray(as_frame(plan, image64), dtype=np.float64)
+    if suite.table is not None:
+        from ..suite import amorphous_background
+        bg, _ = amorphous_background(parsed, plan, suite.table)
+        total = total + as_frame(plan, bg)
+    frac = ft.bragg_fraction(total)
+    table = ft.table
+
+    def write_labels(p):
+        import h5py
+        shape = (1, ft.labels.shape[0] * ft.labels.shape[1], ft.labels.shape[2])
+        with h5py.File(p, "w") as f:
+            f.create_dataset("labels", data=ft.labels.reshape(shape), chunks=shape,
+                             compression="gzip")
+            f.create_dataset("bragg_fraction", data=frac.reshape(shape).astype(np.float32),
+                             chunks=shape, compression="gzip")
+            f.create_dataset("first_row", data=np.zeros(1, dtype=np.int64))
+    from ..io.dials_expt import experiment_identifier
+    ident = {0: experiment_identifier(None, 0)}      # -write_expt's single image
+    return [OutputStep("-truth", path, lambda p: write_refl(p, table, ident)),
+            OutputStep("-truth", labels_path(path), write_labels)]
 
 
 def _render_one_piece(sim, cfg, outs, err):

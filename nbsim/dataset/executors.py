@@ -80,7 +80,8 @@ def _render_task(dataset, index: int, need_image: bool = True) -> FrameImage:
     f = dataset.render(index)
     keep = need_image or f.counts is None
     return FrameImage(index=f.index, image=f.image32 if keep else None, counts=f.counts,
-                      noise_pixels=f.noise_pixels)
+                      noise_pixels=f.noise_pixels, truth=f.truth, labels=f.labels,
+                      bragg_fraction=f.bragg_fraction)
 
 
 class DaskExecutor:

@@ -54,7 +54,7 @@ class Dataset:
     def __init__(self, config: Config, frames: Union[RotationScan, Stills], *,
                  seed: Optional[int] = None, misset_seed: Optional[int] = None,
                  noise: bool = True, threads: Optional[int] = None,
-                 effects: Optional[FrameEffects] = None):
+                 effects: Optional[FrameEffects] = None, truth: bool = False):
         if frames.nframes < 1:
             raise ValueError("a dataset needs at least one frame")
         if seed is None:
@@ -76,6 +76,9 @@ class Dataset:
         self.noise = bool(noise)
         self.threads = threads
         self.effects = effects          # the detector suite per frame (.effects)
+        #: render every frame with its reflection truth (docs/truth.md): frame.truth,
+        #: frame.labels, frame.bragg_fraction; ids: 0 for a sweep, the frame for stills
+        self.truth = bool(truth)
         self._renderer = None
 
     @classmethod
@@ -133,7 +136,15 @@ class Dataset:
         from ..image_model import as_frame, panel_roi
         spec = self.frame(i)
         base = self.renderer.base
-        image = as_frame(base, self.renderer.render(spec))     # (panels, slow, fast)
+        ftruth = None
+        if self.truth:
+            rot = self.is_rotation
+            image, ftruth = self.renderer.render_truth(
+                spec, experiment_id=0 if rot else int(i), frame_z0=float(i) if rot else 0.0,
+                rotation=rot)
+            image = as_frame(base, image)
+        else:
+            image = as_frame(base, self.renderer.render(spec))     # (panels, slow, fast)
         frame = FrameImage(index=int(i), image=image)
         fx = self.effects
         if fx is not None and fx.background is not None:
@@ -141,6 +152,11 @@ class Dataset:
             frame.image = image + fx.background
             frame.__dict__["_image32"] = fx.add_background(
                 np.ascontiguousarray(image, dtype=np.float32))
+        if ftruth is not None:
+            frame.truth = ftruth.table
+            frame.labels = ftruth.labels
+            # the expected photons: the render plus the -stol background
+            frame.bragg_fraction = ftruth.bragg_fraction(frame.image)
         if self.noise and fx is not None and fx.noisify_params is not None:
             frame.counts, frame.noise_pixels = fx.noise(frame.image32, spec.noise_seed)
         elif self.noise:

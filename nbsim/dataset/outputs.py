@@ -225,7 +225,7 @@ def job_experiments(dataset, info: DatasetInfo, images, adc_offset: float = 40.0
     doc = experiment_list(plan, dataset.nframes, info.scans, crystals,
                           images=None if kind is None else (kind, target),
                           exposure_s=info.exposure_s, trusted=trusted,
-                          hall=hall_symbol(space_group), identifier_seed=f"{dataset.seeds.seed}")
+                          hall=hall_symbol(space_group), identifier_seed=str(dataset.seeds.seed))
     for p in doc["detector"][0]["panels"]:
         p["pedestal"] = pedestal
     return doc

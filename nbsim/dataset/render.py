@@ -36,6 +36,11 @@ class FrameImage:
     counts: Optional[np.ndarray] = None
     #: the -noisefile pixels (uint16 / uint32) when noisify.c's chain made the noise
     noise_pixels: Optional[np.ndarray] = None
+    #: reflection truth (Dataset(truth=True), docs/truth.md): the frame's table (column
+    #: -> array), labels (panels, slow, fast) int32 and the Bragg fraction (float64)
+    truth: Optional[dict] = None
+    labels: Optional[np.ndarray] = None
+    bragg_fraction: Optional[np.ndarray] = None
 
     @property
     def image32(self) -> np.ndarray:
@@ -110,3 +115,15 @@ class FrameRenderer:
         ((slow, fast), or (panels, slow, fast) for a panel set)."""
         from ..simulator import Simulator
         return Simulator.from_plan(self.plan_for(frame), threads=self.threads).run()
+
+    def render_truth(self, frame: FrameSpec, experiment_id: int, frame_z0: float,
+                     rotation: bool):
+        """``(image, FrameTruth)``: the frame rendered with its reflection truth
+        (:mod:`nbsim.truth`), rows labelled with ``experiment_id`` and z counted from
+        image ``frame_z0``."""
+        from ..simulator import Simulator
+        sim = Simulator.from_plan(self.plan_for(frame), threads=self.threads)
+        sim._truth_frame = dict(experiment_id=experiment_id, frame_z0=frame_z0,
+                                rotation=rotation)
+        image = sim.run(truth=True)
+        return image, sim.frame_truth

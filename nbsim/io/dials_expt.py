@@ -195,11 +195,8 @@ def experiment_list(plan, nframes: int, scans, crystals: Sequence, *,
            "beam": [_beam(plan, D)], "detector": [_detector(plan, D, trusted)],
            "goniometer": [], "scan": [], "crystal": [], "profile": [],
            "scaling_model": []}
-    ns = uuid.UUID(int=0)
-    tag = identifier_seed or ""
-
     def ident(k):
-        return str(uuid.uuid5(ns, f"nbsim:{tag}:{k}"))
+        return experiment_identifier(identifier_seed, k)
 
     if scans is not None:
         if len(scans) != nframes:
@@ -253,6 +250,14 @@ def rotate_rows(rows, axis, angle_rad: float) -> np.ndarray:
         return np.array(rows, dtype=np.float64)
     return np.array([rotate_axis(np.asarray(v, dtype=np.float64), np.asarray(axis, float),
                                  angle_rad) for v in rows])
+
+
+def experiment_identifier(tag: Optional[str], k: int) -> str:
+    """The identifier of experiment ``k`` (a still's frame index, 0 for a sweep or a single
+    image) of the job tagged ``tag`` (the dataset's seed; None for a single image):
+    deterministic, so that ``-write_expt`` and ``-truth``'s reflection file, written
+    separately, name the same experiments (DIALS matches them by this string)."""
+    return str(uuid.uuid5(uuid.UUID(int=0), f"nbsim:{tag or ''}:{int(k)}"))
 
 
 def hall_symbol(space_group) -> str:

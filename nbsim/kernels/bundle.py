@@ -57,3 +57,39 @@ def crystal_in(ka: KernelArrays, dtype) -> KernelArrays:
     c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
     return ka._replace(cells=c(ka.cells), ast=c(ka.ast), Fgrid=c(ka.Fgrid),
                        lattice=c(ka.lattice), default_F=float(ka.default_F))
+
+
+#: the offset and width of one Miller index in a packed slot key (21 bits each, signed
+#: indices -2^20 <= h < 2^20): key = (h + OFF) << 42 | (k + OFF) << 21 | (l + OFF)
+HKL_BITS = 21
+HKL_OFFSET = 1 << 20
+EMPTY_KEY = -1
+
+
+class TruthSlots(NamedTuple):
+    """Per rendered pixel (row n = position in the kernel's pixel index), up to K
+    reflections' shares of the pixel's photons, written by the per-pixel body when
+    ``KernelOptions.truth`` is set (docs/truth.md).  A dummy of one row is passed
+    otherwise (never touched)."""
+    key: np.ndarray           # (n, K) int64 packed nearest lattice point (h0, k0, l0);
+    #                           EMPTY_KEY = unused slot
+    photons: np.ndarray       # (n, K) float64 photons of the pixel from that hkl (every
+    #                           factor of the pixel's value applied)
+    phase: np.ndarray         # (n, K) float64 the same photons times the rotation
+    #                           fraction of their phi step within the frame (0..1)
+    overflow: np.ndarray      # (n,) uint8: 1 = more than K reflections contributed
+    cell_phase: np.ndarray    # (ncell,) float64 rotation fraction of each (phi, domain)
+    #                           cell: phi step index * phistep / osc (0 for stills)
+
+
+def truth_slots(npix: int, nslots: int, cell_phase: np.ndarray) -> TruthSlots:
+    """Empty slots for ``npix`` pixels, ``nslots`` each."""
+    return TruthSlots(key=np.full((npix, nslots), EMPTY_KEY, dtype=np.int64),
+                      photons=np.zeros((npix, nslots)), phase=np.zeros((npix, nslots)),
+                      overflow=np.zeros(npix, dtype=np.uint8),
+                      cell_phase=np.ascontiguousarray(cell_phase, dtype=np.float64))
+
+
+def no_truth_slots() -> TruthSlots:
+    """The placeholder passed when ``opts.truth`` is off (one row, one slot)."""
+    return truth_slots(1, 1, np.zeros(1))

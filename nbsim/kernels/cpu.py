@@ -32,13 +32,15 @@ def get_kernel(opts: KernelOptions):
     STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
-    def render(image, pixel_index, ka, carry_pixel, interp_switch_pixel, oor_flags, trace):
+    def render(image, pixel_index, ka, carry_pixel, interp_switch_pixel, oor_flags, trace,
+               truth):
         """Render pixels ``pixel_index`` (flat raster indices) into ``image`` (flat).
 
         ka: the plan's argument bundle (``bundle.KernelArrays``); the per-pixel loop nest:
         ``pixel.render_pixel``.  oor_flags[idx] is set to 1 where a tricubic evaluation
         fell off the grid (opts.record_oor); trace row n receives pixel n's scaling chain
-        (opts.trace).
+        (opts.trace); with opts.truth, row n of ``truth`` (``bundle.TruthSlots``)
+        receives pixel n's reflection slots.
         """
         if STAMP < 0:         # never: only ties the cache entry to the sources
             return
@@ -58,7 +60,7 @@ def get_kernel(opts: KernelOptions):
             fpixel = idx % fpixels
             spixel = idx // fpixels
             val, oor = pixel(idx, fpixel, spixel, ka, oversample, thicksteps, nsrc, ncell,
-                             hkls, carry_pixel, interp_switch_pixel, trace, n)
+                             hkls, carry_pixel, interp_switch_pixel, trace, n, truth, n)
             image[idx] = val
             if RECORD_OOR:
                 if oor:

@@ -57,6 +57,7 @@ from numba.extending import register_jitable
 
 from .. import physics as ph
 from .cpu import FASTMATH
+from .cpu_lanes import _pack_float, _slot_add_packed
 from .options import SOURCE_STAMP, KernelOptions
 
 # pixels a run: the per-run set-up (panel geometry, the alphas of every cell) is
@@ -163,6 +164,7 @@ def get_kernel(opts: KernelOptions):
     KAHN = bool(opts.kahn)
     THICK = bool(opts.thick)
     HAS_GRID = bool(opts.has_grid)
+    TRUTH = bool(opts.truth)
     SQUARE = SHAPE == ph.SHAPE_SQUARE
     EXACT_GEOMETRY = SHAPE == ph.SHAPE_ROUND
     # the (once per pixel) polarization factor in the geometry pass, from the position;
@@ -174,11 +176,13 @@ def get_kernel(opts: KernelOptions):
     STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
     @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
-    def render(image, chunk_start, chunk_len, ka):
+    def render(image, chunk_start, chunk_len, ka, truth, run_row):
         """Render runs of pixels: run c starts at raster index chunk_start[c] and covers
         chunk_len[c] (<= LANES) consecutive pixels of one row.  ka: the plan's argument
         bundle (``bundle.KernelArrays``, crystal quantities in float32, geometry float64);
-        every run uses the steady-state cell table."""
+        every run uses the steady-state cell table.  With opts.truth, pixel j of run c
+        fills row run_row[c] + j of ``truth`` (``bundle.TruthSlots``) as the float64
+        lanes kernel does."""
         if STAMP < 0:         # never: only ties the cache entry to the sources
             return
         fpixels = ka.fpixels
@@ -213,6 +217,13 @@ def get_kernel(opts: KernelOptions):
         nsrc = src_lambda.shape[0]
         nruns = chunk_start.shape[0]
         nblocks = (nruns + RUNS_PER_BLOCK - 1) // RUNS_PER_BLOCK
+        # the slot arrays out of their tuple (Numba's parfor loses stores made through a
+        # tuple's field inside the prange body)
+        t_key = truth.key
+        t_photons = truth.photons
+        t_phase = truth.phase
+        t_overflow = truth.overflow
+        t_cell_phase = truth.cell_phase
         for g in numba.prange(nblocks):
             # scratch rows, one allocation per block of runs: every run writes each
             # row before reading it, so a run's result does not depend on the runs
@@ -230,6 +241,14 @@ def get_kernel(opts: KernelOptions):
             dhs = s32[_T_DH]; dks = s32[_T_DK]; dls = s32[_T_DL]
             amp32 = s32[_T_AMP]
             fgs = s32[_T_F]; ins = s32[_T_IN]
+            # truth: per lane the cell's nearest lattice point, the point being summed,
+            # its photons so far, the photons of lanes whose point changed
+            st = np.empty((5 if TRUTH else 1, W))
+            pks = st[0]
+            cur = st[1 if TRUTH else 0]
+            acc = st[2 if TRUTH else 0]
+            acc_fz = st[3 if TRUTH else 0]
+            con = st[4 if TRUTH else 0]
             # unsigned: the gather's index needs no wraparound for negative values
             gis = np.empty(W, dtype=np.uint64)
             jf = np.empty(W)
@@ -263,6 +282,11 @@ def get_kernel(opts: KernelOptions):
                 kahn = geom[23]
                 for j in range(n):
                     I[j] = I_bg
+                if TRUTH:
+                    for j in range(n):
+                        acc[j] = 0.0
+                        acc_fz[j] = 0.0
+                        cur[j] = np.nan        # no point yet: compares unequal
                 osf = float(oversample)
                 # source 0's incident direction: the polarization factor is computed once,
                 # at the first sub-path (unless oversample_polar)
@@ -384,6 +408,11 @@ def get_kernel(opts: KernelOptions):
                                             h = rv * (fd * haf + haP) - hai
                                             k = rv * (fd * kaf + kaP) - kai
                                             l = rv * (fd * laf + laP) - lai
+                                        if TRUTH:
+                                            # the kernel's nearest lattice point
+                                            pks[j] = _pack_float(np.ceil(h - 0.5),
+                                                                 np.ceil(k - 0.5),
+                                                                 np.ceil(l - 0.5))
                                         if HAS_GRID:
                                             # C's nearest index ceil(h - 1/2); also the
                                             # reference for the fraction (|d| <= 1/2)
@@ -430,6 +459,7 @@ def get_kernel(opts: KernelOptions):
                                             amp32[j] = fl * fc32
                                     # pass 3: structure factor (a gather; outside the grid
                                     # default_F) and the float64 accumulation
+                                    changed = 0
                                     for j in range(n):
                                         if SQUARE:
                                             amp = float(amp32[j])
@@ -448,6 +478,26 @@ def get_kernel(opts: KernelOptions):
                                         if OS_OMEGA:
                                             contrib *= omega[j]
                                         I[j] += contrib
+                                        if TRUTH:
+                                            same = pks[j] == cur[j]
+                                            cp = t_cell_phase[cidx]
+                                            acc[j] += contrib if same else 0.0
+                                            acc_fz[j] += contrib * cp if same else 0.0
+                                            con[j] = 0.0 if same else contrib
+                                            changed += 0 if same else 1
+                                    if TRUTH:
+                                        if changed:
+                                            cp = t_cell_phase[cidx]
+                                            for j in range(n):
+                                                if con[j] != 0.0:
+                                                    if acc[j] != 0.0:
+                                                        _slot_add_packed(
+                                                            t_key, t_photons, t_phase,
+                                                            t_overflow, run_row[c] + j,
+                                                            cur[j], acc[j], acc_fz[j])
+                                                    cur[j] = pks[j]
+                                                    acc[j] = con[j]
+                                                    acc_fz[j] = con[j] * cp
                 out = image[idx0:idx0 + n]
                 if HAS_MASK:
                     run_mask = mask[idx0:idx0 + n]
@@ -459,6 +509,30 @@ def get_kernel(opts: KernelOptions):
                         val *= polar[j] if not NOPOLAR else 1.0
                     if not OS_OMEGA:
                         val *= omega[j]
+                    if TRUTH:
+                        # the pixel's final factors on its slots, as on its value
+                        row = run_row[c] + j
+                        if acc[j] != 0.0:
+                            _slot_add_packed(t_key, t_photons, t_phase, t_overflow, row,
+                                             cur[j], acc[j], acc_fz[j])
+                        for q in range(t_key.shape[1]):
+                            if t_key[row, q] == -1:
+                                break
+                            v = scale * t_photons[row, q]
+                            w = scale * t_phase[row, q]
+                            if not OS_THICK:
+                                f = cap[j] if (THICK or OS_THICK) else 1.0
+                                v *= f
+                                w *= f
+                            if not OS_POLAR:
+                                f = polar[j] if not NOPOLAR else 1.0
+                                v *= f
+                                w *= f
+                            if not OS_OMEGA:
+                                v *= omega[j]
+                                w *= omega[j]
+                            t_photons[row, q] = v
+                            t_phase[row, q] = w
                     if HAS_MASK:
                         if run_mask[j] != 0:
                             out[j] = val

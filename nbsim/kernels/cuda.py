@@ -23,7 +23,7 @@ import numpy as np
 from numba import int64, uint32
 
 from .options import KernelOptions
-from .bundle import KernelArrays
+from .bundle import KernelArrays, TruthSlots, no_truth_slots
 from .pixel import TRACE_LEN, get_pixel_fn
 
 NO_SWITCH = np.iinfo(np.int64).max
@@ -235,7 +235,7 @@ def kernel_source(opts: KernelOptions, spec: Spec = Spec()):
                          geometry="cuda_rn" if spec.rn_geometry else None)
 
     def render(out, n0, npix, pixel_index, x0, nx, y0, ka, carry_pixel, interp_switch_pixel,
-               first_oor, trace):
+               first_oor, trace, truth):
         """Thread t renders ROI pixel n = n0 + t into out[n] (t < npix).  Pixel n is
         pixel_index[n] (INDEXED) or the n-th pixel of the x0, y0, nx-wide rectangle in
         raster order.  ka: the plan's argument bundle (``bundle.KernelArrays``) with
@@ -281,7 +281,7 @@ def kernel_source(opts: KernelOptions, spec: Spec = Spec()):
         else:
             hk_ = ka.hkls
         val, oor = pixel(idx, fpixel, spixel, ka, os_, ts_, ns_, nc_, hk_,
-                         carry_pixel, interp_switch_pixel, trace, 0)
+                         carry_pixel, interp_switch_pixel, trace, 0, truth, n)
         out[n] = val
         if RECORD_OOR:
             if oor:
@@ -316,7 +316,7 @@ class GpuRender:
     built for the plan's options.  ``render()`` reproduces ``Simulator._run_cpu``."""
 
     def __init__(self, sim, threads_per_block: int = None, pure_float32: bool = False,
-                 upload: bool = True):
+                 upload: bool = True, truth: bool = False):
         """upload=False keeps the arrays on the host (to type the kernel, e.g. for
         ``cuda.compile_ptx`` where no GPU is present)."""
         if upload:
@@ -360,6 +360,18 @@ class GpuRender:
         self.d_scalars = dev(np.ascontiguousarray(p.scalars, dtype=np.float64))
         self.d_first_oor = dev(np.array([NO_SWITCH], dtype=np.int64))
         self.d_trace = dev(np.zeros((1, TRACE_LEN)))
+        # reflection truth (docs/truth.md): the slots of every ROI pixel (row n = thread's
+        # pixel n), else a one-row placeholder the kernel never touches
+        self.truth = bool(truth)
+        if self.truth:
+            from ..truth import NSLOTS, cell_phase
+            from .bundle import truth_slots
+            self.opts = self.opts._replace(truth=True)
+            host = truth_slots(max(self.npix, 1), NSLOTS, cell_phase(p))
+        else:
+            host = no_truth_slots()
+        self._truth_host = host
+        self.truth_dev = TruthSlots(*(dev(a) for a in host))
         if upload:
             self.d_out = cuda.device_array(max(self.npix, 1), dtype=np.float64)
         else:
@@ -393,7 +405,7 @@ class GpuRender:
             panel_rows=int(p.panel_rows))
         return (self.d_out, int(n0), int(count), self.d_pixel_index, int(self.x0),
                 int(self.nx), int(self.y0), ka, int(carry_pixel), int(switch_pixel),
-                self.d_first_oor, self.d_trace)
+                self.d_first_oor, self.d_trace, self.truth_dev)
 
     def launch(self, opts, n0=0, carry_pixel=-1, switch_pixel=NO_SWITCH, stream=0):
         """Launch the kernel for ROI pixels n0.. (asynchronous)."""
@@ -436,6 +448,11 @@ class GpuRender:
                 # C switches interpolation off for good at the first out-of-range
                 # evaluation (raster order): re-render from that pixel on
                 switch = first
+                if self.truth:
+                    # those pixels' slots start again
+                    n0 = self._roi_position(first)
+                    for d, h in zip(self.truth_dev[:4], self._truth_host[:4]):
+                        d[n0:].copy_to_device(np.ascontiguousarray(h[n0:]))
                 self.launch(self.opts._replace(interp=2), self._roi_position(first),
                             carry, switch)
         return carry, switch
@@ -463,6 +480,16 @@ class GpuRender:
         sim._carry_pixel = carry
         sim._switch_pixel = switch
         sim.image = image
+        if self.truth:
+            from .. import truth as tr
+            slots = TruthSlots(*(a.copy_to_host() for a in self.truth_dev))
+            slots = slots._replace(key=slots.key[:self.npix], photons=slots.photons[:self.npix],
+                                   phase=slots.phase[:self.npix],
+                                   overflow=slots.overflow[:self.npix])
+            # pixels with more than K lattice points: again on the CPU with more slots
+            blocks = tr.complete_slots(sim, self.plan.options._replace(truth=True),
+                                       slots, carry, switch, NO_SWITCH)
+            sim.frame_truth = tr.collect(self.plan, blocks, **sim._truth_frame)
         return image
 
 
@@ -481,7 +508,8 @@ def run(sim) -> np.ndarray:
         return sim.image
     pure = os.environ.get("NBSIM_CUDA_PURE_F32", "") not in ("", "0")
     prepare_compiler()
-    return GpuRender(sim, pure_float32=pure).render()
+    return GpuRender(sim, pure_float32=pure,
+                     truth=bool(getattr(sim, "_want_truth", False))).render()
 
 
 def prepare_compiler():

@@ -46,3 +46,4 @@ class KernelOptions(NamedTuple):
     record_oor: bool = False  # record out-of-range tricubic evaluations per pixel
     float32: bool = False
     has_grid: bool = False    # an HKL grid is loaded (else every F is default_F)
+    truth: bool = False       # record per-pixel reflection slots (docs/truth.md)

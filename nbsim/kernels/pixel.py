@@ -22,6 +22,7 @@ import numpy as np
 from numba.extending import register_jitable
 
 from .. import physics as ph
+from .bundle import EMPTY_KEY, HKL_BITS, HKL_OFFSET
 from .options import KernelOptions
 
 TRACE_LEN = 32
@@ -66,6 +67,7 @@ def _build(opts: KernelOptions, jit_options, geometry=None):
     KAHN = bool(opts.kahn)
     THICK = bool(opts.thick)
     TRACE = bool(opts.trace)
+    TRUTH = bool(opts.truth)
     FT = np.float32 if opts.float32 else np.float64
     # the detector geometry in C's exact IEEE arithmetic when the body is compiled with
     # fast-math (the CPU): see nbsim.physics, "IEEE twins"
@@ -89,10 +91,14 @@ def _build(opts: KernelOptions, jit_options, geometry=None):
     ONE = FT(1.0)
     HALF = FT(0.5)
     TWO = FT(2.0)
+    HKL_OFF = np.int64(HKL_OFFSET)
+    SH_H = np.int64(2 * HKL_BITS)
+    SH_K = np.int64(HKL_BITS)
+    NO_KEY = np.int64(EMPTY_KEY)
 
     @register_jitable(**jit_options)
     def render_pixel(idx, fpixel, spixel, ka, oversample, thicksteps, nsrc, ncell, hkls,
-                     carry_pixel, interp_switch_pixel, trace, tn):
+                     carry_pixel, interp_switch_pixel, trace, tn, truth, tr_row):
         """One pixel (flat raster index ``idx`` = spixel * fpixels + fpixel, not masked):
         returns (value, oor) where oor says whether a tricubic evaluation fell off the grid.
 
@@ -102,6 +108,13 @@ def _build(opts: KernelOptions, jit_options, geometry=None):
               arguments so a caller may pass compile-time constants (the CUDA kernel
               does for the common value 1, which removes those loops)
         trace, tn: with opts.trace, row tn of trace receives the scaling chain
+        truth, tr_row: with opts.truth, row tr_row of the slot arrays
+              (:class:`nbsim.kernels.bundle.TruthSlots`, zeroed / EMPTY_KEY by the
+              caller) receives, per nearest lattice point (h0, k0, l0), its photons in
+              this pixel with every factor of the pixel's value applied (so the slots
+              sum to the value less the water term) and the same photons weighted by
+              the rotation fraction of their phi step; overflow[tr_row] = 1 when more
+              than K points contributed (the caller re-renders with more slots)
         """
         # the pixel's panel: spixel counts the rows of the panels stacked along slow
         # (nbsim.geometry.panels); the panel's row of the geometry table
@@ -159,6 +172,13 @@ def _build(opts: KernelOptions, jit_options, geometry=None):
         posx = ZERO
         posy = ZERO
         posz = ZERO
+        # truth: slots in use, and the slot of the last key (most sub-paths repeat it)
+        t_used = 0
+        t_key = NO_KEY
+        t_slot = -1
+        t_nslots = 0
+        if TRUTH:
+            t_nslots = truth.key.shape[1]
         for t in range(thicksteps):
             Odet = FT(t) * thickstep
             # C resets the layer's capture fraction: 0 = "not yet computed", or 1 when
@@ -234,6 +254,36 @@ def _build(opts: KernelOptions, jit_options, geometry=None):
                                 fc = ph.nearest_F(Fgrid, hkls, h0, k0, l0, h_min, k_min,
                                                   l_min, h_max, k_max, l_max, default_F)
                             contrib = fc * fc * fl * fl
+                            if not OS_RUNNING:
+                                if OS_THICK:
+                                    contrib *= capfrac
+                                if OS_POLAR:
+                                    contrib *= polar
+                                if OS_OMEGA:
+                                    contrib *= omega
+                            if TRUTH:
+                                if contrib != ZERO:
+                                    key = (((np.int64(h0) + HKL_OFF) << SH_H)
+                                           | ((np.int64(k0) + HKL_OFF) << SH_K)
+                                           | (np.int64(l0) + HKL_OFF))
+                                    if key != t_key:
+                                        t_key = key
+                                        t_slot = -1
+                                        for j in range(t_used):
+                                            if truth.key[tr_row, j] == key:
+                                                t_slot = j
+                                                break
+                                        if t_slot < 0:
+                                            if t_used < t_nslots:
+                                                t_slot = t_used
+                                                truth.key[tr_row, t_slot] = key
+                                                t_used += 1
+                                            else:
+                                                truth.overflow[tr_row] = 1
+                                    if t_slot >= 0:
+                                        truth.photons[tr_row, t_slot] += contrib
+                                        truth.phase[tr_row, t_slot] += (
+                                            contrib * truth.cell_phase[cidx])
                             if OS_RUNNING:
                                 I += contrib
                                 if OS_THICK:
@@ -242,13 +292,19 @@ def _build(opts: KernelOptions, jit_options, geometry=None):
                                     I *= polar
                                 if OS_OMEGA:
                                     I *= omega
+                                if TRUTH:
+                                    # C multiplies the running sum: every slot with it
+                                    for j in range(t_used):
+                                        if OS_THICK:
+                                            truth.photons[tr_row, j] *= capfrac
+                                            truth.phase[tr_row, j] *= capfrac
+                                        if OS_POLAR:
+                                            truth.photons[tr_row, j] *= polar
+                                            truth.phase[tr_row, j] *= polar
+                                        if OS_OMEGA:
+                                            truth.photons[tr_row, j] *= omega
+                                            truth.phase[tr_row, j] *= omega
                             else:
-                                if OS_THICK:
-                                    contrib *= capfrac
-                                if OS_POLAR:
-                                    contrib *= polar
-                                if OS_OMEGA:
-                                    contrib *= omega
                                 I += contrib
                             if TRACE:
                                 F_cell = fc
@@ -265,6 +321,22 @@ def _build(opts: KernelOptions, jit_options, geometry=None):
             val *= polar
         if not OS_OMEGA:
             val *= omega
+        if TRUTH:
+            # the pixel's final factors, in the order the value gets them
+            for j in range(t_used):
+                v = scalars[1] * truth.photons[tr_row, j]
+                w = scalars[1] * truth.phase[tr_row, j]
+                if not OS_THICK:
+                    v *= capfrac
+                    w *= capfrac
+                if not OS_POLAR:
+                    v *= polar
+                    w *= polar
+                if not OS_OMEGA:
+                    v *= omega
+                    w *= omega
+                truth.photons[tr_row, j] = v
+                truth.phase[tr_row, j] = w
         if TRACE:
             trace[tn, 0] = I
             trace[tn, 1] = I / scalars[2]
