@@ -110,6 +110,10 @@ fi
 timeout "${NBSIM_TEST_TIMEOUT:-200}" "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider \
   ${XDIST[@]+"${XDIST[@]}"} -rfE --tb=short > "$OUT/pytest_cuda.log" 2>&1
 rc_test=$?
+# issue 18: the CUDA kernel's reflection truth equals the CPU's, on the GPU itself
+NBSIM_TEST_REAL_GPU=$([ "${NBSIM_GPU_CHECK_SIM:-0}" = 1 ] && echo 0 || echo 1) \
+  timeout 120 "$PY" -m pytest -q tests/test_truth.py -k cuda_kernel_truth -p no:cacheprovider \
+  -rfE --tb=short >> "$OUT/pytest_cuda.log" 2>&1 || rc_test=1
 tail -n 25 "$OUT/pytest_cuda.log"
 echo "== tests: exit $rc_test in $(( $(date +%s) - t0 )) s"
 echo "== tests exit $rc_test, bench exit $rc_bench"

@@ -191,14 +191,17 @@ print(json.dumps(out))
 """
 
 
-def test_cuda_kernel_truth_in_the_simulator():
-    """The CUDA kernel compiles the same per-pixel body with the slots (CUDA simulator):
-    its truth equals the CPU's."""
+def test_cuda_kernel_truth_equals_cpu():
+    """The CUDA kernel compiles the same per-pixel body with the slots: its truth equals
+    the CPU's.  In the CUDA simulator, or on the GPU with NBSIM_TEST_REAL_GPU=1
+    (bench/gpu_check.sh)."""
     pytest.importorskip("numba.cuda")
     args = CELL + ["-detpixels", "12", "-oversample", "1", "-phi", "0", "-osc", "0.4",
                    "-phisteps", "2", "-mosaic", "0.6", "-mosaic_domains", "2",
                    "-default_F", "100", "-roi", "2", "9", "3", "10"]
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    env = dict(os.environ)
+    if os.environ.get("NBSIM_TEST_REAL_GPU") != "1":
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
     p = subprocess.run([sys.executable, "-c", CUDA_SIM_SCRIPT] + args, env=env,
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
