@@ -54,12 +54,16 @@ class Suite:
                 raise SuiteError(f"{s['stol'][0]} {e}") from None
             _amorphous_sample_values(s)
         self.effects = effects_params(parsed, adc_offset) if parsed.outputs.calculate_noise else None
+        self.background_image = None    # float64 photons/pixel, once :meth:`background` ran
 
     def background(self, plan, img32):
-        """``(image, lines)``: the float image plus the -stol background."""
+        """``(image, lines)``: the float image plus the -stol background (kept as
+        ``background_image`` for the run's other outputs, e.g. -truth's Bragg fraction)."""
         if self.table is None:
             return img32, []
-        return add_amorphous_background(self.parsed, plan, img32, self.table)
+        bg, lines = amorphous_background(self.parsed, plan, self.table)
+        self.background_image = bg
+        return add_background(img32, bg), lines
 
     def noise(self, img32, noise_idum):
         """``(integers, bits, lines)`` by noisify.c's chain (only when ``self.effects``)."""

@@ -254,7 +254,7 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             out.lines([""])
             truth_steps = []
             if truth_path is not None:
-                truth_steps = _truth_steps(truth_path, sim, plan, image64, suite, parsed)
+                truth_steps = _truth_steps(truth_path, sim, plan, image64, suite)
             lines, steps = image_outputs(img32, plan, outs, noise_idum=noise_idum,
                                          previous_state=_mosaic_stream_state(cfg, plan,
                                                                              noise_idum),
@@ -332,7 +332,7 @@ def _check_truth_target(path: str):
     _check_writable("-truth", labels_path(path))
 
 
-def _truth_steps(path, sim, plan, image64, suite, parsed):
+def _truth_steps(path, sim, plan, image64, suite):
     """The -truth files of a single image: FILE.refl (experiment "0") and
     FILE_labels.h5 (labels, Bragg fraction of the render plus any -stol background)."""
     from ..dataset.truth_sink import labels_path
@@ -341,10 +341,8 @@ def _truth_steps(path, sim, plan, image64, suite, parsed):
     from ..outputs import OutputStep
     ft = sim.frame_truth
     total = np.asarray(as_frame(plan, image64), dtype=np.float64)
-    if suite.table is not None:
-        from ..suite import amorphous_background
-        bg, _ = amorphous_background(parsed, plan, suite.table)
-        total = total + as_frame(plan, bg)
+    if suite.background_image is not None:       # -stol: computed once, for the image
+        total = total + as_frame(plan, suite.background_image)
     frac = ft.bragg_fraction(total)
     table = ft.table
 

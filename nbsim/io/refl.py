@@ -13,7 +13,6 @@ Column types: ``int`` (int32), ``std::size_t`` (uint64), ``double`` (float64),
 """
 from __future__ import annotations
 
-import os
 from typing import Dict, Mapping
 
 import numpy as np
@@ -75,19 +74,9 @@ def write_refl(path: str, columns: Mapping[str, np.ndarray],
                {"identifiers": {int(k): str(s) for k, s in identifiers.items()},
                 "nrows": int(n or 0), "data": data}]
     blob = msgpack.packb(payload, use_bin_type=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from ._atomic import atomic_open
+    with atomic_open(path) as f:
+        f.write(blob)
 
 
 def read_refl(path: str):
