@@ -18,6 +18,7 @@ file outputs and datasets call this).
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -128,9 +129,9 @@ def ice_values(s):
         raise SuiteError(f"{s['ice'][0]}: the ice thickness must be > 0 um, got {s['ice'][1]}")
     if t > 1e5:
         raise SuiteError(f"{s['ice'][0]}: an ice layer of {t:g} um (> 10 cm) is not a sample")
-    if not (np.isfinite(L) and 0.5 <= L <= 1e5):
+    if not (np.isfinite(L) and 0.5 <= L <= 1e4):
         raise SuiteError(f"{s['ice_crystallite'][0]}: the crystallite size must be "
-                         f"0.5 .. 1e5 nm, got {s['ice_crystallite'][1]}")
+                         f"0.5 .. 1e4 nm, got {s['ice_crystallite'][1]}")
     return t * 1e-6, L * 1e-9
 
 
@@ -162,7 +163,12 @@ def detector_background(suite, plan) -> Tuple[Optional[np.ndarray], List[str]]:
              else defects.hot.shape[1:])
         out = np.zeros(shape) if bg is None else np.array(bg, dtype=np.float64)
         out[defects.blocked.reshape(shape)] = 0.0
-        out[defects.hot.reshape(shape)] = HOT_PIXEL_PHOTONS
+        hot = defects.hot
+        from .image_model import outside_roi
+        outside = outside_roi(plan)
+        if outside is not None:             # every product is 0 outside the -roi
+            hot = hot & ~outside[None, :, :]
+        out[hot.reshape(shape)] = HOT_PIXEL_PHOTONS
         bg = out
     return bg, lines
 
@@ -193,6 +199,35 @@ def _per_panel(plan, table, sample):
     return np.stack(parts)
 
 
+def _max_stol(plan, lam_min: float) -> Optional[float]:
+    """The largest sin(theta)/lambda (1/m) on ``plan``'s detector: the largest scattering
+    angle of a flat panel is at one of its corners (the angle to the beam is quasi-convex
+    on a plane while it is < 90 deg); None (no bound) for a curved detector or a corner
+    at or behind 90 deg."""
+    det = plan.frame_detector if getattr(plan, "panels", None) is not None else plan.detector
+    if det.curved:
+        return None
+    b = np.asarray(det.beam, dtype=np.float64)
+    b = b / np.linalg.norm(b)
+    if getattr(plan, "panels", None) is None:
+        rows = [(det.pix0, det.fdet, det.sdet, det.fpixels * det.pixel_size,
+                 det.spixels * det.pixel_size)]
+    else:
+        rows = [(p.origin, p.fast, p.slow, p.fpixels * p.pixel_size,
+                 p.spixels * p.pixel_size) for p in plan.panels.panels]
+    cos_min = 1.0
+    for o, f, s_, wf, ws in rows:
+        o, f, s_ = (np.asarray(v, dtype=np.float64) for v in (o, f, s_))
+        for cf in (0.0, wf):
+            for cs in (0.0, ws):
+                c = o + cf * f + cs * s_
+                cos_min = min(cos_min, float(c @ b) / float(np.linalg.norm(c)))
+    if cos_min <= 0.0:
+        return None
+    two_theta = math.acos(min(1.0, cos_min))
+    return 1.01 * math.sin(two_theta / 2.0) / lam_min
+
+
 def ice_background(parsed, plan, thickness: float, crystallite: float):
     """The -ice rings (float64 photons/pixel, as :func:`amorphous_background`) of an ice
     Ih layer ``thickness`` (m) of crystallites ``crystallite`` (m) across the beam
@@ -200,7 +235,10 @@ def ice_background(parsed, plan, thickness: float, crystallite: float):
     from .amorphous.ice import ice_sample, ice_table
     cfg = parsed.config
     lam_min = float(np.min(plan.sources.wavelengths))
-    table = ice_table(lam_min, crystallite)
+    try:
+        table = ice_table(lam_min, crystallite, _max_stol(plan, lam_min))
+    except ValueError as e:
+        raise SuiteError(f"-ice_crystallite {crystallite * 1e9:g}: {e}") from None
     sample = ice_sample(thickness, float(cfg.beam.beamsize), float(plan.fluence),
                         float(cfg.beam.polarization), bool(getattr(cfg.beam, "nopolar", False)))
     # the cubic interpolation's overshoot far from the rings is clipped (ice.py)

@@ -117,6 +117,9 @@ def ice_rings(d_min: float) -> IceRings:
     phase = 2.0 * np.pi * (hkl.astype(np.float64) @ sites.T)          # (n, 4)
     F = f_mol * np.exp(1j * phase).sum(axis=1)
     F2 = np.abs(F) ** 2
+    if F2.size == 0:                    # no ring beyond d_min
+        return IceRings(d=np.zeros(0), multiplicity=np.zeros(0, np.int64), F2=np.zeros(0),
+                        hkl=np.zeros((0, 3), np.int64), cell_volume=float(cell.volume))
     strong = F2 > 1e-6 * F2.max()
     hkl, inv_d2, F2 = hkl[strong], inv_d2[strong], F2[strong]
     # rings: points of the same d (to 1e-9 relative) and |F|^2 of one point
@@ -131,23 +134,32 @@ def ice_rings(d_min: float) -> IceRings:
                     cell_volume=float(cell.volume))
 
 
-def ice_table(wavelength_min: float, crystallite: float = 100e-9) -> StolTable:
+#: the most points an ice table may have (two float64 arrays)
+MAX_TABLE_POINTS = 5_000_000
+
+
+def ice_table(wavelength_min: float, crystallite: float = 100e-9,
+              stol_max: float = None) -> StolTable:
     """The effective structure-factor table of ice Ih powder (module doc): sin(theta)/
-    lambda in 1/m from 0 to 1/``wavelength_min`` (backscattering of the shortest
-    wavelength, m) and ``F_eff`` (dimensionless, per unit cell); ``crystallite``: the
-    crystallite size L (m) setting the ring width."""
+    lambda in 1/m from 0 to ``stol_max`` (default 1/``wavelength_min``: backscattering
+    of the shortest wavelength, m) and ``F_eff`` (dimensionless, per unit cell);
+    ``crystallite``: the crystallite size L (m) setting the ring width.  ValueError when
+    the table would exceed :data:`MAX_TABLE_POINTS`."""
     if not (wavelength_min > 0 and crystallite > 0):
         raise ValueError("wavelength and crystallite size must be > 0")
-    stol_max = 1.0 / wavelength_min                       # 1/m
+    if stol_max is None or not 0 < stol_max <= 1.0 / wavelength_min:
+        stol_max = 1.0 / wavelength_min                   # 1/m
     sigma_q = SCHERRER_K / crystallite / _FWHM_PER_SIGMA  # |q| in 1/m
     sigma_s = sigma_q / 2.0                               # in sin(theta)/lambda
     step = sigma_s / 4.0
+    stol_max += 8.0 * sigma_s                             # a ring's tail at the edge
     npts = int(math.ceil(stol_max / step)) + 8
-    if npts > 20_000_000:
-        raise ValueError(f"ice table of {npts} points: the crystallite size "
-                         f"{crystallite:g} m is too large for the ring sampling")
+    if npts > MAX_TABLE_POINTS:
+        raise ValueError(f"the ice rings' table would need {npts} points: crystallites of "
+                         f"{crystallite * 1e9:g} nm give rings too sharp to sample to "
+                         f"sin(theta)/lambda = {stol_max * 1e-10:.3g}/A")
     stol = np.arange(npts) * step                         # 1/m
-    rings = ice_rings(wavelength_min * 1e10 / 2.0 * 0.999)
+    rings = ice_rings(1e10 / (2.0 * stol_max))
     v_cell = rings.cell_volume * 1e-30                    # m^3
     q = 2.0 * stol
     F2 = np.zeros(npts)
