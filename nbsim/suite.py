@@ -59,12 +59,20 @@ class Suite:
         self.ice = ice_values(s)        # (thickness m, crystallite m) or None
         self.effects = effects_params(parsed, adc_offset) if parsed.outputs.calculate_noise else None
         self.background_image = None    # float64 photons/pixel, once :meth:`background` ran
+        self._prepared = None
+
+    def prepare_background(self, plan):
+        """Compute the backgrounds now (before the render: a bad -ice_crystallite for
+        this detector stops the run before any work); :meth:`background` uses them."""
+        if self._prepared is None:
+            self._prepared = detector_background(self, plan)
+        return self._prepared
 
     def background(self, plan, img32):
         """``(image, lines)``: the float image plus the backgrounds (-stol, -ice, hot
         pixels; kept as ``background_image`` for the run's other outputs, e.g. -truth's
         Bragg fraction)."""
-        bg, lines = detector_background(self, plan)
+        bg, lines = self.prepare_background(plan)
         if bg is None:
             return img32, []
         self.background_image = bg

@@ -195,6 +195,8 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             raise NbsimError(f"-truth: this detector needs {stream.estimate / 2**30:.2f} GiB "
                              f"in one piece, more than the memory limit; the truth needs "
                              f"the whole image: use -roi or fewer pixels")
+    if stream is None:
+        suite.prepare_background(plan)      # -stol / -ice / hot pixels: errors before the render
     pixel_to_print = _printout_request(parsed, sim, err)
     noise_idum = _noise_idum(cfg) if outs.calculate_noise else None
 
