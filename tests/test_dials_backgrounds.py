@@ -3,9 +3,9 @@
 One small NeXus frame with ice Ih rings, a beamstop with its arm and bad pixels, Poisson
 noise:
 
-* dxtbx (Debian's, /usr/bin/python3) reads the NXmx ``pixel_mask``: the imageset's mask
-  of the frame is False exactly at the beamstop's shadow and the bad pixels, as the
-  plan computes them here;
+* dxtbx (Debian's, /usr/bin/python3) reads the NXmx ``pixel_mask`` and the miniCBF
+  frame's -2 pixels: the imageset's mask of the frame is False exactly at the
+  beamstop's shadow and the bad pixels, as the plan computes them here;
 * ``dials.find_spots`` finds the rings' pixels as strong spots at the ice d-spacings, and
   with ``ice_rings.filter=True`` (DIALS' own ice Ih table) removes (nearly) all of them.
 
@@ -45,7 +45,8 @@ def _env():
 @pytest.fixture(scope="module")
 def ice_nexus(tmp_path_factory):
     d = tmp_path_factory.mktemp("ice")
-    r = subprocess.run([sys.executable, "-m", "nbsim", *FLAGS, "-nexus", "ice.nxs"],
+    r = subprocess.run([sys.executable, "-m", "nbsim", *FLAGS, "-nexus", "ice.nxs",
+                        "-cbf", "ice_#####.cbf"],
                        cwd=d, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run(["dials.import", "ice.nxs"], cwd=d, capture_output=True, text=True,
@@ -58,18 +59,21 @@ def test_dxtbx_masks_the_shadow_and_bad_pixels(ice_nexus):
     from nbsim.args import parse_args
     from nbsim.plan import make_plan
     defects = make_plan(parse_args(FLAGS).config).defects
+    # the NeXus file (dials.import's experiments) and the miniCBF frame (pixels -2)
     code = ("import sys, json; from dxtbx.model.experiment_list import "
-            "ExperimentListFactory as F; e = F.from_json_file('imported.expt'); "
-            "m = e.imagesets()[0].get_mask(0)[0]; "
-            "print(json.dumps([list(m.all()), [int(v) for v in m.as_numpy_array().ravel()]]))")
+            "ExperimentListFactory as F; "
+            "ms = [F.from_json_file('imported.expt').imagesets()[0].get_mask(0)[0], "
+            "F.from_filenames(['ice_00001.cbf']).imagesets()[0].get_mask(0)[0]]; "
+            "print(json.dumps([[list(m.all()), [int(v) for v in m.as_numpy_array().ravel()]] "
+            "for m in ms]))")
     r = subprocess.run([DIALS_PY, "-c", code], cwd=ice_nexus, capture_output=True,
                        text=True, env=_env())
     assert r.returncode == 0, r.stderr
-    shape, good = json.loads(r.stdout.strip().splitlines()[-1])
-    good = np.array(good, dtype=bool).reshape(shape)
     blocked = defects.blocked[0]
     assert defects.shadow.sum() > 300 and defects.dead.sum() == 40 and defects.hot.sum() == 40
-    assert np.array_equal(~good, blocked)
+    for shape, good in json.loads(r.stdout.strip().splitlines()[-1]):
+        good = np.array(good, dtype=bool).reshape(shape)
+        assert np.array_equal(~good, blocked)
     with h5py.File(ice_nexus / "ice.nxs", "r") as f:
         pm = f["/entry/instrument/detector/pixel_mask"][()]
         data = f["/entry/data/data"][0]
