@@ -143,3 +143,66 @@ def test_bad_values_are_one_line(tmp_path, flags, message):
     assert rc == 2, err.getvalue()
     assert message in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
     assert not (tmp_path / "f.bin").exists()
+
+
+def test_shadow_of_a_tilted_detector_is_the_stop_projected(tmp_path):
+    """A rotated detector: the shadow is where the ray to the pixel centre crosses the
+    stop's plane (perpendicular to the beam at the direct beam's distance) inside the
+    disk or the arm (A = 30 deg from the fast axis made perpendicular to the beam)."""
+    p = _plan(["-beamstop", "1.2", "-beamstop_arm", "0.5", "30", "-detector_rotx", "8",
+               "-detector_roty", "15"])
+    det = p.detector
+    b = np.asarray(det.beam) / np.linalg.norm(det.beam)
+    f0, s0 = np.meshgrid((np.arange(64) + 0.5) * 1e-4, (np.arange(64) + 0.5) * 1e-4)
+    P = (np.asarray(det.pix0)[None, None, :] + f0[..., None] * np.asarray(det.fdet)
+         + s0[..., None] * np.asarray(det.sdet))
+    D = float(det.distance)
+    X = P * (D / (P @ b))[..., None] - D * b
+    e1 = np.asarray(det.fdet) - (np.asarray(det.fdet) @ b) * b
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(b, e1)
+    u, v = X @ e1 * 1e3, X @ e2 * 1e3                     # mm in the stop's plane
+    a = math.radians(30.0)
+    along, across = u * math.cos(a) + v * math.sin(a), -u * math.sin(a) + v * math.cos(a)
+    want = (u ** 2 + v ** 2 <= 1.2 ** 2) | ((along >= 0) & (abs(across) <= 0.25))
+    edge = (abs(np.hypot(u, v) - 1.2) < 1e-9) | (abs(abs(across) - 0.25) < 1e-9)
+    assert np.array_equal(p.defects.shadow[0][~edge], want[~edge]) and want.sum() > 100
+    # the disk is foreshortened on the tilted detector: not the pixels within R of the
+    # beam spot on the detector
+    assert int(want.sum()) != int(_plan(["-beamstop", "1.2", "-beamstop_arm", "0.5", "30"])
+                                  .defects.shadow.sum())
+
+
+def test_truth_of_a_run_with_ice_beamstop_and_bad_pixels(tmp_path):
+    """A single image with -truth: the blocked pixels hold no Bragg photons and no label,
+    and the Bragg fraction counts the ice rings as non-Bragg: sum(fraction x float
+    image) = the reflections' photons."""
+    import io
+
+    import h5py
+
+    from nbsim.cli.main import main
+    from nbsim.io.refl import read_refl
+    flags = ["-cell", "30", "30", "30", "90", "90", "90", "-default_F", "100", "-N", "3",
+             "-lambda", "1", "-distance", "30", "-detpixels", "64", "-pixel", "0.5",
+             "-oversample", "1", "-fluence", "1e24", "-ice", "0.2", "-ice_crystallite", "20",
+             "-beamstop", "3", "-beamstop_arm", "1", "90", "-bad_pixels", "0.02",
+             "-nonoise", "-noprogress", "-floatfile", str(tmp_path / "f.bin"),
+             "-truth", str(tmp_path / "t.refl")]
+    err = io.StringIO()
+    assert main(flags, stdout=io.StringIO(), stderr=err) == 0, err.getvalue()
+    img = np.fromfile(tmp_path / "f.bin", dtype=np.float32).reshape(64, 64).astype(np.float64)
+    t, _ids = read_refl(str(tmp_path / "t.refl"))
+    with h5py.File(tmp_path / "t_labels.h5", "r") as f:
+        labels = f["labels"][0]
+        frac = f["bragg_fraction"][0].astype(np.float64)
+    d = _plan(flags[:flags.index("-nonoise")]).defects
+    blocked = d.blocked[0]
+    assert np.all(labels[blocked] == -1) and np.all(frac[blocked] == 0)
+    # a hot pixel reads its photons even in the shadow
+    assert np.all(img[(d.shadow[0] | d.dead[0]) & ~d.hot[0]] == 0)
+    assert np.all(img[d.hot[0]] == 65535)
+    assert (labels[~blocked] >= 0).sum() > 100
+    ice = (frac < 0.5) & (img > 0) & ~blocked
+    assert ice.sum() > 100                                 # ring pixels: mostly not Bragg
+    assert (frac * img).sum() == pytest.approx(t["intensity.true.value"].sum(), rel=1e-5)
