@@ -51,22 +51,24 @@ MAX_GRID = 1 << 18
 
 def quantile_channels(x: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
     """``n`` points at the equal-weight quantiles ``(j + 1/2)/n`` of a spectrum sampled
-    on an increasing grid ``x`` with non-negative ``weights`` (a histogram: point k
-    stands for the bin from halfway to its left neighbour to halfway to its right one,
-    uniformly filled; the end bins are half-bins).  Returns an increasing array."""
+    on an increasing grid ``x`` with non-negative ``weights``: the density is linear
+    between neighbouring points (weight ``w_k`` at ``x_k``), so the cumulative is
+    quadratic in each interval and is inverted exactly there.  Returns an increasing
+    array."""
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
-    edges = np.empty(x.size + 1)
-    edges[1:-1] = 0.5 * (x[1:] + x[:-1])
-    edges[0], edges[-1] = x[0], x[-1]
-    cdf = np.concatenate([[0.0], np.cumsum(w)])
-    total = cdf[-1]
-    targets = (np.arange(n) + 0.5) / n * total
-    # the first edge where the cdf reaches each target, linear inside the bin
-    k = np.searchsorted(cdf, targets, side="left").clip(1, x.size)
-    lo, hi = cdf[k - 1], cdf[k]
-    frac = np.where(hi > lo, (targets - lo) / np.where(hi > lo, hi - lo, 1.0), 0.5)
-    return edges[k - 1] + frac * (edges[k] - edges[k - 1])
+    dx = np.diff(x)
+    mass = 0.5 * (w[:-1] + w[1:]) * dx
+    cdf = np.concatenate([[0.0], np.cumsum(mass)])
+    targets = (np.arange(n) + 0.5) / n * cdf[-1]
+    k = (np.searchsorted(cdf, targets, side="right") - 1).clip(0, dx.size - 1)
+    r = targets - cdf[k]                     # what the interval k still has to hold
+    a = (w[k + 1] - w[k]) / (2.0 * dx[k])    # r = a u^2 + w_k u, u from x_k
+    b = w[k]
+    disc = np.sqrt(np.maximum(b * b + 4.0 * a * r, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.where(b + disc > 0, 2.0 * r / (b + disc), 0.0)   # the stable root
+    return x[k] + np.clip(u, 0.0, dx[k])
 
 
 @dataclass(frozen=True)
@@ -153,9 +155,9 @@ def _check_channels(n):
 
 
 def read_spectrum(path: str, channels: int = 100) -> FileSpectrum:
-    """A spectrum file: two columns per line, ``wavelength_A weight`` (weight: relative
-    photons at that wavelength, >= 0); '#' starts a comment; at least two distinct
-    wavelengths.  Raises ValueError with the line at fault."""
+    """A spectrum file: two columns per line, ``wavelength_A weight`` (weight: the
+    relative photon density at that wavelength, >= 0, linear between the lines); '#'
+    starts a comment; at least two distinct wavelengths.  Raises ValueError with the line at fault."""
     lam, w = [], []
     with open(path) as fh:
         for n, line in enumerate(fh, 1):
