@@ -9,7 +9,9 @@ of the frame and ``-seed <frame seed>``:
   orientation, so it is computed **once per dataset** (float64 photons/pixel, (panels,
   slow, fast), every panel from its own geometry) and added
   to every frame's float32 image before noise, rounded once to float32 as the single run
-  does.  Under ``-c_parity`` the flags change nothing (a note says so).
+  does.  Under ``-c_parity`` the flags change nothing (a note says so).  A SASE spectrum
+  per shot (-sase_bandwidth) changes the sources of every frame: the background is then
+  computed per frame from the frame's channels.
 * **noisify chain** (any of ``-psf -psf_fwhm -psf_radius -psf_method -readout -flicker
   -calibration -calib_seed -gain -bits``, with noise on): the frame's noise image is
   :func:`nbsim.effects.noisify` of its (panels, slow, fast) float image (streams in
@@ -50,6 +52,7 @@ class FrameEffects:
         self.calib_idum = int(calib_idum)
         self.lines: List[str] = list(lines)
         self.notes: List[str] = list(notes)
+        self._background_inputs = None      # (parsed flags, stol table): background_of
 
     @classmethod
     def from_parsed(cls, parsed, plan_of_run) -> Optional["FrameEffects"]:
@@ -68,14 +71,29 @@ class FrameEffects:
             background, lines = suite_flags.amorphous_background(parsed, plan, suite.table)
             background = as_frame(plan, background)        # (panels, slow, fast)
         calib = suite_flags.calib_idum(parsed) if suite.effects is not None else 123456789
-        return cls(background, suite.effects, calib, lines, suite.notes)
+        fx = cls(background, suite.effects, calib, lines, suite.notes)
+        if suite.table is not None:
+            # a spectrum per shot (-sase_bandwidth) changes the sources: its frames'
+            # backgrounds are computed again (background_of)
+            fx._background_inputs = (parsed, suite.table)
+        return fx
 
-    def add_background(self, image32: np.ndarray) -> np.ndarray:
-        """The frame's float32 image with the background (what its float file holds)."""
-        if self.background is None:
+    def background_of(self, plan) -> np.ndarray:
+        """The -stol background of ``plan``'s sources (a frame whose spectrum is its
+        own), float64 (panels, slow, fast)."""
+        from .. import suite as suite_flags
+        from ..image_model import as_frame
+        parsed, table = self._background_inputs
+        return as_frame(plan, suite_flags.amorphous_background(parsed, plan, table)[0])
+
+    def add_background(self, image32: np.ndarray, background=None) -> np.ndarray:
+        """The frame's float32 image with the background (``background``, or the run's)."""
+        bg = self.background if background is None else background
+        if bg is None:
             return image32
         from ..suite import add_background
-        return add_background(image32, self.background)
+        return add_background(image32, bg)
+
 
     def noise(self, image32: np.ndarray, noise_seed: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(counts int32, noise-file pixels uint16|uint32)`` of one frame by noisify.c's

@@ -114,6 +114,7 @@ class Dataset:
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_renderer"] = None
+        d.pop("_spectra", None)         # workers draw their frames' spectra again
         return d
 
     @property
@@ -141,19 +142,25 @@ class Dataset:
         spec = self.frameset.frame(int(i), self.config.crystal, self.seeds)
         changes = {}
         if self.spectrum is not None:
-            changes["wavelengths"] = self.spectrum.wavelengths(
-                self.config.beam.wavelength, self.seeds.spectrum(int(i)))
+            changes["wavelengths"] = self._wavelengths(int(i))
         if self.damage is not None:
             changes["dose"] = self.damage.dose(int(i))
         return dataclasses.replace(spec, **changes) if changes else spec
+
+    def _wavelengths(self, i: int) -> np.ndarray:
+        """Frame i's channels (m); kept, as the sinks ask for every frame's first."""
+        cache = self.__dict__.setdefault("_spectra", {})
+        lam = cache.get(i)
+        if lam is None:
+            lam = cache[i] = self.spectrum.wavelengths(self.config.beam.wavelength,
+                                                       self.seeds.spectrum(i))
+        return lam.copy()
 
     def frame_spectra(self):
         """(nframes, channels) wavelengths (m) of every frame's spectrum, or None."""
         if self.spectrum is None:
             return None
-        lam0 = self.config.beam.wavelength
-        return np.stack([self.spectrum.wavelengths(lam0, self.seeds.spectrum(i))
-                         for i in range(self.nframes)])
+        return np.stack([self._wavelengths(i) for i in range(self.nframes)])
 
     def frame_damage(self):
         """Per-frame dose (MGy), B-factor increase (A^2) and damaged fraction, with the
@@ -199,10 +206,13 @@ class Dataset:
         frame = FrameImage(index=int(i), image=image)
         fx = self.effects
         if fx is not None and fx.background is not None:
+            bg = fx.background
+            if spec.wavelengths is not None and getattr(self.spectrum, "kind", "") == "sase":
+                bg = fx.background_of(self.renderer.plan_for(spec))   # the shot's sources
             # the single run's float file: float32 image + float64 background, rounded once
-            frame.image = image + fx.background
+            frame.image = image + bg
             frame.__dict__["_image32"] = fx.add_background(
-                np.ascontiguousarray(image, dtype=np.float32))
+                np.ascontiguousarray(image, dtype=np.float32), bg)
         if ftruth is not None:
             frame.truth = ftruth.table
             if spec.dose is not None:

@@ -17,7 +17,8 @@ Electron Lasers", Springer 2000, ch. 6: chaotic light, spectral spikes of width 
 
 1. the shot's central photon energy ``E_c = E_0 (1 + jitter g)``, g ~ N(0, 1), E_0 =
    hc/lambda (``-lambda``);
-2. on an energy grid around E_c, a complex field of Gaussian amplitude envelope
+2. on an energy grid around E_c (+-2.5 FWHM, 6 points per spike FWHM, at most 2^18
+   points), a complex field of Gaussian amplitude envelope
    ``sqrt(G(E))`` (G a Gaussian of FWHM ``bandwidth * E_0``, the mean spectrum) with
    independent phases uniform on [0, 2 pi);
 3. Fourier transform to time, multiply by the pulse's field envelope
@@ -104,8 +105,8 @@ class SaseSpectrum:
         ec = e0 * (1.0 + self.jitter * rng.standard_normal())
         fwhm = self.bandwidth * e0
         spike = 4.0 * math.log(2.0) * H_EV_FS / (2.0 * math.pi) / self.duration
-        span = 8.0 * fwhm + 16.0 * spike            # +-4 FWHM of the envelope
-        step = spike / 8.0                          # 8 points per spike FWHM
+        span = 5.0 * fwhm + 16.0 * spike            # +-2.5 FWHM: G < 3e-8 beyond
+        step = spike / 6.0                          # 6 points per spike FWHM
         m = 1 << max(10, int(math.ceil(math.log2(span / step))))
         m = min(m, MAX_GRID)
         step = span / m
