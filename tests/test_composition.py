@@ -505,10 +505,18 @@ def _reference(c, inp, d, i):
     argv = _physics(c, inp, ref=(i, ref)) + _frame_flags(c, i) + [
         "-seed", str(seed), "-floatfile", "r.bin", "-intfile", "r.img", "-pgmfile", "r.pgm",
         "-noisefile", "r_noise.img"]
-    if c["out"] == "write_hkl":
+    if c["out"] == "write_hkl" and c["beam"] != "dose":
         argv += ["-write_hkl", "r.hkl"]
     rc, _o, err = _run(argv, ref)
     assert rc == 0 and not _errors(err), f"reference run of frame {i}: {err}"
+    if c["out"] == "write_hkl" and c["beam"] == "dose":
+        # the frame's reference reads its damaged table as -hkl; the P1 list is the
+        # input's, from the flags without damage
+        f = _physics(c, inp)
+        k = f.index(DAMAGE[0])
+        rc, _o, err = _run(f[:k] + f[k + len(DAMAGE) + 2:] + [
+            "-write_hkl", "r.hkl", "-floatfile", "w.bin", "-nonoise"], ref)
+        assert rc == 0 and not _errors(err), f"reference -write_hkl: {err}"
     return ref
 
 

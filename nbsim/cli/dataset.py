@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import List, TextIO
 
 DATASET_FLAGS = ("-nimages", "-stills", "-orientations", "-nexus", "-nexus_compression",
-                 "-cbf", "-png", "-workers", "-scheduler", "-worker_blocks", "-resume")
+                 "-cbf", "-png", "-workers", "-scheduler", "-worker_blocks", "-resume",
+                 # per-frame spectra and radiation damage (a single image: one frame)
+                 "-sase_bandwidth", "-sase_jitter", "-sase_duration", "-spectrum",
+                 "-spectrum_channels", "-dose", "-mu_en", "-crystal_density", "-b_per_mgy",
+                 "-damaged_mtz", "-half_dose")
 _FILE_TEMPLATES = ("-floatfile", "-intfile", "-noisefile", "-pgmfile")
 _PREVIEW_FRAMES = 9
 EXIT_OK, EXIT_INTERRUPTED = 0, 130
