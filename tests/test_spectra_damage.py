@@ -94,7 +94,8 @@ def test_sase_stills_equal_sourcefile_renders_and_nexus_spectra(tmp_path):
             "-spectrum_channels", "12"]
     rc, _o, err = run_cli(flags + sase + ["-stills", "2", "-nonoise", "-noprogress",
                                           "-floatfile", tmp_path / "f_#.bin",
-                                          "-nexus", tmp_path / "s.h5"])
+                                          "-nexus", tmp_path / "s.h5",
+                                          "-cbf", tmp_path / "c_#.cbf"])
     assert rc == 0, err
     sp = SaseSpectrum(0.004, 0.001, 10.0, 12)
     spectra = []
@@ -109,6 +110,10 @@ def test_sase_stills_equal_sourcefile_renders_and_nexus_spectra(tmp_path):
         assert rc == 0, err
         assert (tmp_path / f"f_{i + 1}.bin").read_bytes() == \
             (tmp_path / "one.bin").read_bytes()
+        # the frame's CBF header: its spectrum's mean wavelength
+        head = (tmp_path / f"c_{i + 1}.cbf").read_bytes()[:4000].decode("latin-1")
+        wl = float(head.split("# Wavelength ")[1].split()[0])
+        assert wl == pytest.approx(np.mean(lam) * 1e10, rel=1e-9)
     with h5py.File(tmp_path / "s.h5", "r") as f:
         beam = nxmx.NXmx(f).entries[0].instruments[0].beams[0]
         mean = beam.incident_wavelength.to("angstrom").magnitude
