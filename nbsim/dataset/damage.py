@@ -60,7 +60,7 @@ def raddose_dose(fluence: float, wavelength: float, mu_en_per_mm: float,
     return gray * 1e-6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Damage:
     """``dose_per_frame`` MGy; ``b_per_mgy`` A^2/MGy; ``damaged``: the damaged F table on
     the run's grid (or None); ``half_dose`` MGy (with ``damaged``)."""
@@ -176,7 +176,7 @@ MAX_TABLE = 50_000_000
 DMIN_MARGIN = 1.2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DamageSpec:
     """The damage flags, resolved against a run's Config by :meth:`prepare`:
     ``dose_per_frame`` MGy (``-dose``) or ``mu_en`` 1/mm (``-mu_en``, the dose from the

@@ -127,7 +127,7 @@ class SaseSpectrum:
         return np.sort(HC_EV_M / quantile_channels(e, photons, self.channels))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FileSpectrum:
     """A pink-beam / polychromatic spectrum from a file, the same for every frame:
     ``wavelength`` (m, increasing) and ``weight`` (photons per point)."""
@@ -158,7 +158,8 @@ def _check_channels(n):
 def read_spectrum(path: str, channels: int = 100) -> FileSpectrum:
     """A spectrum file: two columns per line, ``wavelength_A weight`` (weight: the
     relative photon density at that wavelength, >= 0, linear between the lines); '#'
-    starts a comment; at least two distinct wavelengths.  Raises ValueError with the line at fault."""
+    starts a comment; at least two distinct wavelengths.  Raises ValueError with the line
+    at fault."""
     lam, w = [], []
     with open(path) as fh:
         for n, line in enumerate(fh, 1):
