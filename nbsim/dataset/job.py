@@ -53,7 +53,10 @@ class _Seeds:
 class Dataset:
     """``config`` (the run's single-image Config), ``frames`` (:class:`RotationScan` or
     :class:`Stills`), ``noise`` (draw Poisson counts per frame), ``threads`` (CPU threads
-    per frame; None = all)."""
+    per frame; None = all); ``spectrum`` (:class:`nbsim.geometry.spectrum.SaseSpectrum`
+    or ``FileSpectrum``: the sources of each frame) and ``damage``
+    (:class:`nbsim.dataset.damage.DamageSpec`: the F table of each frame's dose), see
+    docs/datasets.md."""
 
     def __init__(self, config: Config, frames: Union[RotationScan, Stills], *,
                  seed: Optional[int] = None, misset_seed: Optional[int] = None,
