@@ -217,12 +217,14 @@ def test_raddose_dose_from_the_fluence():
     (["-spectrum", "@BAD"], "line 1: the wavelength must be > 0"),
     (["-half_dose", "2"], "-half_dose: needs -dose"),
     (["-dose", "1", "-half_dose", "2"], "give both"),
-    (["-dose", "-1"], "-dose: the dose per frame must be >= 0"),
+    (["-dose", "-1"], "-dose: the dose per frame must be in [0, 100000] MGy"),
+    (["-mu_en", "0.3"], "-mu_en: the dose per frame from a fluence of 1.26e+29"),
     (["-dose", "1", "-mu_en", "0.3"], "-mu_en: cannot be combined with -dose"),
     (["-dose", "1", "-damaged_mtz", "missing.mtz", "-half_dose", "1"],
      "-damaged_mtz: cannot open missing.mtz"),
 ], ids=["jitter-alone", "zero-bw", "sourcefile", "no-file", "bad-file", "half-alone",
-        "half-without-set", "neg-dose", "dose-and-mu", "no-damaged"])
+        "half-without-set", "neg-dose", "default-fluence", "dose-and-mu",
+        "no-damaged"])
 def test_bad_spectrum_and_damage_flags(extra, words, tmp_path):
     (tmp_path / "src.txt").write_text("nan nan nan 1 1e-10\n")
     (tmp_path / "bad.txt").write_text("-1 1\n1 1\n")

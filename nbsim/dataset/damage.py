@@ -46,6 +46,9 @@ __all__ = ["DEFAULT_B_PER_MGY", "Damage", "DamageSpec", "raddose_dose", "extend_
 
 #: A^2 per MGy (see the module doc)
 DEFAULT_B_PER_MGY = 1.0
+#: the largest dose per frame (MGy): 100 GGy, beyond XFEL "diffraction before
+#: destruction" doses; nanoBragg's default fluence with -mu_en gives ~1e8
+MAX_DOSE = 1e5
 #: J per eV (exact SI)
 EV = 1.602176634e-19
 
@@ -70,9 +73,10 @@ class Damage:
     half_dose: Optional[float] = None
 
     def __post_init__(self):
-        if not (math.isfinite(self.dose_per_frame) and self.dose_per_frame >= 0):
-            raise ValueError(f"-dose: the dose per frame must be >= 0 MGy, got "
-                             f"{self.dose_per_frame:g}")
+        if not (math.isfinite(self.dose_per_frame) and 0 <= self.dose_per_frame
+                <= MAX_DOSE):
+            raise ValueError(f"-dose: the dose per frame must be in [0, {MAX_DOSE:g}] MGy, "
+                             f"got {self.dose_per_frame:g}")
         if not (math.isfinite(self.b_per_mgy) and 0 <= self.b_per_mgy <= 1e3):
             raise ValueError(f"-b_per_mgy: must be in [0, 1000] A^2/MGy, got "
                              f"{self.b_per_mgy:g}")
@@ -209,8 +213,13 @@ class DamageSpec:
         if self.dose_per_frame is not None:
             dose = float(self.dose_per_frame)
         else:
-            dose = raddose_dose(cfg.beam.photon_fluence(), cfg.beam.wavelength,
-                                self.mu_en, self.density)
+            fluence = cfg.beam.photon_fluence()
+            dose = raddose_dose(fluence, cfg.beam.wavelength, self.mu_en, self.density)
+            if not dose <= MAX_DOSE:
+                raise ValueError(f"-mu_en: the dose per frame from a fluence of "
+                                 f"{fluence:.3g} photons/m^2 is {dose:.3g} MGy (at most "
+                                 f"{MAX_DOSE:g}); give the beam: -flux, -exposure and "
+                                 f"-beamsize, or -fluence")
         Damage(dose, self.b_per_mgy, None, None)            # checks the numbers
         cryst = resolve_crystal(cfg, cfg.beam.wavelength, cfg.beam.beamsize)
         ast = np.concatenate([cryst.a_star, cryst.b_star, cryst.c_star])
