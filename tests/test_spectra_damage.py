@@ -236,3 +236,32 @@ def test_bad_spectrum_and_damage_flags(extra, words, tmp_path):
     assert words in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.bin").exists()
+
+
+def test_damaged_mtz_is_read_like_mtz(tmp_path):
+    """-damaged_mtz FILE.mtz: P1-expanded as -mtz is; a damaged set of F/2 at the half
+    dose (frame 0 of -dose 1 -half_dose 0.5) scales every intensity by (1 + 1/4)/2."""
+    gemmi = pytest.importorskip("gemmi")
+    rng = np.random.default_rng(2)
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = gemmi.SpaceGroup("P 21 21 21")
+    mtz.set_cell_for_all(gemmi.UnitCell(60, 60, 60, 90, 90, 90))
+    mtz.add_dataset("sim")
+    mtz.add_column("FP", "F")
+    mtz.add_column("SIGFP", "Q")
+    hkl = gemmi.make_miller_array(mtz.cell, mtz.spacegroup, 3.0)
+    F = rng.uniform(10, 100, len(hkl))
+    mtz.set_data(np.column_stack([hkl, F, np.ones(len(hkl))]))
+    mtz.write_to_file(str(tmp_path / "f.mtz"))
+    mtz.set_data(np.column_stack([hkl, F / 2, np.ones(len(hkl))]))
+    mtz.write_to_file(str(tmp_path / "half.mtz"))
+    flags = STILL + ["-mtz", tmp_path / "f.mtz", "-stills", "1", "-nonoise", "-noprogress"]
+    rc, _o, err = run_cli(flags + ["-floatfile", tmp_path / "a.bin"])
+    assert rc == 0, err
+    rc, _o, err = run_cli(flags + ["-floatfile", tmp_path / "b.bin", "-dose", "1",
+                                   "-b_per_mgy", "0", "-damaged_mtz",
+                                   tmp_path / "half.mtz", "-half_dose", "0.5"])
+    assert rc == 0, err
+    a = np.fromfile(tmp_path / "a.bin", "<f4")
+    b = np.fromfile(tmp_path / "b.bin", "<f4")
+    assert a.max() > 0 and np.allclose(b, 0.625 * a, rtol=1e-6, atol=0)
