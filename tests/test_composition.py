@@ -4,7 +4,8 @@ Axes (``AXES``): the job (single image, rotation scan, random stills, stills fro
 orientation file), the detector (flat, curved, thick sensor, the two presets with a
 small ROI, a panels JSON, one- and two-panel DIALS ``.expt``), the structure factors
 (-default_F, HKL text, MTZ, SF-mmCIF, -model, anomalous MTZ), the beam (mosaic,
-divergence, dispersion, source file), the detector effects (-nonoise, noise, -stol,
+divergence, dispersion, source file, a seeded SASE spectrum per frame, radiation damage
+per frame), the detector effects (-nonoise, noise, -stol,
 noisify flags, both), every output kind, both modes, both dtypes, and where it runs
 (in process, Dask ``-workers 2``, ``-resume`` of a job cut short, the single image
 streamed in row blocks).  ``allpairspy`` builds the cases; ``CONSTRAINTS`` are the
@@ -47,7 +48,7 @@ AXES = OrderedDict([
     ("job", ["single", "rotation", "stills", "orient"]),
     ("det", ["flat", "curved", "thick", "eiger", "jungfrau", "panels", "expt1", "expt2"]),
     ("F", ["defF", "hkl", "mtz", "sfcif", "model", "anom"]),
-    ("beam", ["plain", "mosaic", "div", "disp", "srcfile"]),
+    ("beam", ["plain", "mosaic", "div", "disp", "srcfile", "sase", "dose"]),
     ("fx", ["nonoise", "noise", "stol", "noisify", "stol+noisify", "ice", "stop+bad"]),
     ("out", ["float", "int", "noise", "pgm", "cbf", "nexus", "png", "write_hkl", "defaults",
              "write_expt", "truth"]),
@@ -58,6 +59,7 @@ AXES = OrderedDict([
 SINGLE_ONLY_OUT = {"float", "int", "noise", "pgm", "write_hkl", "defaults"}
 DATASET_OUT = {"cbf", "nexus", "png"}       # these flags make a dataset (1 frame here)
 FLAT = {"flat", "curved", "thick"}
+PER_FRAME_BEAM = {"sase", "dose"}           # dataset flags (a single image: 1 frame)
 
 
 def _allowed(a, va, b, vb) -> bool:
@@ -82,6 +84,13 @@ def _allowed(a, va, b, vb) -> bool:
                 return False
         if x == "out" and vx == "defaults" and y == "job" and vy != "single":
             return False                    # a dataset writes only what it is asked for
+        if x == "beam" and vx in PER_FRAME_BEAM:
+            # per-frame spectra and damage are the dataset's: it writes only what it is
+            # asked for, and the streamed single image is not a dataset
+            if y == "out" and vy == "defaults":
+                return False
+            if y == "exec" and vy == "streamed":
+                return False
         if x == "out" and vx == "write_hkl" and y == "F" and vy in ("defF", "hkl"):
             return False                    # the P1 list of -mtz / -sfcif / -model
         if x == "out" and vx == "noise" and y == "fx" and vy == "nonoise":
@@ -279,8 +288,18 @@ FILE_PIXELS = {"flat": 24 * 24, "curved": 24 * 24, "thick": 24 * 24,
                "expt1": 8 * 12, "expt2": 2 * 8 * 12}
 
 
-def _physics(c, inp):
-    """Every flag of the case but the job, its outputs and the seed."""
+# the per-frame beam values: a SASE spectrum per shot; damage with a B factor and a
+# damaged set (the HKL file) at a half dose
+SASE = ["-sase_bandwidth", "0.003", "-sase_jitter", "0.001", "-sase_duration", "10",
+        "-spectrum_channels", "6"]
+DOSE = 0.5
+DAMAGE = ["-dose", str(DOSE), "-b_per_mgy", "20", "-half_dose", "0.6"]
+
+
+def _physics(c, inp, ref=None):
+    """Every flag of the case but the job, its outputs and the seed.  ``ref``: (frame,
+    folder) of the single-image reference run: a SASE spectrum becomes that frame's
+    -sourcefile, damage that frame's structure factors as -hkl (written there)."""
     f = ["-cell", *map(str, CELL), "-N", "3", "-oversample", "1", "-noprogress"]
     det = c["det"]
     if not det.startswith("expt"):
@@ -303,7 +322,8 @@ def _physics(c, inp):
     f += {"plain": [], "mosaic": ["-mosaic", "0.5", "-mosaic_domains", "3"],
           "div": ["-divergence", "0.4", "-divsteps", "2"],
           "disp": ["-dispersion", "1", "-dispsteps", "2"],
-          "srcfile": ["-sourcefile", str(inp / "src.txt")]}[c["beam"]]
+          "srcfile": ["-sourcefile", str(inp / "src.txt")], "sase": SASE,
+          "dose": DAMAGE + ["-damaged_mtz", str(inp / "f.hkl")]}[c["beam"]]
     noisify = ["-psf", "gauss", "-psf_fwhm", "300", "-psf_radius", "2", "-readout", "2"]
     # nanoBragg's default fluence on 0.3 mm of water saturates int32 counts (~2e13
     # photons/pixel): a film thin enough that the background and the spots are comparable
@@ -316,11 +336,71 @@ def _physics(c, inp):
           "stol+noisify": stol + noisify, "ice": ice, "stop+bad": stop}[c["fx"]]
     f += ["-c_parity"] if c["mode"] == "cpar" else []
     f += ["-dtype", "float32" if c["dtype"] == "f32" else "float64"]
+    if ref is not None and c["beam"] in PER_FRAME_BEAM:
+        f = _frame_beam_reference(c, inp, f, *ref)
     return f
 
 
+def _frame_spectrum(flags, i):
+    """Frame i's SASE channels (m): the model of the flags, seeded frame_seed(SEED, i,
+    "spectrum")."""
+    from nbsim.args import parse_args
+    from nbsim.geometry.spectrum import SaseSpectrum
+    lam0 = parse_args(flags).config.beam.wavelength
+    return SaseSpectrum(0.003, 0.001, 10.0, 6).wavelengths(
+        lam0, frame_seed(SEED, i, "spectrum"))
+
+
+def _frame_beam_reference(c, inp, f, i, folder):
+    """The single-image flags of frame i of a SASE / damage case: the frame's channels
+    as -sourcefile lines, or the frame's damaged table (what the dataset renders, from
+    nbsim.dataset) as an -hkl file with every entry."""
+    if c["beam"] == "sase":
+        k = f.index(SASE[0])
+        f = f[:k] + f[k + len(SASE):]
+        src = folder / f"sase_{i}.txt"
+        src.write_text("".join(f"nan nan nan 1 {float(v)!r}\n"
+                               for v in _frame_spectrum(f, i)))
+        if "-model" in f:
+            # the run's Fcalc resolution (its detector at -lambda), not the channels'
+            from nbsim.args import parse_args
+            from nbsim.inputs.resolution import detector_dmin
+            f = f + ["-model_dmin", repr(detector_dmin(parse_args(f).config))]
+        return f + ["-sourcefile", str(src)]
+    from nbsim.dataset import Dataset, Stills
+    from nbsim.dataset.damage import DamageSpec
+    from nbsim.io.hkl import read_hkl
+    k = f.index(DAMAGE[0])
+    f = f[:k] + f[k + len(DAMAGE) + 2:]
+    ds = Dataset.from_args(f, Stills(1, None), noise=False,
+                           damage=DamageSpec(dose_per_frame=DOSE, b_per_mgy=20.0,
+                                             damaged=read_hkl(str(inp / "f.hkl")),
+                                             half_dose=0.6))
+    import dataclasses
+    plan = ds.renderer.plan_for(dataclasses.replace(ds.frame(0), dose=DOSE * (i + 0.5)))
+    h0, k0, l0 = (int(v) for v in plan.fgrid_meta[:3])
+    F = plan.Fgrid
+    h, k_, l_ = np.meshgrid(np.arange(F.shape[0]) + h0, np.arange(F.shape[1]) + k0,
+                            np.arange(F.shape[2]) + l0, indexing="ij")
+    table = folder / f"damaged_{i}.hkl"
+    table.write_text("".join(f"{a} {b} {g} {v!r}\n" for a, b, g, v in zip(
+        h.ravel().tolist(), k_.ravel().tolist(), l_.ravel().tolist(), F.ravel().tolist())))
+    drop = {"-hkl", "-mtz", "-sfcif", "-model"}
+    out, skip = [], 0
+    for t in f:
+        if skip:
+            skip -= 1
+        elif t in drop:
+            skip = 1
+        elif t == "-anomalous":
+            pass
+        else:
+            out.append(t)
+    return out + ["-hkl", str(table)]
+
+
 def _is_dataset(c):
-    return c["job"] != "single" or c["out"] in DATASET_OUT
+    return c["job"] != "single" or c["out"] in DATASET_OUT or c["beam"] in PER_FRAME_BEAM
 
 
 def _nframes(c):
@@ -426,13 +506,21 @@ def _reference(c, inp, d, i):
     ref = d / "ref"
     ref.mkdir(exist_ok=True)
     seed = frame_seed(SEED, i, "noise") if _is_dataset(c) else SEED
-    argv = _physics(c, inp) + _frame_flags(c, i) + [
+    argv = _physics(c, inp, ref=(i, ref)) + _frame_flags(c, i) + [
         "-seed", str(seed), "-floatfile", "r.bin", "-intfile", "r.img", "-pgmfile", "r.pgm",
         "-noisefile", "r_noise.img"]
-    if c["out"] == "write_hkl":
+    if c["out"] == "write_hkl" and c["beam"] != "dose":
         argv += ["-write_hkl", "r.hkl"]
     rc, _o, err = _run(argv, ref)
     assert rc == 0 and not _errors(err), f"reference run of frame {i}: {err}"
+    if c["out"] == "write_hkl" and c["beam"] == "dose":
+        # the frame's reference reads its damaged table as -hkl; the P1 list is the
+        # input's, from the flags without damage
+        f = _physics(c, inp)
+        k = f.index(DAMAGE[0])
+        rc, _o, err = _run(f[:k] + f[k + len(DAMAGE) + 2:] + [
+            "-write_hkl", "r.hkl", "-floatfile", "w.bin", "-nonoise"], ref)
+        assert rc == 0 and not _errors(err), f"reference -write_hkl: {err}"
     return ref
 
 
@@ -500,7 +588,7 @@ def _check_outputs(c, inp, d, files, stdout):
             assert bad.any() == (c["fx"] == "stop+bad")
             _assert_counts(c, data, ref, skip=gaps | bad)
         elif kind == "nexus":
-            _check_nexus(c, path, n, ref)
+            _check_nexus(c, path, n, ref, inp)
         elif kind == "png":
             from PIL import Image
             with Image.open(path) as im:
@@ -561,6 +649,9 @@ def _check_truth(c, path, rf):
         labels = f["labels"][()]
         frac = f["bragg_fraction"][()]
     assert labels.shape[0] == n and labels.max() < t["id"].shape[0] and labels.min() >= -1
+    if c["beam"] == "dose":            # every row: its frame's dose, (i + 1/2) x -dose
+        frame = (t["id"] if stills else np.floor(t["xyzcal.px"][:, 2]))
+        assert np.allclose(t["dose"], (frame + 0.5) * DOSE, rtol=1e-15)
     assert np.all((frac >= 0) & (frac <= 1.0 + 1e-6))
     if c["fx"] == "stop+bad" and c["det"] in FLAT:
         # shadowed, dead and hot pixels: no Bragg photons, no reflection (the last frame
@@ -584,7 +675,7 @@ def _check_expt(c, path):
     if c["job"] == "rotation":
         assert doc["scan"][0]["image_range"] == [1, n]
         assert doc["scan"][0]["oscillation"][1] == pytest.approx(OSC)
-    if not c["det"].startswith("expt") and c["beam"] != "srcfile":
+    if not c["det"].startswith("expt") and c["beam"] not in ("srcfile", "sase"):
         assert doc["beam"][0]["wavelength"] == pytest.approx(1.0, rel=1e-12)
     for cr in doc["crystal"]:
         a = np.array([cr[f"real_space_{x}"] for x in "abc"])
@@ -653,11 +744,21 @@ def _assert_counts(c, data, ref, skip=None):
         assert np.array_equal(np.clip(counts, 0, 65535)[keep], noise.astype(np.int64)[keep])
 
 
-def _check_nexus(c, path, n, ref):
+def _check_nexus(c, path, n, ref, inp=None):
     h5py = pytest.importorskip("h5py")
     pytest.importorskip("hdf5plugin")
     nxmx = pytest.importorskip("nxmx")
     with h5py.File(path, "r") as fh:
+        if c["beam"] == "sase":         # every frame's channels, as the model draws them
+            f = _physics(c, inp)
+            k = f.index(SASE[0])
+            f = f[:k] + f[k + len(SASE):]
+            want = np.array([_frame_spectrum(f, i) for i in range(n)]) * 1e10
+            got = fh["/entry/instrument/beam/incident_wavelength_spectrum"][()]
+            assert np.array_equal(got, want)
+        if c["beam"] == "dose":
+            assert np.allclose(fh["/entry/nbsim/damage/dose"][()],
+                               (np.arange(n) + 0.5) * DOSE, rtol=1e-15)
         data = fh["/entry/data/data"]
         assert data.shape[0] == n
         frames = data[()]

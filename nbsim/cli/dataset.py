@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import List, TextIO
 
 DATASET_FLAGS = ("-nimages", "-stills", "-orientations", "-nexus", "-nexus_compression",
-                 "-cbf", "-png", "-workers", "-scheduler", "-worker_blocks", "-resume")
+                 "-cbf", "-png", "-workers", "-scheduler", "-worker_blocks", "-resume",
+                 # per-frame spectra and radiation damage (a single image: one frame)
+                 "-sase_bandwidth", "-sase_jitter", "-sase_duration", "-spectrum",
+                 "-spectrum_channels", "-dose", "-mu_en", "-crystal_density", "-b_per_mgy",
+                 "-damaged_mtz", "-half_dose")
 _FILE_TEMPLATES = ("-floatfile", "-intfile", "-noisefile", "-pgmfile")
 _PREVIEW_FRAMES = 9
 EXIT_OK, EXIT_INTERRUPTED = 0, 130
@@ -151,6 +155,90 @@ def _frames_from(parsed, d):
     return RotationScan(n)
 
 
+#: Config parameters that make sources, which a spectrum replaces
+_SOURCE_PARAMS = ("beam.sources", "beam.dispersion", "beam.hdivrange", "beam.vdivrange")
+
+
+def _spectrum_from(parsed, d):
+    """-sase_bandwidth / -spectrum: the spectrum per frame (nbsim.geometry.spectrum)."""
+    from ..geometry.spectrum import SaseSpectrum, read_spectrum
+    sase, path = "sase_bandwidth" in d, d.get("spectrum")
+    for k in ("sase_jitter", "sase_duration"):
+        if k in d and not sase:
+            raise _error(f"-{k}: needs -sase_bandwidth (a SASE spectrum)")
+    if "spectrum_channels" in d and not (sase or path is not None):
+        raise _error("-spectrum_channels: needs -sase_bandwidth or -spectrum")
+    if not sase and path is None:
+        return None
+    if sase and path is not None:
+        raise _error("-spectrum: cannot be combined with -sase_bandwidth; give one spectrum")
+    which = "-sase_bandwidth" if sase else "-spectrum"
+    for p in _SOURCE_PARAMS:
+        if p in parsed.given:
+            flag = parsed.given[p][0]
+            raise _error(f"{flag}: cannot be combined with {which} (the spectrum's channels "
+                         f"are the sources)")
+    n = d.get("spectrum_channels", 100)
+    try:
+        if sase:
+            return SaseSpectrum(float(d["sase_bandwidth"]), float(d.get("sase_jitter", 0.0)),
+                                float(d.get("sase_duration", 30.0)), int(n))
+        return read_spectrum(str(path), int(n))
+    except FileNotFoundError:
+        raise _error(f"-spectrum: cannot open {path}") from None
+    except IsADirectoryError:
+        raise _error(f"-spectrum: {path} is a directory") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise _error(f"-spectrum: cannot read {path}: {e}") from None
+    except ValueError as e:
+        msg = str(e)
+        raise _error(msg if msg.startswith("-") else f"-spectrum: {path}: {msg}") from None
+
+
+def _damage_from(parsed, d):
+    """-dose / -mu_en and the other damage flags (nbsim.dataset.damage)."""
+    from ..dataset.damage import DEFAULT_B_PER_MGY, DamageSpec
+    on = "dose" in d or "mu_en" in d
+    for k in ("b_per_mgy", "damaged_mtz", "half_dose", "crystal_density"):
+        if k in d and not on:
+            raise _error(f"-{k}: needs -dose MGy or -mu_en 1/mm (radiation damage)")
+    if not on:
+        return None
+    if "dose" in d and "mu_en" in d:
+        raise _error("-mu_en: cannot be combined with -dose (it computes the dose); give "
+                     "one of them")
+    if "crystal_density" in d and "mu_en" not in d:
+        raise _error("-crystal_density: needs -mu_en (the dose from the fluence)")
+    if ("damaged_mtz" in d) != ("half_dose" in d):
+        raise _error("-damaged_mtz and -half_dose: give both (the damaged structure "
+                     "factors and the dose at which half the cells are damaged)")
+    damaged = None
+    if "damaged_mtz" in d:
+        path = str(d["damaged_mtz"])
+        default_F = parsed.config.structure.default_F
+        try:
+            if path.lower().endswith(".mtz"):
+                from ..inputs.mtz import read_mtz
+                from ..inputs.symmetry import p1_hkl_data
+                damaged, _p1 = p1_hkl_data(read_mtz(path), default_F=default_F)
+            else:
+                from ..io.hkl import read_hkl
+                damaged = read_hkl(path, default_F)
+        except FileNotFoundError:
+            raise _error(f"-damaged_mtz: cannot open {path}") from None
+        except ImportError as e:
+            raise _error(f"-damaged_mtz: {e}") from None
+        except (OSError, ValueError, RuntimeError) as e:
+            raise _error(f"-damaged_mtz: {path}: {e}") from None
+    try:
+        return DamageSpec(dose_per_frame=d.get("dose"), mu_en=d.get("mu_en"),
+                          density=float(d.get("crystal_density", 1.2)),
+                          b_per_mgy=float(d.get("b_per_mgy", DEFAULT_B_PER_MGY)),
+                          damaged=damaged, half_dose=d.get("half_dose"))
+    except ValueError as e:
+        raise _error(str(e)) from None
+
+
 def _check_truth_target(path: str, nexus):
     """-truth FILE.refl: a writable .refl (and its _labels.h5 without -nexus)."""
     if not path.endswith(".refl"):
@@ -178,6 +266,8 @@ def run_dataset(argv, out, err) -> int:
     outs = parsed.outputs
     d = outs.dataset
     frames = _frames_from(parsed, d)
+    spectrum = _spectrum_from(parsed, d)
+    damage = _damage_from(parsed, d)
     n = frames.nframes
     given = {FLAG_INDEX[f].names[0] for f, _ in tokenize(argv) if f != "-h"}
 
@@ -289,11 +379,13 @@ def run_dataset(argv, out, err) -> int:
     try:
         ds = Dataset(cfg, frames, seed=seed, misset_seed=misset_seed,
                      noise=outs.calculate_noise, threads=parsed.threads,
-                     truth=truth is not None)
+                     truth=truth is not None, spectrum=spectrum, damage=damage)
         plan0 = ds.plan(0)
     except ConfigError as e:
         from ._common import config_message
         raise _error(config_message(e, parsed)) from None
+    except ValueError as e:             # the spectrum and damage models' checks
+        raise _error(str(e)) from None
     except ArithmeticError as e:
         raise _error(f"the flags give a degenerate geometry ({type(e).__name__}: {e}); "
                      f"check the distance, the detector and beam vectors and "

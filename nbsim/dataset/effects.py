@@ -9,7 +9,9 @@ of the frame and ``-seed <frame seed>``:
   orientation, so it is computed **once per dataset** (float64 photons/pixel, (panels,
   slow, fast), every panel from its own geometry) and added
   to every frame's float32 image before noise, rounded once to float32 as the single run
-  does.  Under ``-c_parity`` the flags change nothing (a note says so).
+  does.  Under ``-c_parity`` the flags change nothing (a note says so).  A SASE spectrum
+  per shot (-sase_bandwidth) changes the sources of every frame: the background is then
+  computed per frame from the frame's channels.
 * **ice rings and bad pixels** (``-ice UM``, ``-bad_pixels``; both modes): the ice Ih
   rings (:mod:`nbsim.amorphous.ice`) join that background, once per dataset; the
   beamstop's shadow and the bad pixels are 0 in it (they are masked: not rendered) and
@@ -54,6 +56,7 @@ class FrameEffects:
         self.calib_idum = int(calib_idum)
         self.lines: List[str] = list(lines)
         self.notes: List[str] = list(notes)
+        self._background_inputs = None      # (parsed flags, stol table): background_of
 
     @classmethod
     def from_parsed(cls, parsed, plan_of_run) -> Optional["FrameEffects"]:
@@ -75,14 +78,26 @@ class FrameEffects:
         if background is None and not parsed.outputs.suite:
             return None
         calib = suite_flags.calib_idum(parsed) if suite.effects is not None else 123456789
-        return cls(background, suite.effects, calib, lines, suite.notes)
+        fx = cls(background, suite.effects, calib, lines, suite.notes)
+        # a spectrum per shot (-sase_bandwidth) changes the sources: its frames'
+        # backgrounds are computed again (background_of)
+        fx._suite = suite
+        return fx
 
-    def add_background(self, image32: np.ndarray) -> np.ndarray:
-        """The frame's float32 image with the background (what its float file holds)."""
-        if self.background is None:
+    def background_of(self, plan) -> np.ndarray:
+        """The background (-stol, -ice, bad pixels) of ``plan``'s sources (a frame whose
+        spectrum is its own), float64 (panels, slow, fast)."""
+        from .. import suite as suite_flags
+        from ..image_model import as_frame
+        return as_frame(plan, suite_flags.detector_background(self._suite, plan)[0])
+
+    def add_background(self, image32: np.ndarray, background=None) -> np.ndarray:
+        """The frame's float32 image with the background (``background``, or the run's)."""
+        bg = self.background if background is None else background
+        if bg is None:
             return image32
         from ..suite import add_background
-        return add_background(image32, self.background)
+        return add_background(image32, bg)
 
     def noise(self, image32: np.ndarray, noise_seed: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(counts int32, noise-file pixels uint16|uint32)`` of one frame by noisify.c's

@@ -35,6 +35,11 @@ class FrameSpec:
     a_matrix: Optional[np.ndarray] = None        # (3, 3) MOSFLM A matrix; None = the run's
     noise_seed: int = 0                          # C -seed value of the frame's noise
     misset_seed: Optional[int] = None            # C -misset_seed of a random still
+    #: the frame's spectrum: equal-weight channel wavelengths (m), None = the run's
+    #: sources (nbsim.geometry.spectrum)
+    wavelengths: Optional[np.ndarray] = None
+    #: the frame's dose (MGy, nbsim.dataset.damage); None = no radiation damage
+    dose: Optional[float] = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from .frames import FrameSpec, RotationScan, Stills
 from .noise import poisson_counts
 from .render import FrameImage, FrameRenderer
 from .seeds import frame_seed
+from ..geometry.spectrum import source_rows as _source_rows
 
 __all__ = ["Dataset"]
 
@@ -45,16 +46,23 @@ class _Seeds:
     def misset(self, i: int) -> int:
         return frame_seed(self.misset_seed, i, "misset")
 
+    def spectrum(self, i: int) -> int:
+        return frame_seed(self.seed, i, "spectrum")
+
 
 class Dataset:
     """``config`` (the run's single-image Config), ``frames`` (:class:`RotationScan` or
     :class:`Stills`), ``noise`` (draw Poisson counts per frame), ``threads`` (CPU threads
-    per frame; None = all)."""
+    per frame; None = all); ``spectrum`` (:class:`nbsim.geometry.spectrum.SaseSpectrum`
+    or ``FileSpectrum``: the sources of each frame) and ``damage``
+    (:class:`nbsim.dataset.damage.DamageSpec`: the F table of each frame's dose), see
+    docs/datasets.md."""
 
     def __init__(self, config: Config, frames: Union[RotationScan, Stills], *,
                  seed: Optional[int] = None, misset_seed: Optional[int] = None,
                  noise: bool = True, threads: Optional[int] = None,
-                 effects: Optional[FrameEffects] = None, truth: bool = False):
+                 effects: Optional[FrameEffects] = None, truth: bool = False,
+                 spectrum=None, damage=None):
         if frames.nframes < 1:
             raise ValueError("a dataset needs at least one frame")
         if seed is None:
@@ -70,9 +78,22 @@ class Dataset:
             cfg.crystal = dataclasses.replace(cfg.crystal, misset_seed=int(misset_seed))
         if isinstance(frames, Stills) and frames.orientations == "random":
             cfg.crystal = dataclasses.replace(cfg.crystal, misset_random=False, misset=None)
-        self.config = cfg
         self.frameset = frames
         self.seeds = _Seeds(seed, misset_seed)
+        #: the X-ray spectrum per frame (nbsim.geometry.spectrum: SaseSpectrum or
+        #: FileSpectrum), None = the Config's sources for every frame
+        self.spectrum = spectrum
+        if spectrum is not None:
+            if cfg.beam.sources is not None and len(cfg.beam.sources):
+                raise ValueError("a spectrum replaces the sources: no -sourcefile with it")
+            # frame 0's channels plan the run (every frame has as many)
+            cfg.beam = dataclasses.replace(cfg.beam, sources=_source_rows(
+                spectrum.wavelengths(cfg.beam.wavelength, self.seeds.spectrum(0))))
+        #: radiation damage per frame (nbsim.dataset.damage.DamageSpec -> Damage)
+        self.damage = None
+        if damage is not None:
+            cfg, self.damage = damage.prepare(cfg)
+        self.config = cfg
         self.noise = bool(noise)
         self.threads = threads
         self.effects = effects          # the detector suite per frame (.effects)
@@ -96,6 +117,7 @@ class Dataset:
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_renderer"] = None
+        d.pop("_spectra", None)         # workers draw their frames' spectra again
         return d
 
     @property
@@ -113,13 +135,52 @@ class Dataset:
     @property
     def renderer(self) -> FrameRenderer:
         if self._renderer is None:
-            self._renderer = FrameRenderer(self.config, threads=self.threads)
+            self._renderer = FrameRenderer(self.config, threads=self.threads,
+                                           damage=self.damage)
         return self._renderer
 
     def frame(self, i: int) -> FrameSpec:
         if not 0 <= i < self.nframes:
             raise IndexError(f"frame {i} of {self.nframes}")
-        return self.frameset.frame(int(i), self.config.crystal, self.seeds)
+        spec = self.frameset.frame(int(i), self.config.crystal, self.seeds)
+        changes = {}
+        if self.spectrum is not None:
+            changes["wavelengths"] = self._wavelengths(int(i))
+        if self.damage is not None:
+            changes["dose"] = self.damage.dose(int(i))
+        return dataclasses.replace(spec, **changes) if changes else spec
+
+    def _wavelengths(self, i: int) -> np.ndarray:
+        """Frame i's channels (m); kept, as the sinks ask for every frame's first."""
+        cache = self.__dict__.setdefault("_spectra", {})
+        lam = cache.get(i)
+        if lam is None:
+            lam = cache[i] = self.spectrum.wavelengths(self.config.beam.wavelength,
+                                                       self.seeds.spectrum(i))
+        return lam.copy()
+
+    def frame_spectra(self):
+        """(nframes, channels) wavelengths (m) of every frame's spectrum, or None."""
+        if self.spectrum is None:
+            return None
+        return np.stack([self._wavelengths(i) for i in range(self.nframes)])
+
+    def frame_damage(self):
+        """Per-frame dose (MGy), B-factor increase (A^2) and damaged fraction, with the
+        model's constants (``attrs``), or None."""
+        d = self.damage
+        if d is None:
+            return None
+        dose = np.array([d.dose(i) for i in range(self.nframes)])
+        attrs = {"dose_per_frame_MGy": d.dose_per_frame, "b_per_MGy": d.b_per_mgy,
+                 "law": "dose_i = (i + 1/2) dose_per_frame; F *= exp(-B/(4 d^2)), B = "
+                        "b_per_MGy dose; I = (1 - f) I_pristine + f I_damaged, f = 1 - "
+                        "2^(-dose/half_dose) (docs/datasets.md)"}
+        if d.half_dose is not None:
+            attrs["half_dose_MGy"] = d.half_dose
+        return {"dose": dose, "b_factor_increase": np.array([d.b_factor(x) for x in dose]),
+                "damaged_fraction": np.array([d.damaged_fraction(x) for x in dose]),
+                "attrs": attrs}
 
     def phi_ranges(self):
         """(start, width) in rad per frame (rotation scans), else None."""
@@ -148,12 +209,18 @@ class Dataset:
         frame = FrameImage(index=int(i), image=image)
         fx = self.effects
         if fx is not None and fx.background is not None:
+            bg = fx.background
+            if spec.wavelengths is not None and getattr(self.spectrum, "kind", "") == "sase":
+                bg = fx.background_of(self.renderer.plan_for(spec))   # the shot's sources
             # the single run's float file: float32 image + float64 background, rounded once
-            frame.image = image + fx.background
+            frame.image = image + bg
             frame.__dict__["_image32"] = fx.add_background(
-                np.ascontiguousarray(image, dtype=np.float32))
+                np.ascontiguousarray(image, dtype=np.float32), bg)
         if ftruth is not None:
             frame.truth = ftruth.table
+            if spec.dose is not None:
+                # the frame's dose on every row (MGy)
+                frame.truth["dose"] = np.full(ftruth.table["id"].shape[0], spec.dose)
             frame.labels = ftruth.labels
             # the expected photons: the render plus the -stol background
             frame.bragg_fraction = ftruth.bragg_fraction(frame.image)

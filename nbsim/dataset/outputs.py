@@ -196,6 +196,8 @@ def dataset_info(dataset, command=()) -> DatasetInfo:
                        saturation=float(2 ** 31 - 1) if noise else None,
                        exposure_s=float(dataset.config.beam.exposure),
                        command=tuple(str(a) for a in command),
+                       spectra=dataset.frame_spectra(),
+                       damage=dataset.frame_damage(),
                        extra={"seed": dataset.seeds.seed,
                               "misset_seed": dataset.seeds.misset_seed,
                               "mode": dataset.mode})

@@ -65,18 +65,64 @@ def frame_config(config: Config, frame: FrameSpec) -> Config:
                        misset=None, misset_random=False)
     cfg = copy.copy(config)
     cfg.crystal = dataclasses.replace(c, **changes)
+    if frame.wavelengths is not None:
+        # the frame's spectrum as -sourcefile lines "nan nan nan 1 lambda"
+        from ..geometry.spectrum import source_rows
+        cfg.beam = dataclasses.replace(config.beam, sources=source_rows(frame.wavelengths))
     return cfg
+
+
+def _replace(plan: Plan, **changes) -> Plan:
+    """``dataclasses.replace`` keeping the shared pixel index (a field, or a cached
+    property built on first use)."""
+    out = dataclasses.replace(plan, **changes)
+    if "pixel_index" in plan.__dict__:
+        out.__dict__["pixel_index"] = plan.__dict__["pixel_index"]
+    return out
 
 
 class FrameRenderer:
     """Render frames of one run; ``threads`` CPU threads per frame (None: all)."""
 
-    def __init__(self, config: Config, threads: Optional[int] = None):
+    def __init__(self, config: Config, threads: Optional[int] = None, damage=None):
         self.config = config
         self.threads = threads
+        #: radiation damage (nbsim.dataset.damage.Damage) applied to the F table per frame
+        self.damage = damage
         self.base: Plan = make_plan(config)
+        self._inv_d2 = None
 
     def plan_for(self, frame: FrameSpec) -> Plan:
+        plan = self._plan_geometry(frame)
+        if frame.wavelengths is not None:
+            plan = self._with_sources(plan)
+        if frame.dose is not None and self.damage is not None:
+            plan = self._with_damage(plan, frame.dose)
+        return plan
+
+    def _with_sources(self, plan: Plan) -> Plan:
+        """``plan`` with its Config's sources (the frame's spectrum); the number of
+        channels is the run's, so the step count and the scale stay."""
+        from ..geometry.sources import resolve_sources
+        det = plan.detector
+        srcs = resolve_sources(plan.config, det.beam, det.polar)
+        if srcs.count != plan.sources.count:
+            return make_plan(plan.config)
+        return _replace(plan, sources=srcs,
+                        src_dir=np.ascontiguousarray(srcs.directions),
+                        src_lambda=np.ascontiguousarray(srcs.wavelengths))
+
+    def _with_damage(self, plan: Plan, dose: float) -> Plan:
+        """``plan`` with the F table of ``dose`` (nbsim.dataset.damage)."""
+        from .damage import inverse_d2
+        if plan.hkls == 0:
+            raise ValueError("radiation damage needs a structure-factor table")
+        if self._inv_d2 is None:
+            self._inv_d2 = inverse_d2(self.base.fgrid_meta, self.base.ast)
+        table = self.damage.frame_table(self.base.Fgrid, self._inv_d2, dose)
+        return _replace(plan, Fgrid=np.ascontiguousarray(table))
+
+    def _plan_geometry(self, frame: FrameSpec) -> Plan:
         base = self.base
         cfg = frame_config(self.config, frame)
         reorient = frame.misset is not None or frame.a_matrix is not None

@@ -23,6 +23,10 @@ import numpy as np
 
 from ..truth import COLUMNS, concat_tables, sweep_partiality
 
+#: per-row columns a frame's table may add: "dose" (MGy, the frame's radiation dose,
+#: nbsim.dataset.damage)
+EXTRA_COLUMNS = ("dose",)
+
 __all__ = ["TruthSink", "labels_path"]
 
 
@@ -57,7 +61,8 @@ class TruthSink:
         return {i for i in range(self.nframes) if self._part(i).is_file()}
 
     def write(self, index: int, frame) -> None:
-        arrays = {f"col:{c}": frame.truth[c] for c in COLUMNS}
+        arrays = {f"col:{c}": frame.truth[c] for c in COLUMNS + EXTRA_COLUMNS
+                  if c in frame.truth}
         arrays["labels"] = frame.labels
         arrays["bragg_fraction"] = np.asarray(frame.bragg_fraction, dtype=np.float32)
         target = self._part(index)
@@ -70,7 +75,8 @@ class TruthSink:
 
     def _load(self, index: int):
         with np.load(self._part(index)) as z:
-            table = {c: z[f"col:{c}"] for c in COLUMNS}
+            table = {c: z[f"col:{c}"] for c in COLUMNS + EXTRA_COLUMNS
+                     if f"col:{c}" in z.files}
             return table, z["labels"], z["bragg_fraction"]
 
     def close(self) -> None:
@@ -80,6 +86,9 @@ class TruthSink:
             t, _, _ = self._load(i)
             tables.append(t)
         table = concat_tables(tables)
+        for c in EXTRA_COLUMNS:
+            if all(c in t for t in tables):
+                table[c] = np.concatenate([t[c] for t in tables])
         from ..io.dials_expt import experiment_identifier
         if self.rotation:
             table["partiality"] = sweep_partiality(table)

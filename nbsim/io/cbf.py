@@ -259,6 +259,8 @@ def cbf_header_for(info: DatasetInfo, index: int, det=None) -> CbfHeader:
     det = info.plan.detector if det is None else det
     bf, bs, dist = beam_centre_px(det)
     lam = np.asarray(info.plan.sources.wavelengths, dtype=np.float64)
+    if getattr(info, "spectra", None) is not None:
+        lam = np.asarray(info.spectra[index], dtype=np.float64)   # the frame's spectrum
     if info.scans is not None:
         start, width = info.scans[index].phi_start_deg, info.scans[index].osc_deg
     else:

@@ -305,7 +305,9 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     _field(instrument, "name", "nbsim", short_name="nbsim")
     beam = _nxgroup(instrument, "beam", "NXbeam")
     lam, weights = _wavelengths_angstrom(info.plan)
-    if weights is None:
+    if getattr(info, "spectra", None) is not None:
+        _write_frame_spectra(beam, info.spectra)
+    elif weights is None:
         _field(beam, "incident_wavelength", float(lam[0]), units="angstrom")
     else:
         _field(beam, "incident_wavelength", lam, units="angstrom")
@@ -406,7 +408,40 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     nb.attrs["lab_rotation_mcstas_from_nanobragg"] = R
     nb.attrs["nanobragg_convention"] = str(det.convention)
     nb.attrs["dataset_extra"] = json.dumps(info.extra, default=str, sort_keys=True)
+    if getattr(info, "damage", None) is not None:
+        _write_damage(nb, info.damage, info.nframes)
     return nb
+
+
+def _write_frame_spectra(beam, spectra) -> None:
+    """Per-frame spectra (nframes, channels) in m, each channel 1/channels of the
+    photons (nbsim.geometry.spectrum): NXmx's "polychromatic beam that varies shot to
+    shot" as the variant ``incident_wavelength_spectrum`` (nframes, channels) with
+    ``incident_wavelength_spectrum_weights``; ``incident_wavelength`` holds each frame's
+    weighted mean (the per-shot wavelength dxtbx's FormatNXmx reads)."""
+    lam = np.asarray(spectra, dtype=np.float64) * 1e10
+    weights = np.full(lam.shape, 1.0 / lam.shape[1])
+    mean = (lam * weights).sum(axis=1)
+    wl = _field(beam, "incident_wavelength", mean, units="angstrom")
+    wl.attrs["variant"] = "incident_wavelength_spectrum"
+    _field(beam, "incident_wavelength_spectrum", lam, units="angstrom")
+    _field(beam, "incident_wavelength_spectrum_weights", weights)
+
+
+def _write_damage(nb, damage: dict, nframes: int) -> None:
+    """``/entry/nbsim/damage``: per-frame dose (MGy), B-factor increase (A^2) and damaged
+    fraction (nbsim.dataset.damage), and the model's constants as attributes."""
+    g = _nxgroup(nb, "damage", "NXcollection")
+    for name, units in (("dose", "MGy"), ("b_factor_increase", "angstrom^2"),
+                        ("damaged_fraction", "")):
+        v = np.asarray(damage[name], dtype=np.float64)
+        if v.shape != (nframes,):
+            raise ValueError(f"damage {name}: {v.shape} values for {nframes} frames")
+        ds = _field(g, name, v)
+        if units:
+            ds.attrs["units"] = units
+    for k, v in damage.get("attrs", {}).items():
+        g.attrs[k] = v
 
 
 def _create_frames(nxdata, info, compression, nframes=None):

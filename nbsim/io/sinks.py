@@ -67,6 +67,12 @@ class DatasetInfo:
     # rotation series, one per frame for stills (NeXus NXsample, -write_expt); None:
     # frame 0's plan
     crystals: Optional[Sequence[np.ndarray]] = None
+    # per-frame spectra (nframes, channels) of equal-weight channels, m (-sase_bandwidth,
+    # -spectrum; nbsim.geometry.spectrum); None: the plan's sources for every frame
+    spectra: Optional[np.ndarray] = None
+    # radiation damage per frame (nbsim.dataset.damage): {"dose": MGy, "b_factor_increase":
+    # A^2, "damaged_fraction": (nframes,) arrays, "attrs": the model's constants}
+    damage: Optional[dict] = None
 
 
 class FrameSink(Protocol):
