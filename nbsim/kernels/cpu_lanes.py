@@ -26,9 +26,8 @@ import numpy as np
 
 from .. import physics as ph
 from .cpu import FASTMATH
-from .lanes_truth import (LANE_HKL_BASE, LANE_HKL_OFFSET, flush_changed,  # noqa: F401
-                          lanes_end, lanes_start, lanes_sum, lanes_truth_fits,
-                          pack_float)
+from .lanes_truth import (flush_changed, lanes_end, lanes_start, lanes_sum,
+                          lanes_truth_fits, pack_float)  # noqa: F401 (lanes_truth_fits)
 from .options import SOURCE_STAMP, KernelOptions
 
 LANES = 32
