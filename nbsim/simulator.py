@@ -254,10 +254,25 @@ class Simulator:
         slots = None
         if want_truth:
             # reflection truth: the general kernel, slots per pixel of the ROI index
-            from .kernels.bundle import truth_slots
+            from .kernels.bundle import TruthSlots, truth_slots
             from .truth import NSLOTS, cell_phase
             opts = opts._replace(truth=True)
-            slots = truth_slots(int(p.pixel_index.shape[0]), NSLOTS, cell_phase(p))
+            npix_roi = int(p.pixel_index.shape[0])
+            if lanes:
+                # the lanes kernels empty the rows they fill: the arrays of the last
+                # render are reused as they are (no fill, no fresh pages)
+                buf = getattr(self, "_truth_buffer", None)
+                if buf is None or buf.key.shape != (npix_roi, NSLOTS):
+                    buf = TruthSlots(key=np.empty((npix_roi, NSLOTS), dtype=np.int64),
+                                     photons=np.empty((npix_roi, NSLOTS)),
+                                     phase=np.empty((npix_roi, NSLOTS)),
+                                     overflow=np.empty(npix_roi, dtype=np.uint8),
+                                     cell_phase=np.zeros(1))
+                    self._truth_buffer = buf
+                slots = buf._replace(cell_phase=np.ascontiguousarray(cell_phase(p),
+                                                                     dtype=np.float64))
+            else:
+                slots = truth_slots(npix_roi, NSLOTS, cell_phase(p))
         offset = 0
         for block in self._row_blocks(callback, chunk_rows, target_seconds):
             if lanes:

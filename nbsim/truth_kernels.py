@@ -26,9 +26,8 @@ def _unpack(key):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _cell(key, idx, fp, rows_per_panel, lo, ext):
+def _cell(key, panel, lo, ext):
     h, k, l_ = _unpack(key)
-    panel = (idx // fp) // rows_per_panel
     return ((panel * ext[0] + h - lo[0]) * ext[1] + k - lo[1]) * ext[2] + l_ - lo[2]
 
 
@@ -53,13 +52,19 @@ def hkl_bounds(key, photons, lo, hi):
 @numba.njit(cache=True, nogil=True)
 def mark_cells(key, photons, pix, fp, rows_per_panel, lo, ext, present):
     """present[cell] = 1 for the cell of every filled slot (pix: raster index per row)."""
+    last = -1
     for n in range(key.shape[0]):
+        # (integer divisions once a pixel, not once a slot)
+        panel = (pix[n] // fp) // rows_per_panel
         for q in range(key.shape[1]):
             kq = key[n, q]
             if kq == EMPTY_KEY:
                 break
             if photons[n, q] > 0.0:
-                present[_cell(kq, pix[n], fp, rows_per_panel, lo, ext)] = 1
+                c = _cell(kq, panel, lo, ext)
+                if c != last:          # neighbouring slots mostly repeat a cell
+                    present[c] = 1
+                    last = c
 
 
 @numba.njit(cache=True, nogil=True)
@@ -70,7 +75,7 @@ def _cells_of(key, photons, pix, fp, rows_per_panel, lo, ext, out, m):
             if kq == EMPTY_KEY:
                 break
             if photons[n, q] > 0.0:
-                out[m] = _cell(kq, pix[n], fp, rows_per_panel, lo, ext)
+                out[m] = _cell(kq, (pix[n] // fp) // rows_per_panel, lo, ext)
                 m += 1
     return m
 
@@ -108,7 +113,8 @@ def accumulate(key, photons, phase, pix, fp, rows_per_panel, lo, ext, table, cel
         bragg[idx] = tot
         srow = idx // fp
         fast = idx - srow * fp
-        slow = srow % rows_per_panel
+        panel = srow // rows_per_panel
+        slow = srow - panel * rows_per_panel
         best = -1
         best_ph = 0.0
         for q in range(key.shape[1]):
@@ -117,7 +123,7 @@ def accumulate(key, photons, phase, pix, fp, rows_per_panel, lo, ext, table, cel
                 break
             ph = photons[n, q]
             if ph > 0.0:
-                c = _cell(kq, idx, fp, rows_per_panel, lo, ext)
+                c = _cell(kq, panel, lo, ext)
                 if use_table:
                     r = table[c]
                 else:

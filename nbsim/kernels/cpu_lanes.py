@@ -25,8 +25,9 @@ import numba
 import numpy as np
 
 from .. import physics as ph
-from .bundle import EMPTY_KEY, HKL_BITS, HKL_OFFSET
 from .cpu import FASTMATH
+from .lanes_truth import (flush_changed, lanes_end, lanes_start, lanes_sum,
+                          lanes_truth_fits, pack_float)  # noqa: F401 (lanes_truth_fits)
 from .options import SOURCE_STAMP, KernelOptions
 
 LANES = 32
@@ -61,10 +62,8 @@ def get_kernel(opts: KernelOptions):
     THICK = bool(opts.thick)
     HAS_GRID = bool(opts.has_grid)
     TRUTH = bool(opts.truth)
-    HKL_OFF = np.int64(HKL_OFFSET)
-    SH_H = np.int64(2 * HKL_BITS)
-    SH_K = np.int64(HKL_BITS)
-    NO_KEY = np.int64(EMPTY_KEY)
+    # the nearest lattice point: for the structure-factor lookup and for the truth
+    NEAREST = HAS_GRID or TRUTH
     W = LANES
     STAMP = SOURCE_STAMP      # closure constant: a change of the shared sources recompiles
 
@@ -77,7 +76,8 @@ def get_kernel(opts: KernelOptions):
         ``scratch_all``, ``gis_all``, ``Fflat``: :func:`workspace` (per-thread scratch,
         the flat structure factors).  With opts.truth, pixel j of run c fills row
         run_row[c] + j of ``truth`` (``bundle.TruthSlots``, as ``pixel.render_pixel``
-        does; masked pixels too: the caller empties their rows)."""
+        does; masked pixels too: the caller empties their rows).  The kernel empties
+        the rows it fills (``truth`` may be reused arrays)."""
         if STAMP < 0:         # never: only ties the cache entry to the sources
             return
         fpixels = ka.fpixels
@@ -113,7 +113,6 @@ def get_kernel(opts: KernelOptions):
         t_phase = truth.phase
         t_overflow = truth.overflow
         t_cell_phase = truth.cell_phase
-        t_nslots = t_key.shape[1]
         nblocks = (nruns + RUNS_PER_BLOCK - 1) // RUNS_PER_BLOCK
         for g in numba.prange(nblocks):
             # the thread's scratch rows: every run writes each row before reading it, so
@@ -131,12 +130,15 @@ def get_kernel(opts: KernelOptions):
             # truth: every lane's nearest lattice point (pass 1, floating point, so the
             # pass still vectorises), packed in pass 2 (truth_workspace's extra rows)
             pks = scratch_all[tid, _NSCRATCH] if TRUTH else fls
-            # per lane the lattice point being summed and its photons so far (flushed to
-            # the pixel's slots when the point changes and at the end of the run)
-            cur = scratch_all[tid, _NSCRATCH + 1] if TRUTH else fls
-            acc = scratch_all[tid, _NSCRATCH + 2] if TRUTH else fls
-            acc_fz = scratch_all[tid, _NSCRATCH + 3] if TRUTH else fls
-            con = scratch_all[tid, _NSCRATCH + 4] if TRUTH else fls
+            # the sub-path's photons; per lane the two lattice points being summed, their
+            # photons and rotation-weighted photons so far (lanes_truth.lanes_sum)
+            con = scratch_all[tid, _NSCRATCH + 1] if TRUTH else fls
+            cur0 = scratch_all[tid, _NSCRATCH + 2] if TRUTH else fls
+            acc0 = scratch_all[tid, _NSCRATCH + 3] if TRUTH else fls
+            fz0 = scratch_all[tid, _NSCRATCH + 4] if TRUTH else fls
+            cur1 = scratch_all[tid, _NSCRATCH + 5] if TRUTH else fls
+            acc1 = scratch_all[tid, _NSCRATCH + 6] if TRUTH else fls
+            fz1 = scratch_all[tid, _NSCRATCH + 7] if TRUTH else fls
             for c in range(g * RUNS_PER_BLOCK, min(nruns, (g + 1) * RUNS_PER_BLOCK)):
                 idx0 = chunk_start[c]
                 n = chunk_len[c]
@@ -163,10 +165,8 @@ def get_kernel(opts: KernelOptions):
                     I[j] = I_bg
                     fpix[j] = fpixel0 + j
                 if TRUTH:
-                    for j in range(n):
-                        acc[j] = 0.0
-                        acc_fz[j] = 0.0
-                        cur[j] = np.nan        # no point yet: compares unequal
+                    lanes_start(n, cur0, acc0, fz0, cur1, acc1, fz1, t_key, t_photons,
+                                t_phase, t_overflow, run_row[c])
                 polar_done = False
                 omega_done = False
                 for t in range(thicksteps):
@@ -220,10 +220,11 @@ def get_kernel(opts: KernelOptions):
                                         k = b0 * qx + b1 * qy + b2 * qz
                                         l = c0 * qx + c1 * qy + c2_ * qz
                                         fls[j] = ph.lattice_factor(SHAPE, h, k, l, Na, Nb, Nc, fudge, ast)
-                                        if HAS_GRID:
+                                        if NEAREST:
                                             h0 = np.ceil(h - 0.5)
                                             k0 = np.ceil(k - 0.5)
                                             l0 = np.ceil(l - 0.5)
+                                        if HAS_GRID:
                                             inside = (h0 >= hminf) & (h0 <= hmaxf) & (k0 >= kminf) \
                                                 & (k0 <= kmaxf) & (l0 >= lminf) & (l0 <= lmaxf)
                                             hi = min(max(h0, hminf), hmaxf)
@@ -233,11 +234,8 @@ def get_kernel(opts: KernelOptions):
                                                 + (int(ki) - k_min) * kstride + (int(li) - l_min)
                                             ins[j] = 1.0 * inside
                                         if TRUTH:
-                                            pks[j] = _pack_float(np.ceil(h - 0.5),
-                                                                 np.ceil(k - 0.5),
-                                                                 np.ceil(l - 0.5))
+                                            pks[j] = pack_float(h0, k0, l0)
                                     # pass 2 (scalar loads): structure factor and accumulation
-                                    changed = 0
                                     for j in range(n):
                                         if HAS_GRID:
                                             fc = Fflat[gis[j]] if ins[j] != 0.0 else default_F
@@ -253,29 +251,14 @@ def get_kernel(opts: KernelOptions):
                                             contrib *= omega[j]
                                         I[j] += contrib
                                         if TRUTH:
-                                            # branch-free (vectorises): the lane's point
-                                            # is the one being summed, or it changed
-                                            same = pks[j] == cur[j]
-                                            cp = t_cell_phase[cidx]
-                                            acc[j] += contrib if same else 0.0
-                                            acc_fz[j] += contrib * cp if same else 0.0
-                                            con[j] = 0.0 if same else contrib
-                                            changed += 0 if same else 1
+                                            con[j] = contrib
                                     if TRUTH:
-                                        if changed:
-                                            # pass 3 (rare): lanes whose point changed
-                                            # flush the sum to their slots and restart
-                                            cp = t_cell_phase[cidx]
-                                            for j in range(n):
-                                                if con[j] != 0.0:
-                                                    if acc[j] != 0.0:
-                                                        _slot_add_packed(
-                                                            t_key, t_photons, t_phase,
-                                                            t_overflow, run_row[c] + j,
-                                                            cur[j], acc[j], acc_fz[j])
-                                                    cur[j] = pks[j]
-                                                    acc[j] = con[j]
-                                                    acc_fz[j] = con[j] * cp
+                                        cp = t_cell_phase[cidx]
+                                        if lanes_sum(n, pks, con, cp, cur0, acc0, fz0,
+                                                     cur1, acc1, fz1) != 0.0:
+                                            flush_changed(n, pks, con, cp, cur0, acc0, fz0,
+                                                          cur1, acc1, fz1, t_key, t_photons,
+                                                          t_phase, t_overflow, run_row[c])
                 for j in range(n):
                     val = scale * I[j]
                     if not OS_THICK:
@@ -286,28 +269,15 @@ def get_kernel(opts: KernelOptions):
                         val *= omega[j]
                     if TRUTH:
                         # the pixel's final factors on its slots, as on its value
-                        row = run_row[c] + j
-                        if acc[j] != 0.0:
-                            _slot_add_packed(t_key, t_photons, t_phase, t_overflow, row,
-                                             cur[j], acc[j], acc_fz[j])
-                        for q in range(t_nslots):
-                            if t_key[row, q] == NO_KEY:
-                                break
-                            v = scale * t_photons[row, q]
-                            w = scale * t_phase[row, q]
-                            if not OS_THICK:
-                                f = cap[j] if (THICK or OS_THICK) else 1.0
-                                v *= f
-                                w *= f
-                            if not OS_POLAR:
-                                f = polar[j] if not NOPOLAR else 1.0
-                                v *= f
-                                w *= f
-                            if not OS_OMEGA:
-                                v *= omega[j]
-                                w *= omega[j]
-                            t_photons[row, q] = v
-                            t_phase[row, q] = w
+                        f = scale
+                        if not OS_THICK:
+                            f *= cap[j] if (THICK or OS_THICK) else 1.0
+                        if not OS_POLAR:
+                            f *= polar[j] if not NOPOLAR else 1.0
+                        if not OS_OMEGA:
+                            f *= omega[j]
+                        lanes_end(j, cur0, acc0, fz0, cur1, acc1, fz1, t_key, t_photons,
+                                  t_phase, t_overflow, run_row[c] + j, f)
                     idx = idx0 + j
                     if HAS_MASK:
                         if mask[idx] != 0:
@@ -328,69 +298,12 @@ def workspace(ka):
 
 
 def truth_workspace(ka):
-    """:func:`workspace` with five more scratch rows a thread: with opts.truth they
-    hold every lane's nearest lattice point of the cell (:func:`_pack_float`), the point
-    being summed, its photons (and phase-weighted photons) so far, and the photons of
-    lanes whose point changed."""
+    """:func:`workspace` with eight more scratch rows a thread: with opts.truth they
+    hold every lane's nearest lattice point of the cell (:func:`.lanes_truth.pack_float`),
+    the sub-path's photons, and the two points being summed with their sums
+    (:func:`.lanes_truth.lanes_sum`)."""
     scratch, gis, Fflat = workspace(ka)
-    return (np.empty((scratch.shape[0], _NSCRATCH + 5, LANES)), gis, Fflat)
-
-
-#: the lanes kernels compare lattice points as one float64: (h0, k0, l0) packed with 17
-#: bits each (|h0| < 2^16), exact (< 2^51); used when the plan's indices fit
-#: (:func:`lanes_truth_fits`), else the general kernel fills the slots
-LANE_HKL_OFFSET = 65536.0
-LANE_HKL_BASE = 131072.0
-
-
-def lanes_truth_fits(plan) -> bool:
-    """Whether every Miller index the plan can reach, |h| <= 2 |a| / lambda_min, fits
-    the lanes kernels' packed lattice point."""
-    cells = np.abs(plan.cells).reshape(-1, 3, 3)
-    longest = float(np.sqrt((cells ** 2).sum(axis=2)).max()) if cells.size else 0.0
-    lam = float(np.min(plan.src_lambda)) if plan.src_lambda.size else 0.0
-    return lam > 0.0 and 2.0 * longest / lam + 2.0 < LANE_HKL_OFFSET
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _pack_float(h0, k0, l0):
-    return ((h0 + LANE_HKL_OFFSET) * LANE_HKL_BASE + (k0 + LANE_HKL_OFFSET)) \
-        * LANE_HKL_BASE + (l0 + LANE_HKL_OFFSET)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _slot_add_packed(t_key, t_photons, t_phase, t_overflow, row, packed, photons, phase):
-    """:func:`_slot_add` of a lattice point packed by :func:`_pack_float`."""
-    p = np.int64(packed)
-    base = np.int64(LANE_HKL_BASE)
-    off = np.int64(LANE_HKL_OFFSET)
-    l0 = p % base - off
-    p //= base
-    k0 = p % base - off
-    h0 = p // base - off
-    _slot_add(t_key, t_photons, t_phase, t_overflow, row, h0, k0, l0, photons, phase)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _slot_add(t_key, t_photons, t_phase, t_overflow, row, h0, k0, l0, photons, phase):
-    """Add ``photons`` (and ``phase``) of lattice point (h0, k0, l0) (floats holding
-    integers) to pixel row ``row``'s slots: its slot, else the first empty one, else
-    flag the row as overflowed."""
-    off = np.int64(HKL_OFFSET)
-    key = (((np.int64(h0) + off) << np.int64(2 * HKL_BITS))
-           | ((np.int64(k0) + off) << np.int64(HKL_BITS)) | (np.int64(l0) + off))
-    for q in range(t_key.shape[1]):
-        kq = t_key[row, q]
-        if kq == key:
-            t_photons[row, q] += photons
-            t_phase[row, q] += phase
-            return
-        if kq == EMPTY_KEY:
-            t_key[row, q] = key
-            t_photons[row, q] = photons
-            t_phase[row, q] = phase
-            return
-    t_overflow[row] = 1
+    return (np.empty((scratch.shape[0], _NSCRATCH + 8, LANES)), gis, Fflat)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -57,7 +57,8 @@ from numba.extending import register_jitable
 
 from .. import physics as ph
 from .cpu import FASTMATH
-from .cpu_lanes import _pack_float, _slot_add_packed
+from .lanes_truth import (flush_changed, lanes_end, lanes_start, lanes_sum,
+                          pack_float)
 from .options import SOURCE_STAMP, KernelOptions
 
 # pixels a run: the per-run set-up (panel geometry, the alphas of every cell) is
@@ -165,6 +166,10 @@ def get_kernel(opts: KernelOptions):
     THICK = bool(opts.thick)
     HAS_GRID = bool(opts.has_grid)
     TRUTH = bool(opts.truth)
+    # the nearest lattice point ceil(h - 1/2): for the structure-factor lookup and for the
+    # truth (else the lattice factor's reference point rint(h), the same but at exact
+    # half-integers, where the even lattice factor is the same)
+    NEAREST = HAS_GRID or TRUTH
     SQUARE = SHAPE == ph.SHAPE_SQUARE
     EXACT_GEOMETRY = SHAPE == ph.SHAPE_ROUND
     # the (once per pixel) polarization factor in the geometry pass, from the position;
@@ -182,7 +187,7 @@ def get_kernel(opts: KernelOptions):
         bundle (``bundle.KernelArrays``, crystal quantities in float32, geometry float64);
         every run uses the steady-state cell table.  With opts.truth, pixel j of run c
         fills row run_row[c] + j of ``truth`` (``bundle.TruthSlots``) as the float64
-        lanes kernel does."""
+        lanes kernel does (emptying the rows it fills)."""
         if STAMP < 0:         # never: only ties the cache entry to the sources
             return
         fpixels = ka.fpixels
@@ -241,14 +246,17 @@ def get_kernel(opts: KernelOptions):
             dhs = s32[_T_DH]; dks = s32[_T_DK]; dls = s32[_T_DL]
             amp32 = s32[_T_AMP]
             fgs = s32[_T_F]; ins = s32[_T_IN]
-            # truth: per lane the cell's nearest lattice point, the point being summed,
-            # its photons so far, the photons of lanes whose point changed
-            st = np.empty((5 if TRUTH else 1, W))
+            # truth: per lane the cell's nearest lattice point, the sub-path's photons, the
+            # two points being summed and their sums (lanes_truth.lanes_sum)
+            st = np.empty((8 if TRUTH else 1, W))
             pks = st[0]
-            cur = st[1 if TRUTH else 0]
-            acc = st[2 if TRUTH else 0]
-            acc_fz = st[3 if TRUTH else 0]
-            con = st[4 if TRUTH else 0]
+            con = st[1 if TRUTH else 0]
+            cur0 = st[2 if TRUTH else 0]
+            acc0 = st[3 if TRUTH else 0]
+            fz0 = st[4 if TRUTH else 0]
+            cur1 = st[5 if TRUTH else 0]
+            acc1 = st[6 if TRUTH else 0]
+            fz1 = st[7 if TRUTH else 0]
             # unsigned: the gather's index needs no wraparound for negative values
             gis = np.empty(W, dtype=np.uint64)
             jf = np.empty(W)
@@ -283,10 +291,8 @@ def get_kernel(opts: KernelOptions):
                 for j in range(n):
                     I[j] = I_bg
                 if TRUTH:
-                    for j in range(n):
-                        acc[j] = 0.0
-                        acc_fz[j] = 0.0
-                        cur[j] = np.nan        # no point yet: compares unequal
+                    lanes_start(n, cur0, acc0, fz0, cur1, acc1, fz1, t_key, t_photons,
+                                t_phase, t_overflow, run_row[c])
                 osf = float(oversample)
                 # source 0's incident direction: the polarization factor is computed once,
                 # at the first sub-path (unless oversample_polar)
@@ -408,12 +414,7 @@ def get_kernel(opts: KernelOptions):
                                             h = rv * (fd * haf + haP) - hai
                                             k = rv * (fd * kaf + kaP) - kai
                                             l = rv * (fd * laf + laP) - lai
-                                        if TRUTH:
-                                            # the kernel's nearest lattice point
-                                            pks[j] = _pack_float(np.ceil(h - 0.5),
-                                                                 np.ceil(k - 0.5),
-                                                                 np.ceil(l - 0.5))
-                                        if HAS_GRID:
+                                        if NEAREST:
                                             # C's nearest index ceil(h - 1/2); also the
                                             # reference for the fraction (|d| <= 1/2)
                                             hr = np.ceil(h - 0.5)
@@ -423,6 +424,9 @@ def get_kernel(opts: KernelOptions):
                                             hr = np.rint(h)
                                             kr = np.rint(k)
                                             lr = np.rint(l)
+                                        if TRUTH:
+                                            # the kernel's nearest lattice point
+                                            pks[j] = pack_float(hr, kr, lr)
                                         if SQUARE:
                                             dhs[j] = _F32(h - hr)
                                             dks[j] = _F32(k - kr)
@@ -459,7 +463,6 @@ def get_kernel(opts: KernelOptions):
                                             amp32[j] = fl * fc32
                                     # pass 3: structure factor (a gather; outside the grid
                                     # default_F) and the float64 accumulation
-                                    changed = 0
                                     for j in range(n):
                                         if SQUARE:
                                             amp = float(amp32[j])
@@ -479,25 +482,14 @@ def get_kernel(opts: KernelOptions):
                                             contrib *= omega[j]
                                         I[j] += contrib
                                         if TRUTH:
-                                            same = pks[j] == cur[j]
-                                            cp = t_cell_phase[cidx]
-                                            acc[j] += contrib if same else 0.0
-                                            acc_fz[j] += contrib * cp if same else 0.0
-                                            con[j] = 0.0 if same else contrib
-                                            changed += 0 if same else 1
+                                            con[j] = contrib
                                     if TRUTH:
-                                        if changed:
-                                            cp = t_cell_phase[cidx]
-                                            for j in range(n):
-                                                if con[j] != 0.0:
-                                                    if acc[j] != 0.0:
-                                                        _slot_add_packed(
-                                                            t_key, t_photons, t_phase,
-                                                            t_overflow, run_row[c] + j,
-                                                            cur[j], acc[j], acc_fz[j])
-                                                    cur[j] = pks[j]
-                                                    acc[j] = con[j]
-                                                    acc_fz[j] = con[j] * cp
+                                        cp = t_cell_phase[cidx]
+                                        if lanes_sum(n, pks, con, cp, cur0, acc0, fz0,
+                                                     cur1, acc1, fz1) != 0.0:
+                                            flush_changed(n, pks, con, cp, cur0, acc0, fz0,
+                                                          cur1, acc1, fz1, t_key, t_photons,
+                                                          t_phase, t_overflow, run_row[c])
                 out = image[idx0:idx0 + n]
                 if HAS_MASK:
                     run_mask = mask[idx0:idx0 + n]
@@ -511,28 +503,15 @@ def get_kernel(opts: KernelOptions):
                         val *= omega[j]
                     if TRUTH:
                         # the pixel's final factors on its slots, as on its value
-                        row = run_row[c] + j
-                        if acc[j] != 0.0:
-                            _slot_add_packed(t_key, t_photons, t_phase, t_overflow, row,
-                                             cur[j], acc[j], acc_fz[j])
-                        for q in range(t_key.shape[1]):
-                            if t_key[row, q] == -1:
-                                break
-                            v = scale * t_photons[row, q]
-                            w = scale * t_phase[row, q]
-                            if not OS_THICK:
-                                f = cap[j] if (THICK or OS_THICK) else 1.0
-                                v *= f
-                                w *= f
-                            if not OS_POLAR:
-                                f = polar[j] if not NOPOLAR else 1.0
-                                v *= f
-                                w *= f
-                            if not OS_OMEGA:
-                                v *= omega[j]
-                                w *= omega[j]
-                            t_photons[row, q] = v
-                            t_phase[row, q] = w
+                        f = scale
+                        if not OS_THICK:
+                            f *= cap[j] if (THICK or OS_THICK) else 1.0
+                        if not OS_POLAR:
+                            f *= polar[j] if not NOPOLAR else 1.0
+                        if not OS_OMEGA:
+                            f *= omega[j]
+                        lanes_end(j, cur0, acc0, fz0, cur1, acc1, fz1, t_key, t_photons,
+                                  t_phase, t_overflow, run_row[c] + j, f)
                     if HAS_MASK:
                         if run_mask[j] != 0:
                             out[j] = val
