@@ -1,9 +1,10 @@
 """The photon-counting and JUNGFRAU detector models next to the render of the same frame.
 
-    python bench/bench_counting.py [--threads N] [--repeat 2] [--case cube_1024]
+    python bench/bench_counting.py [--threads N] [--repeat 2] [--case panels|cube_1024]
 
-An ``eiger2_16m`` frame (32 modules, 18.1 M pixels) of a bench case's crystal and beam
-(``bench/cases.py``; the case's detector flags replaced by the preset) is rendered, then
+An ``eiger2_16m`` frame (32 modules, 16.8 M pixels) of a bench case's crystal and beam
+(default: bench/bench_panels.py's, the project's render bench of this frame; or a
+``bench/cases.py`` case, its detector flags replaced by the preset) is rendered, then
 the detector models run on it: the preset's counting defaults (100 ns non-paralyzable
 dead time, 16-bit counter, 5 um charge cloud at half the photon energy: a 1x1 sharing
 kernel), the same with a 15 um cloud at 0.3 of the energy (a 3x3 kernel), the
@@ -32,6 +33,11 @@ _DETECTOR_FLAGS = {"-detpixels": 1, "-pixel": 1, "-detpixels_x": 1, "-detpixels_
 
 
 def case_flags(name):
+    """A case's crystal and beam flags: ``panels`` is bench/bench_panels.py's (the
+    project's eiger2_16m render bench), the others bench/cases.py's."""
+    if name == "panels":
+        from bench_panels import CRYSTAL
+        return [a for a in CRYSTAL if a not in ("-nonoise", "-nopgm")]
     from cases import CASES
     out, it = [], iter(CASES[name])
     for a in it:
@@ -47,16 +53,17 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--case", default="cube_1024")
+    ap.add_argument("--case", default="panels", help="panels (bench_panels.py's crystal) "
+                    "or a bench/cases.py name (e.g. cube_1024)")
     a = ap.parse_args(argv)
     base = case_flags(a.case) + ["-detector_preset", "eiger2_16m", "-seed", "7"]
     parsed = parse_args(base)
     sim = nbsim.Simulator(parsed.config, threads=a.threads)
+    photon_kev = 12.398419843320026 / (float(parsed.config.beam.wavelength) * 1e10)
     models = {
         "counting (preset)": resolve_detector_model(parsed),
         "counting 15um/0.3": resolve_detector_model(parse_args(
-            base + ["-charge_cloud", "15", "-threshold", "%g" % (0.3 * 12.398419843320026
-                                                                  / float(parsed.config.beam.wavelength * 1e10))])),
+            base + ["-charge_cloud", "15", "-threshold", "%g" % (0.3 * photon_kev)])),
         "paralyzable 1 ms": resolve_detector_model(parse_args(
             base + ["-deadtime_model", "paralyzable", "-frame_time", "1e-3"])),
         "jungfrau photons": resolve_detector_model(parse_args(

@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 __all__ = ["mix64", "counter_key", "stream_key", "STREAMS", "uniform", "poisson_one",
-           "gauss_one"]
+           "poisson_inline", "gauss_one"]
 
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -68,16 +68,20 @@ def gauss_one(key, counter):
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
 
-@numba.njit(cache=True)
-def poisson_one(lam, key, pixel):
+@numba.njit(inline="always")
+def poisson_inline(lam, key, pixel):
     """One Poisson deviate of mean ``lam`` from the counter stream of ``pixel``
-    (counters ``pixel * 2**16 + j``)."""
+    (counters ``pixel * 2**16 + j``); inlined into the caller's loop."""
     if not (lam > 0.0):
         return 0.0
     base = np.uint64(pixel) << np.uint64(16)
     if lam < 10.0:
         # inversion: smallest k with F(k) >= u
         u = uniform(key, base)
+        if u < 1.0 - 2.0 * lam:
+            # F(0) = exp(-lam) > 1 - lam: k = 0 without the exp (most pixels of a
+            # diffraction image; the margin covers the rounding of 1 - lam and of exp)
+            return 0.0
         p = math.exp(-lam)
         F = p
         k = 0.0
@@ -107,3 +111,9 @@ def poisson_one(lam, key, pixel):
         if (math.log(V) + math.log(invalpha) - math.log(a / (us * us) + b)) <= \
                 (-lam + k * loglam - math.lgamma(k + 1.0)):
             return k
+
+
+@numba.njit(cache=True)
+def poisson_one(lam, key, pixel):
+    """:func:`poisson_inline` as a compiled function."""
+    return poisson_inline(lam, key, pixel)

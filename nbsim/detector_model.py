@@ -40,7 +40,8 @@ _NOISIFY_KEYS = ("psf", "psf_fwhm", "psf_radius", "psf_method", "readout", "flic
 
 
 class SuiteError(ArgError):
-    """Bad detector-model flag value (the message names the flag); exit 2."""
+    """Bad suite flag value or file: -stol, noisify's, the detector models' (the message
+    names the flag); exit 2.  (:mod:`nbsim.suite` re-exports it.)"""
 
 
 @dataclass

@@ -30,11 +30,7 @@ EFFECT_KEYS = ("psf", "psf_fwhm", "psf_radius", "psf_method", "readout", "flicke
 _AMORPHOUS_KEYS = ("thickness", "density", "MW")
 
 
-from .args import ArgError
-
-
-class SuiteError(ArgError):
-    """Bad suite flag value or file (the message names the flag); exit 2."""
+from .detector_model import SuiteError   # noqa: F401  (one error class for the suite flags)
 
 
 class Suite:

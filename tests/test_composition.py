@@ -665,6 +665,17 @@ def _check_nexus(c, path, n, ref):
             last = _tile(c["det"], last)
         assert last.size == FILE_PIXELS[c["det"]]
         _assert_counts(c, last, ref)
+        det = fh["/entry/instrument/detector"]
+        if _model(c) == "counting":     # the counting detector's NXdetector fields
+            bits, t = (10, 1e-3) if c["fx"] == "counting" else (16, 1.0)
+            assert det["saturation_value"][()] == 2 ** bits - 1
+            assert det["count_time"][()] == det["frame_time"][()] == pytest.approx(t)
+            if c["fx"] == "counting":
+                assert det["threshold_energy"][()] == pytest.approx(5000.0)
+            elif c["beam"] != "srcfile":      # half the photon energy of -lambda 1
+                assert det["threshold_energy"][()] == pytest.approx(12398.419843320026 / 2)
+        else:
+            assert "threshold_energy" not in det
         entry = nxmx.NXmx(fh).entries[0]
         assert entry.definition == "NXmx"
         modules = entry.instruments[0].detectors[0].modules

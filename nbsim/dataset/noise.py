@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import rng
 from .._numba_setup import prepare_cpu
-from ..counter_rng import counter_key, poisson_one as _poisson_one
+from ..counter_rng import counter_key, poisson_inline
 
 __all__ = ["poisson_counts", "c_parity_counts", "counter_counts", "counter_key",
            "noise_smv_image"]
@@ -59,7 +59,7 @@ def _counter_counts(img, roi, key, out):
         p = r // nrows
         s = s0 + r % nrows
         for f in range(f0, f1 + 1):
-            v = _poisson_one(np.float64(img[p, s, f]), key, (p * ns + s) * nf + f)
+            v = poisson_inline(np.float64(img[p, s, f]), key, (p * ns + s) * nf + f)
             out[p, s, f] = np.int32(v) if v < 2147483647.0 else np.int32(2147483647)
 
 

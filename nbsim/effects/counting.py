@@ -21,7 +21,9 @@ model and its sources.  Per pixel ``q``, in one parallel pass (prange over panel
    theorem (normal with the exact mean and the asymptotic variance ``m / (1 + n tau)^2``
    resp. ``m (1 - 2 n tau e^{-n tau})``, Mueller 1973), and a paralyzable counter buried
    in more than :data:`SIMULATE_MAX` photons but fewer than :data:`CLT_MIN` counts draws
-   Poisson(``m``).  ``tau = 0`` draws Poisson(``nu_q``) with the default mode's counter
+   Poisson(``m``).  Below ``n tau`` = :data:`POISSON_X` (1e-5) the count is Poisson of
+   the exact mean (the renewal variance differs by a relative ``2 n tau``).
+   ``tau = 0`` draws Poisson(``nu_q``) with the default mode's counter
    generator: with no charge cloud either, the plain Poisson image bit for bit.
 3. **counter depth** ``bits``: the count saturates at ``2**bits - 1`` (or rolls over,
    as EIGER2's 8-bit readout does).
@@ -34,10 +36,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ..counter_rng import poisson_one, uniform
+from ..counter_rng import poisson_inline, uniform
 
 __all__ = ["CountingParams", "charge_sharing_kernel", "photon_counting", "SIMULATE_MAX",
-           "CLT_MIN", "HC_KEV_ANGSTROM"]
+           "CLT_MIN", "POISSON_X", "HC_KEV_ANGSTROM"]
 
 #: h c in keV Angstrom (CODATA 2018)
 HC_KEV_ANGSTROM = 12.398419843320026
@@ -45,6 +47,8 @@ HC_KEV_ANGSTROM = 12.398419843320026
 SIMULATE_MAX = 4096.0
 #: the normal approximation of the count is used from this many expected counts on
 CLT_MIN = 100.0
+#: below this n * tau the count is drawn as Poisson of the exact mean
+POISSON_X = 1e-5
 _POISSON_SALT = np.uint64(0x636F756E74696E67)       # "counting"
 
 
@@ -110,33 +114,69 @@ def _exp_gap(key, counter, rate):
     return -math.log(1.0 - uniform(key, counter)) / rate
 
 
-@numba.njit(cache=True)
-def dead_time_count(nu, T, tau, paralyzable, key_p, key_d, pixel):
+@numba.njit(inline="always")
+def _dead_time_count(nu, T, tau, paralyzable, key_p, key_d, pixel):
     """The recorded count of one pixel with ``nu`` expected events in ``T`` s and dead
     time ``tau`` s (a float; see the module docstring)."""
     if not (nu > 0.0):
         return 0.0
     if tau <= 0.0:
-        return poisson_one(nu, key_p, pixel)
+        return poisson_inline(nu, key_p, pixel)
+    x = nu * (tau / T)              # n tau (tau / T: hoisted out of the pixel loop)
+    if x < POISSON_X:
+        # a dead time this short changes the count's variance by a relative 2 n tau <
+        # 2e-5 only: Poisson of the exact mean (1/(1+x) and e^{-x} by their series,
+        # exact to 1e-15; no division in the pixel loop)
+        m = nu * (1.0 - x + x * x) if not paralyzable else nu * (1.0 - x + 0.5 * x * x)
+        return poisson_inline(m, key_p, pixel)
     n = nu / T
-    x = n * tau
     base = np.uint64(pixel) << np.uint64(24)
     j = np.uint64(0)
     if not paralyzable:
-        m = nu / (1.0 + x)
+        m = nu / (1.0 + x) if nu > SIMULATE_MAX else nu
         if m > SIMULATE_MAX:
             sd = math.sqrt(nu / ((1.0 + x) ** 3))
             u1 = 1.0 - uniform(key_d, base)
             u2 = uniform(key_d, base + np.uint64(1))
             z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
             return max(0.0, math.floor(m + sd * z + 0.5))
-        # stationary start: dead at t = 0 with probability tau / mu, for U(0, tau)
-        pdead = x / (1.0 + x)
-        u = uniform(key_d, base)
-        j += np.uint64(1)
-        t = tau * (u / pdead) if u < pdead else 0.0
-        t += _exp_gap(key_d, base + j, n)
-        j += np.uint64(1)
+        if tau <= 0.5 * T:
+            # the first count D = R + E (R: the rest of a dead time running at t = 0,
+            # E: the wait for a photon) by inversion: P(no count) = P(D > T) =
+            # e^{-nu} e^{x} / (1 + x) costs one uniform and one exp; a count's D is then
+            # drawn conditioned on D <= T (R = 0 with weight (1 - e^{-nu}) / (1 + x),
+            # else R uniform in (0, tau) by rejection on P(E <= T - R))
+            u0 = uniform(key_d, base)
+            if u0 * (1.0 + x) < 1.0 + x - 2.0 * nu:
+                # p0 >= 1 - nu / (1 + x) (e^y >= 1 + y): no count, without the exp
+                return 0.0
+            p0 = math.exp(x - nu) / (1.0 + x)
+            if u0 < p0:
+                return 0.0
+            v = u0 - p0                                    # uniform in (0, 1 - p0)
+            q0 = -math.expm1(-nu)                          # P(E <= T)
+            w0 = q0 / (1.0 + x)
+            j = np.uint64(1)
+            if v < w0:
+                t = -math.log1p(-(v / w0) * q0) / n
+            else:
+                while True:
+                    r = tau * uniform(key_d, base + j)
+                    qr = -math.expm1(-n * (T - r))
+                    a = uniform(key_d, base + j + np.uint64(1)) * q0
+                    j += np.uint64(2)
+                    if a <= qr:
+                        break
+                t = r - math.log1p(-uniform(key_d, base + j) * qr) / n
+                j += np.uint64(1)
+        else:
+            # stationary start: dead at t = 0 with probability tau / mu, for U(0, tau)
+            pdead = x / (1.0 + x)
+            u = uniform(key_d, base)
+            j += np.uint64(1)
+            t = tau * (u / pdead) if u < pdead else 0.0
+            t += _exp_gap(key_d, base + j, n)
+            j += np.uint64(1)
         c = 0.0
         while t <= T:
             c += 1.0
@@ -164,13 +204,55 @@ def dead_time_count(nu, T, tau, paralyzable, key_p, key_d, pixel):
         u2 = uniform(key_d, base + np.uint64(1))
         z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
         return max(0.0, math.floor(m + sd * z + 0.5))
-    return poisson_one(m, key_d ^ _POISSON_SALT, pixel)
+    return poisson_inline(m, key_d ^ _POISSON_SALT, pixel)
+
+
+@numba.njit(cache=True)
+def dead_time_count(nu, T, tau, paralyzable, key_p, key_d, pixel):
+    """The recorded count of one pixel with ``nu`` expected events in ``T`` s and dead
+    time ``tau`` s (a float; see the module docstring)."""
+    return _dead_time_count(nu, T, tau, paralyzable, key_p, key_d, pixel)
+
+
+@numba.njit(inline="always")
+def _counter(c, cmax, rollover):
+    # the counter's depth: saturation at cmax, or modulo cmax + 1
+    if c > cmax:
+        wrap = cmax + 1.0
+        return c - wrap * math.floor(c / wrap) if rollover else cmax
+    return c
 
 
 @numba.njit(parallel=True, cache=True)
-def _count_frame(img, P, roi, T, tau, paralyzable, cmax, rollover, key_p, key_d, out):
-    # (panels, slow, fast); pixel number = flat index (panel * ns + s) * nf + f, as the
-    # default mode's Poisson generator; charge is shared inside a panel only
+def _count_frame_local(img, scale, roi, T, tau, paralyzable, cmax, rollover, key_p, key_d,
+                       out):
+    # no charge reaches a neighbour (a 1x1 sharing kernel ``scale``): (panels, slow,
+    # fast), pixel number = the flat index (panel * ns + s) * nf + f, as the default
+    # mode's Poisson generator
+    npan, ns, nf = img.shape
+    s0 = max(roi[2], 0)
+    s1 = min(roi[3], ns - 1)
+    f0 = max(roi[0], 0)
+    f1 = min(roi[1], nf - 1)
+    nrows = max(s1 - s0 + 1, 0)
+    for r in numba.prange(npan * nrows):
+        p = r // nrows
+        s = s0 + r % nrows
+        row = (p * ns + s) * nf
+        for f in range(f0, f1 + 1):
+            nu = np.float64(img[p, s, f]) * scale
+            c = 0.0
+            if nu > 0.0:
+                c = _counter(_dead_time_count(nu, T, tau, paralyzable, key_p, key_d, row + f),
+                             cmax, rollover)
+            out[p, s, f] = np.int32(c)
+
+
+@numba.njit(parallel=True, cache=True)
+def _count_frame_shared(img, P, roi, T, tau, paralyzable, cmax, rollover, key_p, key_d,
+                        out):
+    # as _count_frame_local, the events' mean gathered from the (2R+1)^2 neighbours
+    # through the sharing kernel P; charge is shared inside a panel only
     npan, ns, nf = img.shape
     R = P.shape[0] // 2
     s0 = max(roi[2], 0)
@@ -178,29 +260,27 @@ def _count_frame(img, P, roi, T, tau, paralyzable, cmax, rollover, key_p, key_d,
     f0 = max(roi[0], 0)
     f1 = min(roi[1], nf - 1)
     nrows = max(s1 - s0 + 1, 0)
-    wrap = cmax + 1.0
     for r in numba.prange(npan * nrows):
         p = r // nrows
         s = s0 + r % nrows
+        row = (p * ns + s) * nf
         for f in range(f0, f1 + 1):
-            if R == 0:
-                nu = np.float64(img[p, s, f]) * P[0, 0]
-            else:
-                nu = 0.0
-                for dy in range(-R, R + 1):
-                    ss = s - dy
-                    if ss < 0 or ss >= ns:
+            nu = 0.0
+            for dy in range(-R, R + 1):
+                ss = s - dy
+                if ss < 0 or ss >= ns:
+                    continue
+                for dx in range(-R, R + 1):
+                    ff = f - dx
+                    if ff < 0 or ff >= nf:
                         continue
-                    for dx in range(-R, R + 1):
-                        ff = f - dx
-                        if ff < 0 or ff >= nf:
-                            continue
-                        v = np.float64(img[p, ss, ff])
-                        if v > 0.0:
-                            nu += P[dy + R, dx + R] * v
-            c = dead_time_count(nu, T, tau, paralyzable, key_p, key_d, (p * ns + s) * nf + f)
-            if c > cmax:
-                c = c - wrap * math.floor(c / wrap) if rollover else cmax
+                    v = np.float64(img[p, ss, ff])
+                    if v > 0.0:
+                        nu += P[dy + R, dx + R] * v
+            c = 0.0
+            if nu > 0.0:
+                c = _counter(_dead_time_count(nu, T, tau, paralyzable, key_p, key_d, row + f),
+                             cmax, rollover)
             out[p, s, f] = np.int32(c)
 
 
@@ -224,9 +304,13 @@ def photon_counting(image32: np.ndarray, params: CountingParams, key_poisson, ke
     if kernel is None:
         kernel = charge_sharing_kernel(params.charge_cloud / params.pixel_size,
                                        params.threshold_fraction)
-    out = np.zeros(img.shape, dtype=np.int32)
-    _count_frame(img, np.ascontiguousarray(kernel, dtype=np.float64), r,
-                 float(params.count_time), float(params.deadtime), bool(params.paralyzable),
-                 float(params.counter_max), params.overflow == "rollover",
-                 np.uint64(key_poisson), np.uint64(key_deadtime), out)
+    out = np.zeros(img.shape, dtype=np.int32) if roi is not None else \
+        np.empty(img.shape, dtype=np.int32)      # every pixel is written
+    args = (r, float(params.count_time), float(params.deadtime), bool(params.paralyzable),
+            float(params.counter_max), params.overflow == "rollover",
+            np.uint64(key_poisson), np.uint64(key_deadtime), out)
+    if np.shape(kernel) == (1, 1):
+        _count_frame_local(img, float(np.asarray(kernel)[0, 0]), *args)
+    else:
+        _count_frame_shared(img, np.ascontiguousarray(kernel, dtype=np.float64), *args)
     return out.reshape(shape)

@@ -7,6 +7,8 @@ fast)) and seeds; docs/effects.md ("JUNGFRAU") gives the model and its sources
 
 1. photons ``N`` ~ Poisson(``lambda``) (the default mode's counter generator: the same
    ``N`` as the plain Poisson image), deposited charge ``E = N * E_photon`` keV;
+   (the per-pixel spreads are Irwin-Hall deviates: the centred, scaled sum of 4
+   uniforms, nearly normal, bounded at 2 sqrt 3 rms)
 2. the gain stage: G0 while ``E`` < ``switch[0]`` keV, G1 while ``E`` < ``switch[1]``,
    else G2 (the switching is decided on the charge, before the electronic noise);
 3. the 14-bit ADC value ``adc = pedestal_g + gain_g * E + noise_g * z`` (``z`` standard
@@ -26,7 +28,7 @@ from typing import Tuple
 import numba
 import numpy as np
 
-from ..counter_rng import poisson_one, uniform
+from ..counter_rng import poisson_inline, uniform
 
 __all__ = ["JungfrauParams", "jungfrau", "jungfrau_calibration", "GAIN_BITS", "ADC_MAX"]
 
@@ -63,13 +65,25 @@ def _normal(key, counter):
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
 
+_SQRT3 = math.sqrt(3.0)
+
+
+@numba.njit(inline="always")
+def _spread(key, base):
+    # a zero-mean, unit-variance, nearly normal deviate without a transcendental
+    # function: the Irwin-Hall sum of 4 uniforms, centred and scaled (|z| <= 2 sqrt 3)
+    s = (uniform(key, base) + uniform(key, base + np.uint64(1))
+         + uniform(key, base + np.uint64(2)) + uniform(key, base + np.uint64(3)))
+    return (s - 2.0) * _SQRT3
+
+
 @numba.njit(inline="always")
 def _pixel_calibration(key_c, pixel, g, gain, ped, gspread, pspread):
-    # the pixel's gain and pedestal of stage g: counters pixel * 8 + 2 g (gain) and
-    # pixel * 8 + 2 g + 1 ... (pedestal; each normal uses two uniforms)
-    base = (np.uint64(pixel) << np.uint64(4)) + np.uint64(4 * g)
-    gg = gain * max(1.0 + gspread * _normal(key_c, base), 0.5)
-    pp = ped + pspread * _normal(key_c, base + np.uint64(2))
+    # the pixel's gain and pedestal of stage g: counters pixel * 32 + 8 g + 0..3 (gain)
+    # and + 4..7 (pedestal)
+    base = (np.uint64(pixel) << np.uint64(5)) + np.uint64(8 * g)
+    gg = gain * max(1.0 + gspread * _spread(key_c, base), 0.5)
+    pp = ped + pspread * _spread(key_c, base + np.uint64(4))
     return gg, pp
 
 
@@ -87,7 +101,7 @@ def _jungfrau_frame(img, roi, ekev, gains, peds, noise, switch, gspread, pspread
         s = s0 + r % nrows
         for f in range(f0, f1 + 1):
             pix = (p * ns + s) * nf + f
-            n = poisson_one(np.float64(img[p, s, f]), key_p, pix)
+            n = poisson_inline(np.float64(img[p, s, f]), key_p, pix)
             e = n * ekev
             g = 0 if e < switch[0] else (1 if e < switch[1] else 2)
             gain, ped = _pixel_calibration(key_c, pix, g, gains[g], peds[g], gspread, pspread)
