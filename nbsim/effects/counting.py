@@ -264,19 +264,23 @@ def _count_frame_shared(img, P, roi, T, tau, paralyzable, cmax, rollover, key_p,
         p = r // nrows
         s = s0 + r % nrows
         row = (p * ns + s) * nf
-        for f in range(f0, f1 + 1):
-            nu = 0.0
-            for dy in range(-R, R + 1):
-                ss = s - dy
-                if ss < 0 or ss >= ns:
+        # the row's event means, one kernel tap at a time (contiguous, vectorised loops)
+        nus = np.zeros(nf)
+        for dy in range(-R, R + 1):
+            ss = s - dy
+            if ss < 0 or ss >= ns:
+                continue
+            for dx in range(-R, R + 1):
+                w = P[dy + R, dx + R]
+                if w == 0.0:
                     continue
-                for dx in range(-R, R + 1):
-                    ff = f - dx
-                    if ff < 0 or ff >= nf:
-                        continue
-                    v = np.float64(img[p, ss, ff])
-                    if v > 0.0:
-                        nu += P[dy + R, dx + R] * v
+                lo = max(f0, dx)
+                hi = min(f1 + 1, nf + dx)
+                for f in range(lo, hi):
+                    v = np.float64(img[p, ss, f - dx])
+                    nus[f] += w * v if v > 0.0 else 0.0
+        for f in range(f0, f1 + 1):
+            nu = nus[f]
             c = 0.0
             if nu > 0.0:
                 c = _counter(_dead_time_count(nu, T, tau, paralyzable, key_p, key_d, row + f),
