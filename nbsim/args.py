@@ -358,6 +358,11 @@ def _suite(key, flavour=None):
     return apply
 
 
+def _beamstop_arm(st, flag, vals):
+    st.cfg.detector.beamstop_arm_width = vals[0] / 1000.0
+    st.cfg.detector.beamstop_arm_angle = vals[1] / RTD
+
+
 def _mode(st, flag, vals):
     st.cfg.mode = "c-parity"
 
@@ -659,6 +664,19 @@ FLAGS: List[Flag] = [
     _F("-mask", 1, S, "file", "none",
        "SMV image: pixels of value 0 are skipped (its header sets the detector too)",
        _file("mask_file"), "detector.mask"),
+    _F("-beamstop", 1, F, "mm", "none",
+       "beamstop disk of this radius on the direct beam at the detector: its shadow gets "
+       "no photons and is masked", _mm("detector.beamstop_radius"),
+       "detector.beamstop_radius"),
+    _F("-beamstop_arm", 2, F, "mm deg", "none",
+       "the beamstop's arm: full width, direction from the fast axis towards slow",
+       _beamstop_arm, ("detector.beamstop_arm_width", "detector.beamstop_arm_angle"),
+       "width angle"),
+    _F("-bad_pixels", 1, F, "fraction", "0",
+       "dead (read 0) and hot (read 65535 photons) pixels, half each, masked",
+       _set("detector.bad_pixel_fraction"), "detector.bad_pixel_fraction"),
+    _F("-bad_pixel_seed", 1, I, "", "123456789", "seed of the -bad_pixels map",
+       _set("detector.bad_pixel_seed", int), "detector.bad_pixel_seed"),
     _F("-img", 1, S, "file", "none", "SMV image whose header sets the detector",
        _file("img_file")),
     _F("-expt", 1, S, "file", "none",
@@ -712,6 +730,11 @@ FLAGS: List[Flag] = [
        _suite("stol", "Q")),
     _F("-thickness", 1, F, "mm", "0.1", "amorphous (-stol) sample thickness along the beam",
        _suite("thickness")),
+    _F("-ice", 1, F, "um", "none",
+       "hexagonal ice (Ih) powder rings of this ice thickness in the beam (docs/effects.md)",
+       _suite("ice")),
+    _F("-ice_crystallite", 1, F, "nm", "100", "ice crystallite size (ring width, Scherrer)",
+       _suite("ice_crystallite")),
     # noisify.c's detector effects on the noise image (nbsim.effects; docs/effects.md)
     _F("-psf", 1, S, "gauss|fiber", "none", "point-spread function of the noise image",
        _suite("psf")),

@@ -66,6 +66,17 @@ class DetectorConfig:
     # multi-panel detector: a preset name, a geometry.panels.TiledLayout or PanelSet
     # (None: one flat panel); see docs/panels.md
     panels: Optional[object] = None
+    # nbsim extensions (docs/effects.md "Beamstop and bad pixels"): a beamstop disk of
+    # radius beamstop_radius (m; 0 = none) centred on the direct beam, in the plane
+    # perpendicular to the beam through the direct-beam spot, with an arm of full width
+    # beamstop_arm_width (m; 0 = none) from its centre outwards at beamstop_arm_angle
+    # (rad, from the fast axis towards the slow axis); a fraction of bad (dead or hot)
+    # pixels drawn from bad_pixel_seed.  Shadowed and bad pixels join the mask.
+    beamstop_radius: float = 0.0
+    beamstop_arm_width: float = 0.0
+    beamstop_arm_angle: float = 0.0
+    bad_pixel_fraction: float = 0.0
+    bad_pixel_seed: int = 123456789
 
 
 @dataclass
@@ -277,6 +288,18 @@ class Config:
             if m.ndim != 2 and not (d.panels is not None and m.ndim == 3):
                 # with panels also (panels, slow, fast): nbsim.geometry.panels
                 raise ConfigError("detector.mask", m.shape, "must be a 2-D array")
+        finite("detector.beamstop_radius", d.beamstop_radius, nonneg=True)
+        finite("detector.beamstop_arm_width", d.beamstop_arm_width, nonneg=True)
+        finite("detector.beamstop_arm_angle", d.beamstop_arm_angle)
+        if d.beamstop_arm_width > 0 and d.beamstop_radius <= 0:
+            raise ConfigError("detector.beamstop_arm_width", d.beamstop_arm_width,
+                              "an arm needs a beamstop (a radius > 0)")
+        finite("detector.bad_pixel_fraction", d.bad_pixel_fraction, nonneg=True)
+        if d.bad_pixel_fraction > 0.5:
+            raise ConfigError("detector.bad_pixel_fraction", d.bad_pixel_fraction,
+                              "must be a fraction of the pixels <= 0.5")
+        if not 0 < int(d.bad_pixel_seed) < 2 ** 63:
+            raise ConfigError("detector.bad_pixel_seed", d.bad_pixel_seed, "must be positive")
         if d.roi is not None and len(d.roi) != 4:
             raise ConfigError("detector.roi", d.roi, "needs xmin xmax ymin ymax")
         # physical ranges, derived step counts and table sizes (nbsim/limits.py)

@@ -76,7 +76,7 @@ def rendered_mask(plan) -> Optional[np.ndarray]:
     """bool ``(panels, slow, fast)``: True where a pixel is rendered (the -mask and the
     panels' own masks); None without a mask."""
     if getattr(plan, "panels", None) is None:
-        if plan.config.detector.mask is None:
+        if not plan.options.has_mask:
             return None
     elif not plan.options.has_mask:
         return None
@@ -128,7 +128,7 @@ def frame_stats(plan, img3, *, compiled: bool = False):
         det = plan.detector
         if compiled:
             acc = StreamingStats(det.roi, fp, sp,
-                                 plan.mask if plan.config.detector.mask is not None else None)
+                                 plan.mask if plan.options.has_mask else None)
             acc.add_rows(img[0], 0)
             acc.add_deviation_rows(img[0], 0)
             return acc.result(det.pixel_size, plan.oversample)

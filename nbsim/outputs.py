@@ -57,7 +57,7 @@ def smv_header(plan, det=None):
 
 def render_mask(plan) -> Optional[np.ndarray]:
     """bool (slow, fast): True where C renders (mask value != 0); None without -mask."""
-    if plan.config.detector.mask is None:
+    if not plan.options.has_mask:
         return None
     det = plan.detector
     return plan.mask.reshape(det.spixels, det.fpixels) != 0
@@ -138,7 +138,7 @@ def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
     if compiled:
         from . import postrender
         acc = StreamingStats(det.roi, det.fpixels, det.spixels,
-                             plan.mask if plan.config.detector.mask is not None else None)
+                             plan.mask if plan.options.has_mask else None)
         acc.add_rows(img32, 0)
         acc.add_deviation_rows(img32, 0)
         stats = acc.result(det.pixel_size, plan.oversample)

@@ -55,6 +55,8 @@ class Plan:
     panels: Optional[object] = None
     panel_geom: Optional[np.ndarray] = None   # (panels, PANEL_GEOM_LEN); None: single
     frame_detector: Optional[DetectorGeometry] = None
+    # the beamstop's shadow and bad pixels (nbsim.geometry.defects), or None
+    defects: Optional[object] = None
 
     @property
     def shape(self):
@@ -232,6 +234,22 @@ def make_plan(cfg: Config) -> Plan:
                max(0, min(xmax, fp - 1) - max(xmin, 0) + 1)
                * max(0, min(ymax, sp - 1) - max(ymin, 0) + 1))
     mask_cfg = cfg.detector.mask
+    # the beamstop's shadow and bad pixels (nbsim extensions) join the mask: not rendered
+    from .geometry.defects import detector_defects
+    shape = pset.shape if pset is not None else (1, sp, fp)
+    defects = detector_defects(cfg.detector, det, pset, shape)
+    if defects is not None:
+        keep = ~defects.blocked
+        if mask_cfg is not None:
+            m = np.asarray(mask_cfg)
+            if pset is not None and m.size != keep.size:
+                m = pset.untiled(m)                 # the tiled frame's image
+            if m.size != keep.size:
+                from .errors import ConfigError
+                raise ConfigError("detector.mask", m.shape, f"must have {sp}x{fp} pixels")
+            keep &= (m.reshape(shape) != 0)
+        mask_cfg = keep.astype(np.uint8) if pset is not None else \
+            keep.reshape(sp, fp).astype(np.uint8)
     has_mask = mask_cfg is not None
     if pset is not None:
         # the ROI applies to every panel's pixel coordinates; the flat index is panel-major
@@ -302,6 +320,7 @@ def make_plan(cfg: Config) -> Plan:
         thick=det.thick != 0.0, float32=cfg.dtype == "float32",
         has_grid=hkls != 0)
     plan = Plan(config=cfg, detector=det, crystal=cryst, sources=srcs, fluence=fluence,
+                defects=defects,
                 oversample=oversample, recommended_oversample=recommended, steps=steps,
                 interpolate=interpolate, I_bg=I_bg, mask=mask,
                 geom=geom, subpixel_size=det.pixel_size / oversample,

@@ -331,7 +331,7 @@ def render_streamed(sim, stream: StreamPlan, outs, outputs, *, progress=None,
     rows = stream.rows_per_block
     roi = roi_tuple(det.roi, fp, sp)
     stats = StreamingStats(det.roi, fp, sp,
-                           plan.mask if plan.config.detector.mask is not None else None)
+                           plan.mask if plan.options.has_mask else None)
 
     def opened(flag, path):
         tmp = outputs.temp_for(flag, path)

@@ -18,7 +18,8 @@ file outputs and datasets call this).
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+import math
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -28,6 +29,8 @@ __all__ = ["prepare", "Suite", "SuiteError", "add_amorphous_background", "effect
 EFFECT_KEYS = ("psf", "psf_fwhm", "psf_radius", "psf_method", "readout", "flicker",
                "calibration", "calib_seed", "gain", "bits")
 _AMORPHOUS_KEYS = ("thickness", "density", "MW")
+#: the -ice crystallite size's default (m)
+ICE_CRYSTALLITE = 100e-9
 
 
 from .detector_model import SuiteError   # noqa: F401  (one error class for the suite flags)
@@ -49,19 +52,29 @@ class Suite:
             except FormatError as e:
                 raise SuiteError(f"{s['stol'][0]} {e}") from None
             _amorphous_sample_values(s)
+        self.ice = ice_values(s)        # (thickness m, crystallite m) or None
         self.effects = effects_params(parsed, adc_offset) if parsed.outputs.calculate_noise else None
         # the counting / JUNGFRAU detector (nbsim.detector_model), or None
         from .detector_model import model_notes, resolve_detector_model
         self.detector = resolve_detector_model(parsed)
         self.notes += model_notes(parsed)
         self.background_image = None    # float64 photons/pixel, once :meth:`background` ran
+        self._prepared = None
+
+    def prepare_background(self, plan):
+        """Compute the backgrounds now (before the render: a bad -ice_crystallite for
+        this detector stops the run before any work); :meth:`background` uses them."""
+        if self._prepared is None:
+            self._prepared = detector_background(self, plan)
+        return self._prepared
 
     def background(self, plan, img32):
-        """``(image, lines)``: the float image plus the -stol background (kept as
-        ``background_image`` for the run's other outputs, e.g. -truth's Bragg fraction)."""
-        if self.table is None:
+        """``(image, lines)``: the float image plus the backgrounds (-stol, -ice, hot
+        pixels; kept as ``background_image`` for the run's other outputs, e.g. -truth's
+        Bragg fraction)."""
+        bg, lines = self.prepare_background(plan)
+        if bg is None:
             return img32, []
-        bg, lines = amorphous_background(self.parsed, plan, self.table)
         self.background_image = bg
         return add_background(img32, bg), lines
 
@@ -106,6 +119,8 @@ def suite_notes(parsed) -> List[str]:
             if k in s:
                 notes.append(f"{s[k][0]} is accepted for compatibility with nanoBragg; "
                              f"it changes nothing in the outputs (no amorphous background in this run)")
+    if "ice_crystallite" in s and "ice" not in s:
+        notes.append(f"{s['ice_crystallite'][0]} changes nothing without -ice")
     if not parsed.outputs.calculate_noise:
         for k in EFFECT_KEYS:
             if k in s:
@@ -124,6 +139,136 @@ def _amorphous_sample_values(s):
     return thickness, density, mw
 
 
+def ice_values(s):
+    """``(thickness m, crystallite m)`` of ``-ice UM [-ice_crystallite NM]``, or None."""
+    if "ice" not in s:
+        return None
+    t = _val(s, "ice")
+    L = _val(s, "ice_crystallite", ICE_CRYSTALLITE * 1e9)
+    if not (np.isfinite(t) and t > 0):
+        raise SuiteError(f"{s['ice'][0]}: the ice thickness must be > 0 um, got {s['ice'][1]}")
+    if t > 1e5:
+        raise SuiteError(f"{s['ice'][0]}: an ice layer of {t:g} um (> 10 cm) is not a sample")
+    if not (np.isfinite(L) and 0.5 <= L <= 1e4):
+        raise SuiteError(f"{s['ice_crystallite'][0]}: the crystallite size must be "
+                         f"0.5 .. 1e4 nm, got {s['ice_crystallite'][1]}")
+    return t * 1e-6, L * 1e-9
+
+
+def wants_background(parsed, suite) -> bool:
+    """Whether the run adds a background image: -stol (default mode), -ice, hot pixels."""
+    return (suite.table is not None or suite.ice is not None
+            or parsed.config.detector.bad_pixel_fraction > 0)
+
+
+def detector_background(suite, plan) -> Tuple[Optional[np.ndarray], List[str]]:
+    """The photons/pixel every frame adds to the render (float64, the plan's image shape:
+    (slow, fast), or (panels, slow, fast) for a panel set), or None: the -stol amorphous
+    background, the -ice rings, 0 where the beamstop's shadow or a bad pixel is, and
+    :data:`~nbsim.geometry.defects.HOT_PIXEL_PHOTONS` on hot pixels
+    (nbsim.geometry.defects); once per run / dataset.  Returns ``(background, lines)``."""
+    parsed = suite.parsed
+    bg, lines = None, []
+    if suite.table is not None:
+        bg, lines = amorphous_background(parsed, plan, suite.table)
+    if suite.ice is not None:
+        ice, ice_lines = ice_background(parsed, plan, *suite.ice)
+        bg = ice if bg is None else bg + ice
+        lines = lines + ice_lines
+    defects = getattr(plan, "defects", None)
+    if defects is not None and (bg is not None or defects.hot.any()):
+        from .geometry.defects import HOT_PIXEL_PHOTONS
+        shape = np.shape(bg) if bg is not None else \
+            (defects.hot.shape if getattr(plan, "panels", None) is not None
+             else defects.hot.shape[1:])
+        out = np.zeros(shape) if bg is None else np.array(bg, dtype=np.float64)
+        out[defects.blocked.reshape(shape)] = 0.0
+        hot = defects.hot
+        from .image_model import outside_roi
+        outside = outside_roi(plan)
+        if outside is not None:             # every product is 0 outside the -roi
+            hot = hot & ~outside[None, :, :]
+        out[hot.reshape(shape)] = HOT_PIXEL_PHOTONS
+        bg = out
+    return bg, lines
+
+
+def _per_panel(plan, table, sample):
+    """The amorphous kernel with ``table`` and ``sample`` on ``plan``'s detector:
+    (slow, fast), or (panels, slow, fast) each panel from its own geometry."""
+    from .amorphous import amorphous_image, geometry_from_nbsim
+    cfg = plan.config
+    device = "cuda" if cfg.device == "cuda" else "cpu"
+    if getattr(plan, "panels", None) is None:
+        geom = geometry_from_nbsim(plan.detector, plan.sources, plan.oversample)
+        return amorphous_image(geom, table, sample, device=device)
+    # (panels, slow, fast): each panel from its own geometry (origin, axes, pixel,
+    # distance), not the stacked raster the kernels index, with the -roi in its own
+    # pixel coordinates; once per run / dataset
+    from dataclasses import replace
+
+    from .geometry.panels import panel_detector
+    x0, x1, y0, y1 = (int(v) for v in plan.frame_detector.roi)
+    parts = []
+    for k in range(plan.panels.count):
+        det = panel_detector(plan, k)
+        det = replace(det, roi=(max(0, x0), min(det.fpixels, x1),
+                                max(0, y0), min(det.spixels, y1)))
+        parts.append(np.asarray(amorphous_image(geometry_from_nbsim(
+            det, plan.sources, plan.oversample), table, sample, device=device)))
+    return np.stack(parts)
+
+
+def _max_stol(plan, lam_min: float) -> Optional[float]:
+    """The largest sin(theta)/lambda (1/m) on ``plan``'s detector: the largest scattering
+    angle of a flat panel is at one of its corners (the angle to the beam is quasi-convex
+    on a plane while it is < 90 deg); None (no bound) for a curved detector or a corner
+    at or behind 90 deg."""
+    det = plan.frame_detector if getattr(plan, "panels", None) is not None else plan.detector
+    if det.curved:
+        return None
+    b = np.asarray(det.beam, dtype=np.float64)
+    b = b / np.linalg.norm(b)
+    if getattr(plan, "panels", None) is None:
+        rows = [(det.pix0, det.fdet, det.sdet, det.fpixels * det.pixel_size,
+                 det.spixels * det.pixel_size)]
+    else:
+        rows = [(p.origin, p.fast, p.slow, p.fpixels * p.pixel_size,
+                 p.spixels * p.pixel_size) for p in plan.panels.panels]
+    cos_min = 1.0
+    for o, f, s_, wf, ws in rows:
+        o, f, s_ = (np.asarray(v, dtype=np.float64) for v in (o, f, s_))
+        for cf in (0.0, wf):
+            for cs in (0.0, ws):
+                c = o + cf * f + cs * s_
+                cos_min = min(cos_min, float(c @ b) / float(np.linalg.norm(c)))
+    if cos_min <= 0.0:
+        return None
+    two_theta = math.acos(min(1.0, cos_min))
+    return 1.01 * math.sin(two_theta / 2.0) / lam_min
+
+
+def ice_background(parsed, plan, thickness: float, crystallite: float):
+    """The -ice rings (float64 photons/pixel, as :func:`amorphous_background`) of an ice
+    Ih layer ``thickness`` (m) of crystallites ``crystallite`` (m) across the beam
+    (nbsim.amorphous.ice), and the line to print."""
+    from .amorphous.ice import ice_sample, ice_table
+    cfg = parsed.config
+    lam_min = float(np.min(plan.sources.wavelengths))
+    try:
+        table = ice_table(lam_min, crystallite, _max_stol(plan, lam_min))
+    except ValueError as e:
+        raise SuiteError(f"-ice_crystallite {crystallite * 1e9:g}: {e}") from None
+    sample = ice_sample(thickness, float(cfg.beam.beamsize), float(plan.fluence),
+                        float(cfg.beam.polarization), bool(getattr(cfg.beam, "nopolar", False)))
+    # the cubic interpolation's overshoot far from the rings is clipped (ice.py)
+    bg = np.maximum(np.asarray(_per_panel(plan, table, sample), dtype=np.float64), 0.0)
+    _, cells, *_ = sample.resolved()
+    return bg, ["ice Ih rings: %.6g um of ice, %.6g unit cells, crystallites %.6g nm, "
+                "max %.6g photons/pixel" % (thickness * 1e6, cells, crystallite * 1e9,
+                                             float(bg.max()))]
+
+
 def add_amorphous_background(parsed, plan, img32: np.ndarray, table) -> Tuple[np.ndarray, List[str]]:
     """``img32`` plus the -stol background (a new array), and the lines to print."""
     bg, lines = amorphous_background(parsed, plan, table)
@@ -140,7 +285,7 @@ def amorphous_background(parsed, plan, table) -> Tuple[np.ndarray, List[str]]:
     for a panel set, each panel from its own geometry) of ``plan``'s detector, sources
     and fluence, and the line to print (it does not depend on the crystal
     orientation)."""
-    from .amorphous import AmorphousSample, amorphous_image, geometry_from_nbsim
+    from .amorphous import AmorphousSample
     s = parsed.outputs.suite
     path = s["stol"][1]
     cfg = parsed.config
@@ -149,26 +294,7 @@ def amorphous_background(parsed, plan, table) -> Tuple[np.ndarray, List[str]]:
                              fluence=float(plan.fluence), beamsize=float(cfg.beam.beamsize),
                              polarization=float(cfg.beam.polarization),
                              nopolar=bool(getattr(cfg.beam, "nopolar", False)))
-    device = "cuda" if cfg.device == "cuda" else "cpu"
-    if getattr(plan, "panels", None) is None:
-        geom = geometry_from_nbsim(plan.detector, plan.sources, plan.oversample)
-        bg = amorphous_image(geom, table, sample, device=device)
-    else:
-        # (panels, slow, fast): each panel from its own geometry (origin, axes, pixel,
-        # distance), not the stacked raster the kernels index, with the -roi in its own
-        # pixel coordinates; once per run / dataset
-        from dataclasses import replace
-
-        from .geometry.panels import panel_detector
-        x0, x1, y0, y1 = (int(v) for v in plan.frame_detector.roi)
-        parts = []
-        for k in range(plan.panels.count):
-            det = panel_detector(plan, k)
-            det = replace(det, roi=(max(0, x0), min(det.fpixels, x1),
-                                    max(0, y0), min(det.spixels, y1)))
-            parts.append(np.asarray(amorphous_image(geometry_from_nbsim(
-                det, plan.sources, plan.oversample), table, sample, device=device)))
-        bg = np.stack(parts)
+    bg = _per_panel(plan, table, sample)
     _, molecules, *_ = sample.resolved()
     return bg, ["amorphous background from %s: %d points, %.6g molecules, max %.6g photons/pixel"
                  % (path, table.points, molecules, float(bg.max()))]

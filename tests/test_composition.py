@@ -48,7 +48,8 @@ AXES = OrderedDict([
     ("det", ["flat", "curved", "thick", "eiger", "jungfrau", "panels", "expt1", "expt2"]),
     ("F", ["defF", "hkl", "mtz", "sfcif", "model", "anom"]),
     ("beam", ["plain", "mosaic", "div", "disp", "srcfile"]),
-    ("fx", ["nonoise", "noise", "stol", "noisify", "stol+noisify", "counting", "jungfrau"]),
+    ("fx", ["nonoise", "noise", "stol", "noisify", "stol+noisify", "ice", "stop+bad",
+            "counting", "jungfrau"]),
     ("out", ["float", "int", "noise", "pgm", "cbf", "nexus", "png", "write_hkl", "defaults",
              "write_expt", "truth"]),
     ("mode", ["spec", "cpar"]),
@@ -308,14 +309,18 @@ def _physics(c, inp):
     # nanoBragg's default fluence on 0.3 mm of water saturates int32 counts (~2e13
     # photons/pixel): a film thin enough that the background and the spots are comparable
     stol = ["-stol", str(WATER), "-thickness", "1e-10"]
+    # ice rings (a film thin enough for nanoBragg's default fluence), the beamstop with its
+    # arm and bad pixels (issue 20): nbsim extensions, in both modes
+    ice = ["-ice", "1e-8", "-ice_crystallite", "20"]
+    stop = ["-beamstop", "1", "-beamstop_arm", "0.5", "45", "-bad_pixels", "0.05"]
     # the detector models (docs/effects.md): a short frame with a long dead time and a
     # shallow counter, so the dead time and the counter's saturation both act
     counting = ["-detector_model", "counting", "-deadtime", "2000", "-frame_time", "1e-3",
                 "-counter_bits", "10", "-charge_cloud", "12", "-threshold", "5"]
     jungfrau = ["-detector_model", "jungfrau", "-jungfrau_output", "adu"]
     f += {"nonoise": ["-nonoise"], "noise": [], "stol": stol, "noisify": noisify,
-          "stol+noisify": stol + noisify, "counting": counting,
-          "jungfrau": jungfrau}[c["fx"]]
+          "stol+noisify": stol + noisify, "ice": ice, "stop+bad": stop,
+          "counting": counting, "jungfrau": jungfrau}[c["fx"]]
     f += ["-c_parity"] if c["mode"] == "cpar" else []
     f += ["-dtype", "float32" if c["dtype"] == "f32" else "float64"]
     return f
@@ -494,7 +499,16 @@ def _check_outputs(c, inp, d, files, stdout):
             data = np.concatenate([fabio.open(str(d / f)).data.ravel()
                                    for f in _files_of(c, kind, target, last)])
             assert data.size == npix and np.issubdtype(data.dtype, np.integer)
-            _assert_counts(c, data, ref)
+            # pixels without data, as Pilatus writes them: module gaps -1 (a preset's
+            # tiled frame), the beamstop's shadow and bad pixels -2
+            if c["det"] in PRESET_TILES:
+                gaps = _tile(c["det"], np.ones(NEXUS_PIXELS[c["det"]], np.int8)).ravel() == 0
+                assert np.all(data[gaps] == -1) and not np.any(data[~gaps] == -1)
+            else:
+                gaps = np.zeros(data.size, dtype=bool)
+            bad = data == -2
+            assert bad.any() == (c["fx"] == "stop+bad")
+            _assert_counts(c, data, ref, skip=gaps | bad)
         elif kind == "nexus":
             _check_nexus(c, path, n, ref)
         elif kind == "png":
@@ -513,6 +527,23 @@ def _check_outputs(c, inp, d, files, stdout):
             _check_expt(c, path)
         elif kind == "truth":
             _check_truth(c, path, np.frombuffer(rfloat, "<f4"))
+    _check_extensions(c, np.frombuffer(rfloat, "<f4"), stdout)
+
+
+def _check_extensions(c, rf, stdout):
+    """-ice: its line with the ice's unit cells; -beamstop / -bad_pixels on a flat detector
+    (24 x 24, 5 % bad: round(28.8) = 29 drawn, 14 dead and 15 hot): the single run's float
+    file holds 15 hot pixels' photons and 0 at least in the 14 dead pixels and the shadow
+    of the 1 mm stop around the beam centre (the pixel nearest it)."""
+    if c["fx"] == "ice":
+        # the composition detectors reach 8 A at most: no ring on them (the rings'
+        # positions and scale are tests/test_backgrounds.py's); the cells are counted
+        m = re.search(r"ice Ih rings: 1e-08 um of ice, ([0-9.e+]+) unit cells", stdout)
+        # 1e-14 m x (0.1 mm)^2 over the 128.2 A^3 cell
+        assert m and float(m.group(1)) == pytest.approx(1e-22 / 128.24e-30, rel=1e-3), stdout
+    if c["fx"] == "stop+bad" and c["det"] in FLAT:
+        assert int(np.sum(rf == HOT_PIXEL_PHOTONS)) == 15
+        assert int(np.sum(rf == 0)) >= 14 + 1
 
 
 SINGLE_PANEL = {"flat", "curved", "thick", "expt1"}
@@ -533,7 +564,7 @@ def _check_truth(c, path, rf):
     else:
         last = t["id"] == (n - 1 if stills else 0)
     bragg = float(t["intensity.true.value"][last].sum())
-    if "stol" not in c["fx"]:          # the float file is then the Bragg image alone
+    if c["fx"] in ("nonoise", "noise", "noisify"):  # the float file: the Bragg image alone
         assert bragg == pytest.approx(float(rf.astype(np.float64).sum()), rel=1e-4)
     import h5py
     with h5py.File(str(path)[:-len(".refl")] + "_labels.h5", "r") as f:
@@ -541,6 +572,12 @@ def _check_truth(c, path, rf):
         frac = f["bragg_fraction"][()]
     assert labels.shape[0] == n and labels.max() < t["id"].shape[0] and labels.min() >= -1
     assert np.all((frac >= 0) & (frac <= 1.0 + 1e-6))
+    if c["fx"] == "stop+bad" and c["det"] in FLAT:
+        # shadowed, dead and hot pixels: no Bragg photons, no reflection (the last frame
+        # of the single run's float file: 0 or a hot pixel's photons there)
+        blocked = (rf == 0) | (rf == HOT_PIXEL_PHOTONS)
+        assert np.all(labels[-1].ravel()[blocked] == -1)
+        assert np.all(frac[-1].ravel()[blocked] == 0)
 PANELS = {"eiger": 32, "jungfrau": 8, "panels": 3, "expt2": 2}
 
 
@@ -566,11 +603,16 @@ def _check_expt(c, path):
     assert read_expt(path) is not None
 
 
+#: effects whose noise is plain Poisson counts of the float image
+PLAIN_POISSON = ("noise", "stol", "ice", "stop+bad")
+HOT_PIXEL_PHOTONS = 65535.0          # docs/effects.md: what a hot pixel holds
+
+
 def _counter_noise(c):
     """Plain Poisson noise of a default-mode dataset: nbsim's counter generator, keyed by
     the frame seed -- not nanoBragg's ran1 stream of the single run (c-parity datasets
     use that one, and the noisify chain is the same in both)."""
-    return (_is_dataset(c) and c["mode"] == "spec" and c["fx"] in ("noise", "stol")
+    return (_is_dataset(c) and c["mode"] == "spec" and c["fx"] in PLAIN_POISSON
             and _model(c) is None)
 
 
@@ -606,45 +648,56 @@ def _assert_model_output(c, counts, rf):
             assert not counts[~lit].any() or counts[~lit].max() <= 1
 
 
-def _assert_counter_counts(c, counts, rf, i):
-    """``counts`` (photon counts, file layout) of frame i from the counter generator."""
+def _assert_counter_counts(c, counts, rf, i, keep=None):
+    """``counts`` (photon counts, file layout) of frame i from the counter generator
+    (where ``keep``, if given)."""
     from nbsim.dataset.noise import counter_counts
+    if keep is None:
+        keep = np.ones(np.shape(counts), dtype=bool)
     if c["det"] in PRESET_TILES:
         # the generator keys a pixel by its index in the render's stacked panels
         rf, counts = _untile(c["det"], rf), _untile(c["det"], counts)
+        keep = _untile(c["det"], keep)
     want = counter_counts(np.ascontiguousarray(rf, dtype=np.float32).reshape(-1, rf.shape[-1]),
                           frame_seed(SEED, i, "noise")).reshape(counts.shape)
-    assert np.array_equal(np.clip(counts, -int(ADC), 65535 - int(ADC)),
-                          np.clip(want.astype(np.int64), -int(ADC), 65535 - int(ADC)))
+    # outside -roi the SMV noise pixels are 0 (C's rule), -ADC counts here; the photons
+    # there are 0, so the generator's counts are 0
+    counts = np.where(counts == -int(ADC), 0, counts)
+    assert np.array_equal(np.clip(counts, -int(ADC), 65535 - int(ADC))[keep],
+                          np.clip(want.astype(np.int64), -int(ADC), 65535 - int(ADC))[keep])
 
 
-def _assert_counts(c, data, ref):
+def _assert_counts(c, data, ref, skip=None):
     """CBF / NeXus pixels: the counts of the single run's noise image (without -adc,
-    within 0..65535), or its photons without noise."""
+    within 0..65535), or its photons without noise; ``skip``: pixels (flat) not compared
+    (a CBF's pixels without data)."""
     rf = np.frombuffer((ref / "r.bin").read_bytes(), "<f4").reshape(np.shape(data))
+    keep = np.ones(np.shape(data), dtype=bool) if skip is None else \
+        ~np.asarray(skip).reshape(np.shape(data))
     if c["fx"] == "nonoise":
         if np.issubdtype(data.dtype, np.integer):
             want = np.rint(np.clip(rf, -2.0**31, 2.0**31 - 128)).astype(np.int64)
-            assert np.array_equal(np.asarray(data, np.int64), want)
+            assert np.array_equal(np.asarray(data, np.int64)[keep], want[keep])
         else:
-            assert np.array_equal(np.asarray(data, np.float32), rf)
+            assert np.array_equal(np.asarray(data, np.float32)[keep], rf[keep])
         return
     from nbsim.io import read_smv
     _h, noise = read_smv(ref / "r_noise.img")
     counts = np.asarray(data, np.int64).reshape(noise.shape)
+    keep = keep.reshape(noise.shape)
     if _counter_noise(c):
-        _assert_counter_counts(c, counts, rf.reshape(noise.shape), _nframes(c) - 1)
+        _assert_counter_counts(c, counts, rf.reshape(noise.shape), _nframes(c) - 1, keep)
         return
     if _model(c) is not None:   # the detector model's integers: the single run's
-        assert np.array_equal(np.clip(counts, 0, 65535), noise.astype(np.int64))
-        _assert_model_output(c, counts, rf)
+        assert np.array_equal(np.clip(counts, 0, 65535)[keep], noise.astype(np.int64)[keep])
+        _assert_model_output(c, counts[keep], rf.reshape(noise.shape)[keep])
         return
-    if c["fx"] in ("noise", "stol", "counting", "jungfrau"):    # (the models: off in c-parity)
-        inside = rf.reshape(noise.shape) > 0
+    if c["fx"] in PLAIN_POISSON + ("counting", "jungfrau"):   # (the models: off in c-parity)
+        inside = (rf.reshape(noise.shape) > 0) & keep
         assert np.array_equal(np.clip(counts + ADC, 0, 65535)[inside],
                               noise.astype(np.int64)[inside])
     else:           # noisify's ADU integers (offset, gain and readout noise in them)
-        assert np.array_equal(np.clip(counts, 0, 65535), noise.astype(np.int64))
+        assert np.array_equal(np.clip(counts, 0, 65535)[keep], noise.astype(np.int64)[keep])
 
 
 def _check_nexus(c, path, n, ref):

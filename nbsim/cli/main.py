@@ -195,6 +195,8 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
             raise NbsimError(f"-truth: this detector needs {stream.estimate / 2**30:.2f} GiB "
                              f"in one piece, more than the memory limit; the truth needs "
                              f"the whole image: use -roi or fewer pixels")
+    if stream is None:
+        suite.prepare_background(plan)      # -stol / -ice / hot pixels: errors before the render
     pixel_to_print = _printout_request(parsed, sim, err)
     noise_idum = _noise_idum(cfg) if outs.calculate_noise else None
 
@@ -212,11 +214,12 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     outputs = OutputSet(lambda msg: _note(err, msg))
     try:
         if stream is not None:
-            if suite.table is not None or suite.effects is not None or \
+            if suite_flags.wants_background(parsed, suite) or suite.effects is not None or \
                     suite.detector is not None or plan.panels is not None:
                 raise NbsimError(f"this detector needs {stream.estimate / 2**30:.2f} GiB in one piece, "
-                                 f"more than the memory limit, and -stol / the noisify flags "
-                                 f"/ the detector models / panels need the whole image: use -roi or fewer pixels")
+                                 f"more than the memory limit, and -stol / -ice / -bad_pixels / "
+                                 f"the noisify flags / the detector models / panels need the whole "
+                                 f"image: use -roi or fewer pixels")
             from ..streaming import render_streamed
             t0 = time.perf_counter()
             lines = render_streamed(sim, stream, outs, outputs,

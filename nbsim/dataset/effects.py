@@ -1,4 +1,4 @@
-"""The detector suite per frame: the -stol background and noisify.c's chain on every frame.
+"""The detector suite per frame: the backgrounds and noisify.c's chain on every frame.
 
 A dataset applies the same suite flags as the single-image ``nbsim`` run
 (:mod:`nbsim.suite`), so frame ``i`` is the single run with ``-phi``/``-misset``
@@ -10,6 +10,10 @@ of the frame and ``-seed <frame seed>``:
   slow, fast), every panel from its own geometry) and added
   to every frame's float32 image before noise, rounded once to float32 as the single run
   does.  Under ``-c_parity`` the flags change nothing (a note says so).
+* **ice rings and bad pixels** (``-ice UM``, ``-bad_pixels``; both modes): the ice Ih
+  rings (:mod:`nbsim.amorphous.ice`) join that background, once per dataset; the
+  beamstop's shadow and the bad pixels are 0 in it (they are masked: not rendered) and
+  hot pixels hold :data:`nbsim.geometry.defects.HOT_PIXEL_PHOTONS` in every frame.
 * **noisify chain** (any of ``-psf -psf_fwhm -psf_radius -psf_method -readout -flicker
   -calibration -calib_seed -gain -bits``, with noise on): the frame's noise image is
   :func:`nbsim.effects.noisify` of its (panels, slow, fast) float image (streams in
@@ -66,17 +70,20 @@ class FrameEffects:
         None when no suite flag is given."""
         from .. import suite as suite_flags
         from ..detector_model import PRESET_MODELS, preset_name
-        if not parsed.outputs.suite and preset_name(parsed.config) not in PRESET_MODELS:
+        model_preset = preset_name(parsed.config) in PRESET_MODELS
+        if not parsed.outputs.suite and parsed.config.detector.bad_pixel_fraction <= 0 \
+                and not model_preset:
             return None
         suite = suite_flags.prepare(parsed, parsed.outputs.adc_offset)
-        if not parsed.outputs.suite and suite.detector is None:
-            return None         # a preset's model is off (-nonoise, -c_parity)
         background, lines = None, []
-        if suite.table is not None:
+        if suite_flags.wants_background(parsed, suite):
             from ..image_model import as_frame
             plan = plan_of_run()
-            background, lines = suite_flags.amorphous_background(parsed, plan, suite.table)
-            background = as_frame(plan, background)        # (panels, slow, fast)
+            background, lines = suite_flags.detector_background(suite, plan)
+            if background is not None:
+                background = as_frame(plan, background)    # (panels, slow, fast)
+        if background is None and not parsed.outputs.suite and suite.detector is None:
+            return None         # (a preset's model is off with -nonoise, -c_parity)
         calib = suite_flags.calib_idum(parsed) if suite.effects is not None else 123456789
         if suite.detector is not None:
             lines = lines + list(suite.detector.lines)

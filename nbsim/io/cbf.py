@@ -29,6 +29,10 @@ One file per frame::
     --CIF-BINARY-FORMAT-SECTION----
     ;
 
+Pixels without data: a preset's module gaps in the tiled frame hold -1 and the
+``-beamstop`` shadow and ``-bad_pixels`` hold -2, the values Pilatus / EIGER miniCBF
+files use, which dxtbx's trusted range (-1, cutoff) masks (miniCBF has no mask field).
+
 The header can only say "detector normal to the beam, fast along imgCIF +x, slow along
 -y, spindle along +x": dxtbx builds exactly that model from any miniCBF.  nanoBragg's
 MOSFLM and XDS defaults are that geometry; ADXV's is its mirror image (slow axis up with
@@ -270,6 +274,30 @@ def cbf_header_for(info: DatasetInfo, index: int, det=None) -> CbfHeader:
                                                                            False))
 
 
+#: miniCBF pixel values of pixels that hold no data, as Pilatus / EIGER miniCBF files
+#: write them (dxtbx's trusted range (-1, cutoff) masks both): module gaps, and the
+#: pixels of the beamstop's shadow and bad pixels (nbsim.geometry.defects)
+CBF_GAP = -1
+CBF_BAD = -2
+
+
+def _int32_frames(data) -> np.ndarray:
+    """:func:`_as_int32` of any (..., slow, fast) array, its shape kept."""
+    a = np.asarray(data)
+    return _as_int32(a.reshape(-1, a.shape[-1])).reshape(a.shape)
+
+
+def _mark_defects(plan, data: np.ndarray) -> np.ndarray:
+    """``data`` (the frame) with the beamstop's shadow and bad pixels set to
+    :data:`CBF_BAD` (int32; unchanged without them)."""
+    defects = getattr(plan, "defects", None)
+    if defects is None:
+        return data
+    out = _int32_frames(data).copy()
+    out.reshape(-1)[np.asarray(defects.blocked).reshape(-1)] = CBF_BAD
+    return out.reshape(np.shape(data))
+
+
 class CbfSink:
     """One miniCBF file per frame, named by a ``#`` template (frame numbers from 1).
 
@@ -318,24 +346,28 @@ class CbfSink:
         if getattr(plan, "panels", None) is not None:
             self._write_panels(index, data)
             return
-        a = np.asarray(data)
+        a = _mark_defects(plan, np.asarray(data))
         if a.ndim == 3 and a.shape[0] == 1:
             a = a[0]
         write_cbf(self._path(index), a, cbf_header_for(self._info, index))
 
     def _write_panels(self, index: int, data: np.ndarray) -> None:
-        """A multi-panel frame (nbsim.geometry.panels): the tiled frame with zero gaps
-        and the frame detector's header when the panel set has a layout (presets), else
+        """A multi-panel frame (nbsim.geometry.panels): the tiled frame with its gaps at
+        :data:`CBF_GAP` and the frame detector's header when the panel set has a layout
+        (presets), else
         one file per panel (``_p00``, ``_p01``... before the extension), each with its
         panel's header."""
         from ..geometry import panels as pnl
         plan = self._info.plan
         ps = plan.panels
         path = self._path(index)
-        img = np.asarray(data).reshape(ps.shape)
+        img = _mark_defects(plan, np.asarray(data).reshape(ps.shape))
         if ps.frame is not None and all(p.tile is not None for p in ps.panels):
-            frame, det = pnl.file_image(plan, img)
-            write_cbf(path, frame, cbf_header_for(self._info, index, det))
+            # the module gaps hold Pilatus' gap value, which dxtbx masks
+            from ..image_model import FileLayout
+            frame = ps.tiled(_int32_frames(img), fill=CBF_GAP)
+            write_cbf(path, frame, cbf_header_for(self._info, index,
+                                                  FileLayout(plan).detector))
             return
         for k in range(ps.count):
             write_cbf(pnl.panel_file_path(path, k, ps.count), img[k],

@@ -15,8 +15,10 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
         detector                NXdetector depends_on, sensor_material, sensor_thickness
                                           (1 nm without a sensor model: dxtbx needs > 0),
                                           saturation_value, pixel_mask (bit 8: pixels
-                                          not rendered -- outside -roi, zero in -mask --
-                                          and ``info.mask``), count_time,
+                                          not rendered -- outside -roi, zero in -mask,
+                                          a panel's mask, the beamstop's shadow --
+                                          and ``info.mask``; bit 1 dead and bit 3 hot
+                                          -bad_pixels), count_time,
                                           frame_time (a detector model's, else the
                                           exposure), threshold_energy (eV, counting
                                           detector), distance, beam_center_x/y
@@ -72,6 +74,8 @@ COMPRESSIONS = ("bslz4", "gzip", None)
 _MISSING_EXTRA = 'h5py and hdf5plugin are needed for NeXus output: pip install -e ".[formats]"'
 _LIBVER = ("v110", "latest")      # SWMR needs the HDF5 1.10 file format
 _MASK_BIT = 1 << 8                # NeXus pixel_mask bit 8: user-defined mask (nanoBragg -mask)
+_DEAD_BIT = 1 << 1                # bit 1: dead (-bad_pixels)
+_HOT_BIT = 1 << 3                 # bit 3: over-responding (-bad_pixels' hot pixels)
 _FILL = {"int32": -1, "float32": np.nan}
 
 
@@ -356,6 +360,12 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
             raise ValueError(f"mask shape {m.shape} != detector (slow, fast) {(slow, fast)}")
         bad |= m
     mask[bad] = _MASK_BIT
+    defects = getattr(info.plan, "defects", None)
+    if defects is not None:
+        # NXdetector pixel_mask bits: 1 dead, 3 over-responding (hot); the beamstop's
+        # shadow keeps bit 8 (user-defined: "e.g. around the beamstop")
+        mask[np.asarray(defects.dead).reshape(slow, fast)] = _DEAD_BIT
+        mask[np.asarray(defects.hot).reshape(slow, fast)] = _HOT_BIT
     detector.create_dataset("pixel_mask", data=mask, compression="gzip", shuffle=True)
     _field(detector, "pixel_mask_applied", False)
 
