@@ -187,6 +187,30 @@ def test_bad_detector_model_flag_is_one_line_exit_2(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_counting_dataset_nexus_fields(tmp_path):
+    """A counting dataset's NXdetector: count_time = frame_time = -frame_time, the
+    counter's saturation_value, the threshold in eV; the frames are the counts."""
+    import subprocess
+    import sys
+    h5py = pytest.importorskip("h5py")
+    pytest.importorskip("hdf5plugin")
+    rc = subprocess.run([sys.executable, "-m", "nbsim", "-cell", "70", "80", "90", "90", "90",
+                         "90", "-default_F", "100", "-N", "5", "-lambda", "1", "-distance",
+                         "200", "-detector_preset", "eiger2_16m", "-roi", "0", "7", "0", "7",
+                         "-seed", "5", "-nimages", "1", "-nexus", "x.h5", "-frame_time", "0.01",
+                         "-counter_bits", "12", "-threshold", "7.5"], cwd=tmp_path,
+                        capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        det = f["/entry/instrument/detector"]
+        assert det["count_time"][()] == det["frame_time"][()] == pytest.approx(0.01)
+        assert det["saturation_value"][()] == 4095
+        assert det["threshold_energy"][()] == pytest.approx(7500.0)
+        assert det["threshold_energy"].attrs["units"] == "eV"
+        data = f["/entry/data/data"][0]
+        assert data.dtype == np.int32 and 0 <= data.min() and data.max() <= 4095
+
+
 @pytest.mark.slow
 def test_dials_imports_a_counting_nexus_file(tmp_path):
     """dials.import reads a counting dataset's NeXus file with defaults: the counter's
