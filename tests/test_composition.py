@@ -49,7 +49,8 @@ AXES = OrderedDict([
     ("det", ["flat", "curved", "thick", "eiger", "jungfrau", "panels", "expt1", "expt2"]),
     ("F", ["defF", "hkl", "mtz", "sfcif", "model", "anom"]),
     ("beam", ["plain", "mosaic", "div", "disp", "srcfile", "sase", "dose"]),
-    ("fx", ["nonoise", "noise", "stol", "noisify", "stol+noisify", "ice", "stop+bad"]),
+    ("fx", ["nonoise", "noise", "stol", "noisify", "stol+noisify", "ice", "stop+bad",
+            "counting", "jungfrau"]),
     ("out", ["float", "int", "noise", "pgm", "cbf", "nexus", "png", "write_hkl", "defaults",
              "write_expt", "truth"]),
     ("mode", ["spec", "cpar"]),
@@ -332,8 +333,14 @@ def _physics(c, inp, ref=None):
     # arm and bad pixels (issue 20): nbsim extensions, in both modes
     ice = ["-ice", "1e-8", "-ice_crystallite", "20"]
     stop = ["-beamstop", "1", "-beamstop_arm", "0.5", "45", "-bad_pixels", "0.05"]
+    # the detector models (docs/effects.md): a short frame with a long dead time and a
+    # shallow counter, so the dead time and the counter's saturation both act
+    counting = ["-detector_model", "counting", "-deadtime", "2000", "-frame_time", "1e-3",
+                "-counter_bits", "10", "-charge_cloud", "12", "-threshold", "5"]
+    jungfrau = ["-detector_model", "jungfrau", "-jungfrau_output", "adu"]
     f += {"nonoise": ["-nonoise"], "noise": [], "stol": stol, "noisify": noisify,
-          "stol+noisify": stol + noisify, "ice": ice, "stop+bad": stop}[c["fx"]]
+          "stol+noisify": stol + noisify, "ice": ice, "stop+bad": stop,
+          "counting": counting, "jungfrau": jungfrau}[c["fx"]]
     f += ["-c_parity"] if c["mode"] == "cpar" else []
     f += ["-dtype", "float32" if c["dtype"] == "f32" else "float64"]
     if ref is not None and c["beam"] in PER_FRAME_BEAM:
@@ -564,6 +571,9 @@ def _check_outputs(c, inp, d, files, stdout):
             rname = {"int": "r.img", "noise": "r_noise.img", "pgm": "r.pgm"}[kind]
             raw = path.read_bytes()
             assert raw == (ref / rname).read_bytes(), f"{path} differs from the single run"
+            if kind == "noise" and _model(c) is not None:
+                from nbsim.io import read_smv
+                _assert_model_output(c, read_smv(path)[1], np.frombuffer(rfloat, "<f4"))
             if kind == "pgm":
                 from PIL import Image
                 with Image.open(path) as im:
@@ -693,7 +703,40 @@ def _counter_noise(c):
     """Plain Poisson noise of a default-mode dataset: nbsim's counter generator, keyed by
     the frame seed -- not nanoBragg's ran1 stream of the single run (c-parity datasets
     use that one, and the noisify chain is the same in both)."""
-    return _is_dataset(c) and c["mode"] == "spec" and c["fx"] in PLAIN_POISSON
+    return (_is_dataset(c) and c["mode"] == "spec" and c["fx"] in PLAIN_POISSON
+            and _model(c) is None)
+
+
+def _model(c):
+    """The case's detector model (docs/effects.md): -detector_model, else the preset's
+    (eiger2_16m: counting, jungfrau_4m: jungfrau) with noise; none under -c_parity."""
+    if c["mode"] != "spec" or c["fx"] in ("nonoise", "noisify", "stol+noisify"):
+        return None
+    if c["fx"] in ("counting", "jungfrau"):
+        return c["fx"]
+    return {"eiger": "counting", "jungfrau": "jungfrau"}.get(c["det"])
+
+
+def _assert_model_output(c, counts, rf):
+    """What a detector model's output must be (``counts``: the detector's integers,
+    clipped to 0..65535 by the noise file; ``rf`` the single run's photons): 0 where no
+    photon is expected, within the counter (counting: the flags' 10 bits, the preset's
+    16), JUNGFRAU words with valid gain bits and 14-bit ADC values."""
+    model = _model(c)
+    counts = np.asarray(counts, np.int64).ravel()
+    rf = np.asarray(rf, np.float64).ravel()
+    assert counts.min() >= 0
+    if model == "counting":
+        bits = 10 if c["fx"] == "counting" else 16
+        assert counts.max() <= 2 ** bits - 1
+        if c["fx"] != "counting":                 # no charge cloud reaches a dark pixel
+            assert not counts[rf <= 0].any()
+    elif model == "jungfrau":
+        if c["fx"] == "jungfrau":                 # raw words: gain bits 00 / 01 / 11
+            assert set(np.unique(counts >> 14)) <= {0, 1, 3}
+        else:                                     # converted photons: Poisson-like
+            lit = rf > 0
+            assert not counts[~lit].any() or counts[~lit].max() <= 1
 
 
 def _assert_counter_counts(c, counts, rf, i, keep=None):
@@ -736,7 +779,11 @@ def _assert_counts(c, data, ref, skip=None):
     if _counter_noise(c):
         _assert_counter_counts(c, counts, rf.reshape(noise.shape), _nframes(c) - 1, keep)
         return
-    if c["fx"] in PLAIN_POISSON:
+    if _model(c) is not None:   # the detector model's integers: the single run's
+        assert np.array_equal(np.clip(counts, 0, 65535)[keep], noise.astype(np.int64)[keep])
+        _assert_model_output(c, counts[keep], rf.reshape(noise.shape)[keep])
+        return
+    if c["fx"] in PLAIN_POISSON + ("counting", "jungfrau"):   # (the models: off in c-parity)
         inside = (rf.reshape(noise.shape) > 0) & keep
         assert np.array_equal(np.clip(counts + ADC, 0, 65535)[inside],
                               noise.astype(np.int64)[inside])
@@ -772,6 +819,17 @@ def _check_nexus(c, path, n, ref, inp=None):
             last = _tile(c["det"], last)
         assert last.size == FILE_PIXELS[c["det"]]
         _assert_counts(c, last, ref)
+        det = fh["/entry/instrument/detector"]
+        if _model(c) == "counting":     # the counting detector's NXdetector fields
+            bits, t = (10, 1e-3) if c["fx"] == "counting" else (16, 1.0)
+            assert det["saturation_value"][()] == 2 ** bits - 1
+            assert det["count_time"][()] == det["frame_time"][()] == pytest.approx(t)
+            if c["fx"] == "counting":
+                assert det["threshold_energy"][()] == pytest.approx(5000.0)
+            elif c["beam"] != "srcfile":      # half the photon energy of -lambda 1
+                assert det["threshold_energy"][()] == pytest.approx(12398.419843320026 / 2)
+        else:
+            assert "threshold_energy" not in det
         entry = nxmx.NXmx(fh).entries[0]
         assert entry.definition == "NXmx"
         modules = entry.instruments[0].detectors[0].modules

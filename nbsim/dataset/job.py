@@ -224,7 +224,10 @@ class Dataset:
             frame.labels = ftruth.labels
             # the expected photons: the render plus the -stol background
             frame.bragg_fraction = ftruth.bragg_fraction(frame.image)
-        if self.noise and fx is not None and fx.noisify_params is not None:
+        if self.noise and fx is not None and fx.detector is not None:
+            frame.counts, frame.noise_pixels = fx.detector_counts(
+                frame.image32, spec.noise_seed, roi=panel_roi(base))
+        elif self.noise and fx is not None and fx.noisify_params is not None:
             frame.counts, frame.noise_pixels = fx.noise(frame.image32, spec.noise_seed)
         elif self.noise:
             frame.counts = poisson_counts(frame.image32, spec.noise_seed, self.config.mode,

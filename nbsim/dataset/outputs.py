@@ -189,12 +189,17 @@ def dataset_info(dataset, command=()) -> DatasetInfo:
     m = rendered_mask(plan)              # (panels, slow, fast); the data: stacked rows
     mask = None if m is None else ~m.reshape(det.spixels, det.fpixels)
     noise = dataset.noise
+    model = getattr(dataset.effects, "detector", None) if noise else None
+    saturation = float(2 ** 31 - 1) if noise else None
+    if model is not None and model.saturation is not None:
+        saturation = float(model.saturation)
     # the crystal per still costs a plan each (~0.5 ms), nothing beside a render
     return DatasetInfo(plan=plan, nframes=dataset.nframes, scans=scans,
                        crystals=rendered_crystals(dataset),
                        dtype="int32" if noise else "float32", mask=mask,
-                       saturation=float(2 ** 31 - 1) if noise else None,
+                       saturation=saturation,
                        exposure_s=float(dataset.config.beam.exposure),
+                       detector_fields={} if model is None else model.nexus_fields(),
                        command=tuple(str(a) for a in command),
                        spectra=dataset.frame_spectra(),
                        damage=dataset.frame_damage(),

@@ -17,23 +17,26 @@ dataset is what ``nanoBragg -seed frame_seed(S, i, "noise")`` draws, and a rando
 orientation is ``nanoBragg -misset_seed frame_seed(M, i, "misset") -misset random``
 (in that order: nanoBragg.c's substring match also reads ``-misset_seed`` as ``-misset``).
 A hash (rather than ``S + i``) keeps neighbouring frames' ran1 streams unrelated.
+
+The detector models' own randomness (docs/effects.md, "Photon-counting and JUNGFRAU
+detectors") comes from named counter streams of the frame's noise seed, so that frame
+``i`` stays the single run with ``-seed frame_seed(S, i, "noise")``:
+``stream_key(frame_seed(S, i, "noise"), name)`` (:func:`nbsim.counter_rng.stream_key`)
+for ``name`` in ``"counting"`` (dead-time renewal process), ``"jungfrau"`` (electronic
+noise); ``"jungfrau_calibration"`` (per-pixel gains and pedestals) is keyed by
+``-calib_seed`` and is the same for every frame.
 """
 from __future__ import annotations
 
 __all__ = ["frame_seed", "mix64", "STREAMS"]
 
+from ..counter_rng import STREAMS as DETECTOR_STREAMS
+from ..counter_rng import mix64
+
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
-STREAMS = {"noise": 1, "misset": 2, "spectrum": 3}
+STREAMS = {"noise": 1, "misset": 2, "spectrum": 3, **DETECTOR_STREAMS}
 _SEED_RANGE = (1 << 31) - 2          # seeds 1 .. 2**31 - 2
-
-
-def mix64(z: int) -> int:
-    """SplitMix64's output function (a bijection of 64-bit integers)."""
-    z &= _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
 
 
 def frame_seed(run_seed: int, index: int, stream: str = "noise") -> int:

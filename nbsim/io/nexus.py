@@ -19,7 +19,9 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
                                           a panel's mask, the beamstop's shadow --
                                           and ``info.mask``; bit 1 dead and bit 3 hot
                                           -bad_pixels), count_time,
-                                          frame_time, distance, beam_center_x/y
+                                          frame_time (a detector model's, else the
+                                          exposure), threshold_energy (eV, counting
+                                          detector), distance, beam_center_x/y
           transformations       NXtransformations  det_z (translation along the normal)
           module                NXdetector_module  data_origin, data_size ([slow, fast]),
                                           (multi-panel: module00, module01, ... one per
@@ -339,8 +341,11 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     else:
         _field(detector, "sensor_thickness", NO_SENSOR_THICKNESS_MM, units="mm",
                nbsim_note="no sensor model in the render (-detector_thick 0)")
-    _field(detector, "count_time", float(info.exposure_s), units="s")
-    _field(detector, "frame_time", float(info.exposure_s), units="s")
+    fields = getattr(info, "detector_fields", None) or {}
+    _field(detector, "count_time", float(fields.get("count_time", info.exposure_s)), units="s")
+    _field(detector, "frame_time", float(fields.get("frame_time", info.exposure_s)), units="s")
+    if "threshold_energy" in fields:        # a photon-counting detector's threshold
+        _field(detector, "threshold_energy", float(fields["threshold_energy"]), units="eV")
     _field(detector, "distance", abs(along) * 1e3, units="mm")
     bf, bs, _ = beam_centre_px(det)
     _field(detector, "beam_center_x", bf, units="pixel")

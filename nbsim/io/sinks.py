@@ -62,6 +62,9 @@ class DatasetInfo:
     saturation: Optional[float] = None
     exposure_s: float = 1.0
     command: Tuple[str, ...] = ()
+    #: NXdetector fields of a detector model (docs/effects.md): count_time, frame_time
+    #: (s), threshold_energy (eV); absent: the exposure, no threshold
+    detector_fields: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     # the rendered crystal, rows (a, b, c) in m (nanoBragg lab): one at phi = 0 for a
     # rotation series, one per frame for stills (NeXus NXsample, -write_expt); None:
