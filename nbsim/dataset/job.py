@@ -45,6 +45,9 @@ class _Seeds:
     def misset(self, i: int) -> int:
         return frame_seed(self.misset_seed, i, "misset")
 
+    def vary(self, i: int) -> int:
+        return frame_seed(self.seed, i, "vary")
+
 
 class Dataset:
     """``config`` (the run's single-image Config), ``frames`` (:class:`RotationScan` or
@@ -80,6 +83,7 @@ class Dataset:
         #: frame.labels, frame.bragg_fraction; ids: 0 for a sweep, the frame for stills
         self.truth = bool(truth)
         self._renderer = None
+        self._vary_base = None
 
     @classmethod
     def from_args(cls, args: Sequence[str], frames, **kw) -> "Dataset":
@@ -97,6 +101,36 @@ class Dataset:
         d = dict(self.__dict__)
         d["_renderer"] = None
         return d
+
+    @property
+    def lattices(self) -> int:
+        """Crystals in the beam per frame (-lattices; 1 for a rotation scan)."""
+        return int(getattr(self.frameset, "lattices", 1))
+
+    @property
+    def vary(self):
+        """The -vary distributions (:class:`nbsim.dataset.vary.VarySpec`) or None."""
+        return getattr(self.frameset, "vary", None)
+
+    def experiment_id(self, i: int, lattice: int = 0) -> int:
+        """The experiment of lattice ``lattice`` of frame ``i``: 0 for a sweep, else
+        ``i * lattices + lattice`` (one experiment per lattice per still)."""
+        return 0 if self.is_rotation else int(i) * self.lattices + int(lattice)
+
+    def vary_base(self) -> dict:
+        """The run's value of every -vary key (flag units; from the run's plan)."""
+        if self._vary_base is None:
+            from .vary import base_values
+            self._vary_base = base_values(self.config, self.renderer.base)
+            if self.vary is not None:
+                self.vary.check_base(self._vary_base)
+        return self._vary_base
+
+    def frame_parameters(self, i: int) -> dict:
+        """The -vary values frame ``i`` is rendered with (flag units): its detector and
+        beam keys, and each crystal key as a value (one lattice) or a list over the
+        lattices; {} without -vary.  Drawn, not rendered (cheap)."""
+        return parameters_of(self.frame(i), self.vary)
 
     @property
     def nframes(self) -> int:
@@ -119,6 +153,9 @@ class Dataset:
     def frame(self, i: int) -> FrameSpec:
         if not 0 <= i < self.nframes:
             raise IndexError(f"frame {i} of {self.nframes}")
+        if self.vary is not None:
+            return self.frameset.frame(int(i), self.config.crystal, self.seeds,
+                                       vary_base=self.vary_base())
         return self.frameset.frame(int(i), self.config.crystal, self.seeds)
 
     def phi_ranges(self):
@@ -140,12 +177,13 @@ class Dataset:
         if self.truth:
             rot = self.is_rotation
             image, ftruth = self.renderer.render_truth(
-                spec, experiment_id=0 if rot else int(i), frame_z0=float(i) if rot else 0.0,
+                spec, experiment_id=self.experiment_id(i), frame_z0=float(i) if rot else 0.0,
                 rotation=rot)
             image = as_frame(base, image)
         else:
             image = as_frame(base, self.renderer.render(spec))     # (panels, slow, fast)
-        frame = FrameImage(index=int(i), image=image)
+        frame = FrameImage(index=int(i), image=image,
+                           parameters=parameters_of(spec, self.vary))
         fx = self.effects
         if fx is not None and fx.background is not None:
             # the single run's float file: float32 image + float64 background, rounded once
@@ -168,3 +206,19 @@ class Dataset:
         """The frames (all, or ``indices``) in order, rendered one at a time."""
         for i in (range(self.nframes) if indices is None else indices):
             yield self.render(i)
+
+
+def parameters_of(spec: FrameSpec, vary) -> dict:
+    """``frame.parameters``: the -vary values of a frame (see Dataset.frame_parameters)."""
+    if vary is None:
+        return {}
+    lat = spec.all_lattices
+    out = {}
+    for name in vary.names:
+        vals = [s.parameters[name] for s in lat]
+        from .vary import key_info
+        if key_info(name).level == "frame" or len(lat) == 1:
+            out[name] = vals[0]
+        else:
+            out[name] = vals
+    return out
