@@ -396,7 +396,8 @@ def run_dataset(argv, out, err) -> int:
         # after -nexus: the driver closes the sinks in order, the label images go into
         # the closed NeXus file
         outputs.append(Output("-truth", truth, TruthSink(truth, ds.is_rotation, nexus,
-                                                          identifier_tag=str(ds.seeds.seed)),
+                                                          identifier_tag=str(ds.seeds.seed),
+                                                          lattices=ds.lattices),
                               lambda f: f, needs_image=False))
     writers = {"-floatfile": (prod.write_float, prod.float32),
                "-intfile": (prod.write_int, prod.int_smv),

@@ -252,9 +252,10 @@ def _simple_geometry(det) -> bool:
 def cbf_header_for(info: DatasetInfo, index: int, det=None) -> CbfHeader:
     """The miniCBF header of frame ``index`` (0-based) of a dataset (of detector ``det``
     if given: a panel's, or a multi-panel frame's)."""
-    det = info.plan.detector if det is None else det
+    plan = info.plan_of(index)             # -vary: the frame's detector and beam
+    det = plan.detector if det is None else det
     bf, bs, dist = beam_centre_px(det)
-    lam = np.asarray(info.plan.sources.wavelengths, dtype=np.float64)
+    lam = np.asarray(plan.sources.wavelengths, dtype=np.float64)
     if info.scans is not None:
         start, width = info.scans[index].phi_start_deg, info.scans[index].osc_deg
     else:
@@ -333,13 +334,16 @@ class CbfSink:
         ps = plan.panels
         path = self._path(index)
         img = np.asarray(data).reshape(ps.shape)
+        fplan = self._info.plan_of(index)      # -vary: the frame's own geometry
         if ps.frame is not None and all(p.tile is not None for p in ps.panels):
             frame, det = pnl.file_image(plan, img)
+            if fplan is not plan:
+                det = pnl.file_image(fplan, img)[1]
             write_cbf(path, frame, cbf_header_for(self._info, index, det))
             return
         for k in range(ps.count):
             write_cbf(pnl.panel_file_path(path, k, ps.count), img[k],
-                      cbf_header_for(self._info, index, pnl.panel_detector(plan, k)))
+                      cbf_header_for(self._info, index, pnl.panel_detector(fplan, k)))
 
     def close(self) -> None:
         self._info = None
