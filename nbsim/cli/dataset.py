@@ -327,6 +327,11 @@ def run_dataset(argv, out, err) -> int:
         ds = Dataset(cfg, frames, seed=seed, misset_seed=misset_seed,
                      noise=outs.calculate_noise, threads=parsed.threads,
                      truth=truth is not None)
+        if ds.vary is not None:
+            try:
+                ds.vary_base()
+            except ValueError as e:
+                raise _error(f"-vary {d['vary']}: {e}") from None
         plan0 = ds.plan(0)
         if ds.vary is not None:
             # every frame's draws now (cheap, nothing rendered): an invalid value stops
