@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 WATER = REPO / "tests" / "fixtures" / "nonbragg" / "water.stol"
 
 AXES = OrderedDict([
-    ("job", ["single", "rotation", "stills", "orient"]),
+    ("job", ["single", "rotation", "stills", "orient", "vary", "lattices"]),
     ("det", ["flat", "curved", "thick", "eiger", "jungfrau", "panels", "expt1", "expt2"]),
     ("F", ["defF", "hkl", "mtz", "sfcif", "model", "anom"]),
     ("beam", ["plain", "mosaic", "div", "disp", "srcfile"]),
@@ -58,6 +58,12 @@ AXES = OrderedDict([
 SINGLE_ONLY_OUT = {"float", "int", "noise", "pgm", "write_hkl", "defaults"}
 DATASET_OUT = {"cbf", "nexus", "png"}       # these flags make a dataset (1 frame here)
 FLAT = {"flat", "curved", "thick"}
+STILLS = {"stills", "orient", "vary", "lattices"}
+# -lattices 2: frame i is the sum of two single renders, so there is no single run to
+# compare every file with; the float image (float32 of the float64 sum), the counts
+# drawn from it, the NeXus file, the .expt and the truth are checked (one panel)
+LATTICE_OUT = {"float", "nexus", "write_expt", "truth"}
+LATTICE_DET = {"flat", "curved", "thick", "expt1"}
 
 
 def _allowed(a, va, b, vb) -> bool:
@@ -88,6 +94,12 @@ def _allowed(a, va, b, vb) -> bool:
             return False
         if x == "out" and vx in ("nexus", "write_expt") and y == "det" and vy == "curved":
             return False                    # refused: see REFUSED
+        if x == "job" and vx == "lattices":
+            if (y == "out" and vy not in LATTICE_OUT) or (y == "det" and vy not in
+                                                           LATTICE_DET):
+                return False
+            if y == "fx" and vy not in ("nonoise", "noise"):
+                return False
     return True
 
 
@@ -240,6 +252,9 @@ def _write_model(path):
     st.write_pdb(str(path))
 
 
+INPUTS = []          # the session's input folder (set by the fixture)
+
+
 @pytest.fixture(scope="session")
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("composition_inputs")
@@ -260,6 +275,9 @@ def inputs(tmp_path_factory):
     _write_model(d / "m.pdb")
     (d / "src.txt").write_text("-10 0 0 1 1.0e-10\n-10 0.002 0.001 1 1.02e-10\n")
     (d / "orient.txt").write_text("".join("%g %g %g\n" % m for m in MISSETS))
+    (d / "vary_crystal.json").write_text(json.dumps(VARY_CRYSTAL))
+    (d / "vary_all.json").write_text(json.dumps({**VARY_FRAME, **VARY_CRYSTAL}))
+    INPUTS[:] = [d]
     doc = _panels_doc()
     (d / "panels.json").write_text(json.dumps(doc))
     # one panel: the tilted one (the centre panel sees only F000's neighbourhood)
@@ -328,7 +346,44 @@ def _job(c, inp):
             "stills": ["-stills", str(NFRAMES), "-misset_seed", str(MSEED),
                        "-misset", "random"],
             "orient": ["-stills", str(NFRAMES), "-orientations",
-                       str(inp / "orient.txt")]}[c["job"]]
+                       str(inp / "orient.txt")],
+            "vary": ["-stills", str(NFRAMES), "-misset_seed", str(MSEED),
+                     "-misset", "random", "-vary", str(_vary_file(c, inp))],
+            "lattices": ["-stills", str(NFRAMES), "-misset_seed", str(MSEED),
+                         "-misset", "random", "-lattices", "2",
+                         "-vary", str(inp / "vary_crystal.json")]}[c["job"]]
+
+
+# -vary (docs/datasets.md): crystal keys always; the detector and beam keys where the
+# run has a -distance / -lambda (not the .expt detectors) and no -stol background
+# (computed once per dataset: refused with frame-level keys)
+VARY_CRYSTAL = {"misset": {"normal": 1.0}, "N": {"uniform": [2.6, 4.4]}}
+VARY_FRAME = {"distance": {"normal": 0.5}, "lambda": {"normal": 0.002}}
+
+
+def _vary_file(c, inp):
+    if c["det"].startswith("expt") or "stol" in c["fx"]:
+        return inp / "vary_crystal.json"
+    return inp / "vary_all.json"
+
+
+def _lattice_specs(c, inp, i):
+    """The FrameSpecs of frame i's lattices (orientation and -vary values), from the
+    dataset API (drawn, not rendered)."""
+    from nbsim.dataset import Dataset, Stills
+    from nbsim.dataset.vary import read_vary
+    job = _job(c, inp)
+    vary = read_vary(job[job.index("-vary") + 1])
+    k = 2 if c["job"] == "lattices" else 1
+    ds = Dataset.from_args(_physics(c, inp) + job, Stills(NFRAMES, "random", vary=vary,
+                                                          lattices=k), seed=SEED)
+    return ds.frame(i).all_lattices
+
+
+def _spec_flags(spec):
+    from nbsim.dataset.vary import as_flags
+    return ["-misset", "random", "-misset_seed", str(spec.misset_seed)] + \
+        as_flags(spec.parameters)
 
 
 def _name(c, stem, ext):
@@ -363,8 +418,11 @@ def _outputs(c):
     return [flag, path] + extra, files
 
 
-def _frame_flags(c, i):
-    """The single-image flags that give frame i of the case's job."""
+def _frame_flags(c, i, inp=None):
+    """The single-image flags that give frame i of the case's job (-vary: the frame's
+    orientation, then its drawn values as flags, which win)."""
+    if c["job"] == "vary":
+        return _spec_flags(_lattice_specs(c, inp, i)[0])
     if c["job"] == "rotation":
         return ["-phi", repr(i * OSC), "-osc", str(OSC)]
     if c["job"] == "stills":
@@ -422,13 +480,35 @@ def _reference(c, inp, d, i):
     ref = d / "ref"
     ref.mkdir(exist_ok=True)
     seed = frame_seed(SEED, i, "noise") if _is_dataset(c) else SEED
-    argv = _physics(c, inp) + _frame_flags(c, i) + [
+    if c["job"] == "lattices":
+        return _lattice_reference(c, inp, ref, i)
+    argv = _physics(c, inp) + _frame_flags(c, i, inp) + [
         "-seed", str(seed), "-floatfile", "r.bin", "-intfile", "r.img", "-pgmfile", "r.pgm",
         "-noisefile", "r_noise.img"]
     if c["out"] == "write_hkl":
         argv += ["-write_hkl", "r.hkl"]
     rc, _o, err = _run(argv, ref)
     assert rc == 0 and not _errors(err), f"reference run of frame {i}: {err}"
+    return ref
+
+
+def _lattice_reference(c, inp, ref, i):
+    """-lattices 2: frame i's float file is float32 of the sum of its two lattices'
+    single renders (float64, in process); the counts are drawn from it."""
+    # in a fresh process, as the job's kernels (loaded from Numba's cache: a kernel
+    # compiled in this process may differ in float32's last bit, docs/performance.md)
+    code = ("import json, sys, numpy as np\n"
+            "from nbsim.simulator import Simulator\n"
+            "r = [Simulator.from_args(a).run() for a in json.loads(sys.argv[1])]\n"
+            "assert all(x.max() > 0 for x in r)\n"
+            "open(sys.argv[2], 'wb').write(np.ascontiguousarray(r[0] + r[1], "
+            "dtype='<f4').tobytes())\n")
+    flags = [_physics(c, inp) + _spec_flags(s) for s in _lattice_specs(c, inp, i)]
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, "-c", code, json.dumps(flags), str(ref / "r.bin")],
+                       env=e, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
     return ref
 
 
@@ -515,14 +595,17 @@ def _check_truth(c, path, rf):
     from nbsim.io.refl import read_refl
     t, ids = read_refl(path)
     n = _nframes(c)
-    stills = c["job"] in ("stills", "orient")
-    assert len(ids) == (n if stills else 1)
+    stills = c["job"] in STILLS
+    lat = 2 if c["job"] == "lattices" else 1
+    assert len(ids) == (n * lat if stills else 1)
     assert np.isfinite(t["intensity.true.value"]).all() and (t["intensity.true.value"] > 0).all()
     assert (t["panel"] < PANELS.get(c["det"], 1)).all()
     if c["job"] == "rotation":
         last = np.floor(t["xyzcal.px"][:, 2]) == n - 1
     else:
-        last = t["id"] == (n - 1 if stills else 0)
+        last = (t["id"] // lat) == (n - 1 if stills else 0)
+        if lat > 1:                    # rows of both lattices of the last still
+            assert set(t["id"][last].tolist()) == {2 * (n - 1), 2 * (n - 1) + 1}
     bragg = float(t["intensity.true.value"][last].sum())
     if "stol" not in c["fx"]:          # the float file is then the Bragg image alone
         assert bragg == pytest.approx(float(rf.astype(np.float64).sum()), rel=1e-4)
@@ -541,15 +624,20 @@ def _check_expt(c, path):
     wavelength; nbsim's own .expt reader takes it back."""
     doc = json.loads(path.read_text())
     n = _nframes(c)
-    stills = c["job"] in ("stills", "orient")
-    assert len(doc["experiment"]) == (n if stills else 1)
+    stills = c["job"] in STILLS
+    lat = 2 if c["job"] == "lattices" else 1
+    assert len(doc["experiment"]) == (n * lat if stills else 1)
     assert len(doc["crystal"]) == len(doc["experiment"])
     assert len(doc["detector"][0]["panels"]) == PANELS.get(c["det"], 1)
     if c["job"] == "rotation":
         assert doc["scan"][0]["image_range"] == [1, n]
         assert doc["scan"][0]["oscillation"][1] == pytest.approx(OSC)
-    if not c["det"].startswith("expt") and c["beam"] != "srcfile":
+    varied = c["job"] == "vary" and "lambda" in json.loads(
+        Path(_job(c, INPUTS[0])[-1]).read_text())
+    if not c["det"].startswith("expt") and c["beam"] != "srcfile" and not varied:
         assert doc["beam"][0]["wavelength"] == pytest.approx(1.0, rel=1e-12)
+    if varied:                         # every still its own beam and detector
+        assert len(doc["beam"]) == len(doc["detector"]) == n
     for cr in doc["crystal"]:
         a = np.array([cr[f"real_space_{x}"] for x in "abc"])
         assert np.allclose(np.linalg.norm(a, axis=1), CELL[:3], rtol=1e-9)
@@ -586,6 +674,14 @@ def _assert_counts(c, data, ref):
             assert np.array_equal(np.asarray(data, np.int64), want)
         else:
             assert np.array_equal(np.asarray(data, np.float32), rf)
+        return
+    if c["job"] == "lattices":         # the frame's noise drawn from the summed image
+        from nbsim.dataset.noise import poisson_counts
+        want = poisson_counts(rf.reshape((1,) + rf.shape[-2:]),
+                              frame_seed(SEED, _nframes(c) - 1, "noise"),
+                              "c-parity" if c["mode"] == "cpar" else "spec")
+        assert np.array_equal(np.asarray(data, np.int64).ravel(),
+                              np.asarray(want, np.int64).ravel())
         return
     from nbsim.io import read_smv
     _h, noise = read_smv(ref / "r_noise.img")
