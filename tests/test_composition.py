@@ -860,6 +860,13 @@ REFUSED = [
      ["-orientations", "-misset random"]),
     ("orientations-misset_angles", dict(job="orient"), ["-misset", "1", "2", "3"],
      ["-orientations", "-misset 1 2 3"]),
+    # -vary / -lattices (docs/datasets.md): stills only; the -stol background is one
+    ("vary-rotation", dict(job="rotation"), ["-vary", "vary_all.json"], ["-vary", "-stills"]),
+    ("lattices-rotation", dict(job="rotation"), ["-lattices", "2"], ["-lattices", "-stills"]),
+    ("lattices-orientations", dict(job="orient"), ["-lattices", "2"],
+     ["-lattices", "-orientations"]),
+    ("vary-stol", dict(job="vary", fx="stol"), ["-vary", "vary_all.json"],
+     ["-vary", "-stol"]),
 ]
 
 
