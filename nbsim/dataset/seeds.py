@@ -13,9 +13,9 @@ SplitMix64's output function (Steele, Lea & Flood 2014), arithmetic modulo 2**64
 ``K_noise = 1 * G``, ``K_misset = 2 * G``, ``K_vary = 3 * G`` (the -vary draws of frame
 ``i``: :mod:`nbsim.dataset.vary`) and ``K_lattice = 4 * G`` (the orientation of lattice
 ``k >= 1`` of still ``i`` under -lattices: ``-misset_seed frame_seed(m_i, k, "lattice")``
-with ``m_i = frame_seed(M, i, "misset")``, lattice 0 being the still's own).  The result is a positive 31-bit integer,
-a value nanoBragg.c accepts as ``-seed`` / ``-misset_seed``: frame ``i`` of a c-parity
-dataset is what ``nanoBragg -seed frame_seed(S, i, "noise")`` draws, and a random still's
+with ``m_i = frame_seed(M, i, "misset")``, lattice 0 being the still's own).  The result
+is a positive 31-bit integer, a value nanoBragg.c accepts as ``-seed`` /
+``-misset_seed``: frame ``i`` of a c-parity dataset is what ``nanoBragg -seed frame_seed(S, i, "noise")`` draws, and a random still's
 orientation is ``nanoBragg -misset_seed frame_seed(M, i, "misset") -misset random``
 (in that order: nanoBragg.c's substring match also reads ``-misset_seed`` as ``-misset``).
 A hash (rather than ``S + i``) keeps neighbouring frames' ran1 streams unrelated.
