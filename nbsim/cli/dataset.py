@@ -443,6 +443,13 @@ def run_dataset(argv, out, err) -> int:
                      f"{c.phisteps} phi steps each")
     lines.append(f"  seeds: noise {ds.seeds.seed}, misset {ds.seeds.misset_seed} "
                  f"(frame i: nbsim.dataset.frame_seed(seed, i))")
+    if ds.vary is not None:
+        from ..dataset.vary import describe
+        lines.append(f"  -vary (per frame, from frame_seed(seed, i, 'vary')): "
+                     f"{describe(ds.vary)}")
+    if ds.lattices > 1:
+        lines.append(f"  -lattices {ds.lattices}: each still the sum of {ds.lattices} "
+                     f"randomly oriented crystals (experiment i*{ds.lattices}+k)")
     shown = [f"{o.flag} {o.target}" for o in outputs]
     if blocks:
         shown.append(f"-nexus {nexus} (worker blocks of {blocks})")
