@@ -792,6 +792,13 @@ FLAGS: List[Flag] = [
     _F("-orientations", 1, S, "file", "none",
        "orientations of -stills, one per line: misset x y z (deg) or 9 A-matrix numbers",
        _dataset("orientations")),
+    _F("-vary", 1, S, "file.json", "none",
+       "stills: per-frame random values of numeric flags, e.g. {\"distance\": "
+       "{\"normal\": 0.5}} (normal SD added, uniform [LO, HI], lognormal SD; "
+       "docs/datasets.md)", _dataset("vary")),
+    _F("-lattices", 1, I, "crystals", "1",
+       "stills: crystals in the beam per frame, each its own random orientation "
+       "(needs -misset random); the image is their sum", _dataset("lattices", int)),
     _F("-nexus", 1, S, "file", "none", "NeXus NXmx HDF5 file of the dataset (DIALS reads it)",
        _dataset("nexus")),
     _F("-nexus_compression", 1, S, "bslz4|gzip|none", "bslz4", "compression of -nexus data",
