@@ -172,7 +172,7 @@ def test_design_covers_every_allowed_pair():
                if _allowed(a, va, b, vb) and (a, va, b, vb) not in seen]
     assert not missing, missing[:10]
     assert all(_row_ok([c[k] for k in keys]) for c in CASES)
-    assert sum(c["exec"] == "dask" for c in CASES) <= 16
+    assert sum(c["exec"] == "dask" for c in CASES) <= 18
     assert len(CASES) <= 120
 
 
@@ -450,14 +450,14 @@ def _job(c, inp):
 
 
 # -vary (docs/datasets.md): crystal keys always; the detector and beam keys where the
-# run has a -distance / -lambda (not the .expt detectors) and no -stol background
-# (computed once per dataset: refused with frame-level keys)
+# run has a -distance / -lambda (not the .expt detectors); a background (-stol, -ice)
+# then follows each frame's geometry
 VARY_CRYSTAL = {"misset": {"normal": 1.0}, "N": {"uniform": [2.6, 4.4]}}
 VARY_FRAME = {"distance": {"normal": 0.5}, "lambda": {"normal": 0.002}}
 
 
 def _vary_file(c, inp):
-    if c["det"].startswith("expt") or "stol" in c["fx"]:
+    if c["det"].startswith("expt"):
         return inp / "vary_crystal.json"
     return inp / "vary_all.json"
 
@@ -1101,8 +1101,6 @@ REFUSED = [
     ("lattices-rotation", dict(job="rotation"), ["-lattices", "2"], ["-lattices", "-stills"]),
     ("lattices-orientations", dict(job="orient"), ["-lattices", "2"],
      ["-lattices", "-orientations"]),
-    ("vary-stol", dict(job="vary", fx="stol"), ["-vary", "vary_all.json"],
-     ["-vary", "-stol"]),
 ]
 
 

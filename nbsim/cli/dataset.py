@@ -450,11 +450,6 @@ def run_dataset(argv, out, err) -> int:
     if ds.effects is not None:
         for msg in ds.effects.notes:
             _note(err, msg)
-    if (ds.vary is not None and ds.vary.varies_frame and ds.effects is not None
-            and ds.effects.background is not None):
-        raise _error(f"-vary {d['vary']}: the -stol background is computed once for the "
-                     f"dataset's detector and beam; it cannot follow per-frame "
-                     f"{', '.join(ds.vary.level_names('frame'))}")
     if not resume:
         rec = JobRecord(record_path, flags, kind=frames.kind, nframes=n,
                         seed=ds.seeds.seed, misset_seed=ds.seeds.misset_seed)

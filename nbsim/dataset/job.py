@@ -147,6 +147,14 @@ class Dataset:
                 self.vary.check_base(self._vary_base)
         return self._vary_base
 
+    def _background_per_frame(self, spec: FrameSpec) -> bool:
+        """Whether frame ``spec``'s background (-stol, -ice, hot pixels) is its own: a SASE
+        shot's sources, or -vary's per-frame detector / beam; else the run's, computed
+        once."""
+        if spec.wavelengths is not None and getattr(self.spectrum, "kind", "") == "sase":
+            return True
+        return self.vary is not None and self.vary.varies_frame
+
     def frame_parameters(self, i: int) -> dict:
         """The -vary values frame ``i`` is rendered with (flag units): its detector and
         beam keys, and each crystal key as a value (one lattice) or a list over the
@@ -252,8 +260,8 @@ class Dataset:
         fx = self.effects
         if fx is not None and fx.background is not None:
             bg = fx.background
-            if spec.wavelengths is not None and getattr(self.spectrum, "kind", "") == "sase":
-                bg = fx.background_of(self.renderer.plan_for(spec))   # the shot's sources
+            if self._background_per_frame(spec):
+                bg = fx.background_of(self.renderer.plan_for(spec))   # the frame's own
             # the single run's float file: float32 image + float64 background, rounded once
             frame.image = image + bg
             frame.__dict__["_image32"] = fx.add_background(
