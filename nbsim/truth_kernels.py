@@ -31,9 +31,10 @@ def _cell(key, panel, lo, ext):
     return ((panel * ext[0] + h - lo[0]) * ext[1] + k - lo[1]) * ext[2] + l_ - lo[2]
 
 
-#: slot rows per chunk of the parallel passes, at least: a chunk is the unit of work of a
-#: thread, and its partial sums are added to the rows in chunk order, so the sums depend on
-#: the chunks (fixed by the frame) and never on the thread count or the scheduling
+#: slot rows per chunk of the parallel passes (``chunk`` arguments; accumulate takes at
+#: least the row count): a chunk is the unit of work of a thread, and its partial sums are
+#: added to the rows in chunk order, so the sums depend on the chunks (fixed by the frame)
+#: and never on the thread count or the scheduling
 CHUNK_ROWS = 2048
 
 
@@ -43,11 +44,11 @@ def _nchunks(n, chunk):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def hkl_bounds(key, photons, lo, hi):
+def hkl_bounds(key, photons, lo, hi, chunk):
     """Widen lo/hi (int64 (3,)) to the lattice points of the filled slots (per chunk in
     parallel, then min/max of the chunks: exact in any order)."""
     n = key.shape[0]
-    nch = _nchunks(n, CHUNK_ROWS)
+    nch = _nchunks(n, chunk)
     clo = np.empty((nch, 3), dtype=np.int64)
     chi = np.empty((nch, 3), dtype=np.int64)
     for c in numba.prange(nch):
@@ -57,7 +58,7 @@ def hkl_bounds(key, photons, lo, hi):
         h0 = hi[0]
         h1 = hi[1]
         h2 = hi[2]
-        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
             for q in range(key.shape[1]):
                 kq = key[i, q]
                 if kq == EMPTY_KEY:
@@ -83,14 +84,14 @@ def hkl_bounds(key, photons, lo, hi):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def mark_cells(key, photons, pix, fp, rows_per_panel, lo, ext, present):
+def mark_cells(key, photons, pix, fp, rows_per_panel, lo, ext, present, chunk):
     """present[cell] = 1 for the cell of every filled slot (pix: raster index per row).
     Threads may store the same 1 into the same byte: the result is the same whatever
     the order."""
     n = key.shape[0]
-    for c in numba.prange(_nchunks(n, CHUNK_ROWS)):
+    for c in numba.prange(_nchunks(n, chunk)):
         last = -1
-        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
             # (integer divisions once a pixel, not once a slot)
             panel = (pix[i] // fp) // rows_per_panel
             for q in range(key.shape[1]):
@@ -129,7 +130,7 @@ def sorted_cells(blocks, fp, rows_per_panel, lo, ext) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def accumulate(key, photons, phase, pix, fp, rows_per_panel, lo, ext, table, cells, sums,
-               npx, labels, bragg):
+               npx, labels, bragg, chunk_rows):
     """Add a block of slots to the rows: sums[0] photons, sums[1] photons x (fast + 0.5),
     sums[2] photons x (slow + 0.5) (pixels of the panel), sums[3] the rotation-weighted
     photons; npx: pixels where the row gives >= half the pixel's Bragg photons; per pixel
@@ -137,7 +138,7 @@ def accumulate(key, photons, phase, pix, fp, rows_per_panel, lo, ext, table, cel
     bragg = the pixel's Bragg photons.  ``table`` (int32 per cell) maps cells to rows, or
     is None-like (size 0) and rows are found in the sorted ``cells``.
 
-    In parallel over chunks of slot rows (at least CHUNK_ROWS, at least the row count so
+    In parallel over chunks of slot rows (``chunk_rows``, at least the row count so
     that a chunk's row map costs no more than its slots): each chunk sums its slots into
     its own partial rows (in slot order), then the partials are added to ``sums`` chunk
     by chunk in chunk order -- the same float64 operations in the same order whatever
@@ -146,7 +147,7 @@ def accumulate(key, photons, phase, pix, fp, rows_per_panel, lo, ext, table, cel
     nslot = key.shape[1]
     nrows = sums.shape[1]
     use_table = table.shape[0] > 0
-    chunk = max(CHUNK_ROWS, nrows)
+    chunk = max(chunk_rows, nrows)
     nch = _nchunks(n, chunk)
     cap = min(chunk * nslot, nrows)          # distinct rows a chunk can touch
     prow = np.empty(nch * cap, dtype=np.int32)
