@@ -151,13 +151,18 @@ def accumulate(key, photons, phase, pix, fp, rows_per_panel, lo, ext, table, cel
     nch = _nchunks(n, chunk)
     cap = min(chunk * nslot, nrows)          # distinct rows a chunk can touch
     prow = np.empty(nch * cap, dtype=np.int32)
-    psum = np.empty((nch * cap, 4))
+    p0 = np.empty(nch * cap)
+    p1 = np.empty(nch * cap)
+    p2 = np.empty(nch * cap)
+    p3 = np.empty(nch * cap)
     pnpx = np.empty(nch * cap, dtype=np.int32)
     count = np.zeros(nch, dtype=np.int64)
     for ch in numba.prange(nch):
         base = ch * cap
-        local = np.full(nrows, -1, dtype=np.int32)     # row -> entry of this chunk
+        local = np.full(nrows, -1, dtype=np.int64)     # row -> its entry of this chunk
         m = 0
+        last_r = -1
+        e = 0
         for i in range(ch * chunk, min(n, (ch + 1) * chunk)):
             idx = pix[i]
             tot = 0.0
@@ -186,23 +191,25 @@ def accumulate(key, photons, phase, pix, fp, rows_per_panel, lo, ext, table, cel
                         r = table[c]
                     else:
                         r = np.searchsorted(cells, c)
-                    e = local[r]
-                    if e < 0:
-                        e = m
-                        local[r] = m
-                        m += 1
-                        prow[base + e] = r
-                        psum[base + e, 0] = 0.0
-                        psum[base + e, 1] = 0.0
-                        psum[base + e, 2] = 0.0
-                        psum[base + e, 3] = 0.0
-                        pnpx[base + e] = 0
-                    psum[base + e, 0] += ph
-                    psum[base + e, 1] += ph * (fast + 0.5)
-                    psum[base + e, 2] += ph * (slow + 0.5)
-                    psum[base + e, 3] += phase[i, q]
+                    if r != last_r:          # neighbouring slots mostly repeat a row
+                        e = local[r]
+                        if e < 0:
+                            e = base + m
+                            local[r] = e
+                            m += 1
+                            prow[e] = r
+                            p0[e] = 0.0
+                            p1[e] = 0.0
+                            p2[e] = 0.0
+                            p3[e] = 0.0
+                            pnpx[e] = 0
+                        last_r = r
+                    p0[e] += ph
+                    p1[e] += ph * (fast + 0.5)
+                    p2[e] += ph * (slow + 0.5)
+                    p3[e] += phase[i, q]
                     if ph >= 0.5 * tot:
-                        pnpx[base + e] += 1
+                        pnpx[e] += 1
                     if ph > best_ph:
                         best_ph = ph
                         best = r
@@ -213,8 +220,8 @@ def accumulate(key, photons, phase, pix, fp, rows_per_panel, lo, ext, table, cel
         base = ch * cap
         for e in range(count[ch]):
             r = prow[base + e]
-            sums[0, r] += psum[base + e, 0]
-            sums[1, r] += psum[base + e, 1]
-            sums[2, r] += psum[base + e, 2]
-            sums[3, r] += psum[base + e, 3]
+            sums[0, r] += p0[base + e]
+            sums[1, r] += p1[base + e]
+            sums[2, r] += p2[base + e]
+            sums[3, r] += p3[base + e]
             npx[r] += pnpx[base + e]
