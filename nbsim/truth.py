@@ -6,7 +6,9 @@ pixel, up to K slots of (packed nearest lattice point, photons, photons x rotati
 fraction) with every factor of the pixel's value applied.  Pixels where more than K
 lattice points contributed are rendered again with more slots until none overflows, so
 every sum here is exact.  The host side (this module) turns the slots into the frame's
-reflection table and its label and Bragg images with NumPy only (unique keys, bincount).
+reflection table and its label and Bragg images with compiled passes
+(:mod:`nbsim.truth_kernels`, parallel over fixed chunks of slot rows: the same bits
+whatever the thread count).
 
 Columns of a frame's table (one row per (miller_index, panel)), as DIALS names them:
 
