@@ -752,6 +752,28 @@ FLAGS: List[Flag] = [
     _F("-gain", 1, F, "ADU/photon", "1", "quantum gain", _suite("gain")),
     _F("-bits", 1, I, "16|32", "16", "integer width of the noise image", _suite("bits")),
     _F("-stolout", 1, S, "file", "none", "accepted; nanoBragg.c never writes it", _ignored),
+    # detector models of the noise image (nbsim.detector_model; docs/effects.md)
+    _F("-detector_model", 1, S, "integrating|counting|jungfrau",
+       "the preset's (eiger2_16m: counting, jungfrau_4m: jungfrau), else integrating",
+       "detector of the noise image / counts", _suite("detector_model")),
+    _F("-deadtime", 1, F, "ns", "100 (counting)", "counting: dead time per count",
+       _suite("deadtime")),
+    _F("-deadtime_model", 1, S, "nonparalyzable|paralyzable", "nonparalyzable",
+       "counting: dead-time model", _suite("deadtime_model")),
+    _F("-frame_time", 1, F, "s", "-exposure", "counting: counting time of a frame",
+       _suite("frame_time")),
+    _F("-counter_bits", 1, I, "1..31", "16", "counting: counter depth",
+       _suite("counter_bits")),
+    _F("-counter_overflow", 1, S, "saturate|rollover", "saturate",
+       "counting: what the counter does at 2^bits - 1", _suite("counter_overflow")),
+    _F("-charge_cloud", 1, F, "um", "5 (counting)", "counting: rms of the charge cloud",
+       _suite("charge_cloud")),
+    _F("-threshold", 1, F, "keV", "half the photon energy", "counting: energy threshold",
+       _suite("threshold")),
+    _F("-jungfrau_output", 1, S, "photons|adu", "photons",
+       "jungfrau: converted photons or raw ADU words with gain bits",
+       _suite("jungfrau_output")),
+
     # ------------------------------------------------------------- nbsim's own
     _F("-c_parity", 0, N0, "", "off (spec mode)",
        "bug-compatible with nanoBragg.c main on one thread (phi=0 carryover, ...)", _mode),
@@ -770,6 +792,13 @@ FLAGS: List[Flag] = [
     _F("-orientations", 1, S, "file", "none",
        "orientations of -stills, one per line: misset x y z (deg) or 9 A-matrix numbers",
        _dataset("orientations")),
+    _F("-vary", 1, S, "file.json", "none",
+       "stills: per-frame random values of numeric flags, e.g. {\"distance\": "
+       "{\"normal\": 0.5}} (normal SD added, uniform [LO, HI], lognormal SD; "
+       "docs/datasets.md)", _dataset("vary")),
+    _F("-lattices", 1, I, "crystals", "1",
+       "stills: crystals in the beam per frame, each its own random orientation "
+       "(needs -misset random); the image is their sum", _dataset("lattices", int)),
     _F("-nexus", 1, S, "file", "none", "NeXus NXmx HDF5 file of the dataset (DIALS reads it)",
        _dataset("nexus")),
     _F("-nexus_compression", 1, S, "bslz4|gzip|none", "bslz4", "compression of -nexus data",

@@ -172,7 +172,13 @@ def image_outputs(image, plan, outs, *, noise_idum: Optional[int] = None,
         steps.append(OutputStep("-pgmfile", outs.pgmfile,
                                 lambda p: write_pgm(p, pgm, pgm_scale)))
         lines += report.pgm_lines(outs.pgmfile, pgm_scale)
-    if outs.calculate_noise and suite is not None and suite.effects is not None:
+    if outs.calculate_noise and getattr(suite, "detector", None) is not None:
+        # the counting / JUNGFRAU detector's output (docs/effects.md)
+        det_pixels, noise_lines = suite.detector_noise(img32, noise_idum, roi=roi)
+        steps.append(OutputStep("-noisefile", outs.noisefile,
+                                lambda p: write_smv(p, det_pixels, header, noise=True)))
+        lines += noise_lines
+    elif outs.calculate_noise and suite is not None and suite.effects is not None:
         from .suite import write_noise_smv    # noisify.c's chain
         noise_ints, bits, noise_lines = suite.noise(img32, noise_idum)
         steps.append(OutputStep("-noisefile", outs.noisefile,
@@ -220,7 +226,14 @@ def _panel_image_outputs(image, plan, outs, noise_idum, previous_state, suite):
         steps.append(OutputStep("-pgmfile", outs.pgmfile,
                                 lambda p: write_pgm(p, pgm, pgm_scale)))
         lines += report.pgm_lines(outs.pgmfile, pgm_scale)
-    if outs.calculate_noise and suite is not None and suite.effects is not None:
+    if outs.calculate_noise and getattr(suite, "detector", None) is not None:
+        # the counting / JUNGFRAU detector's output (docs/effects.md)
+        det_pixels, noise_lines = suite.detector_noise(img3, noise_idum, roi=panel_roi(plan))
+        det_file = layout.file(det_pixels)
+        steps.append(OutputStep("-noisefile", outs.noisefile,
+                                lambda p: write_smv(p, det_file, header, noise=True)))
+        lines += noise_lines
+    elif outs.calculate_noise and suite is not None and suite.effects is not None:
         from .suite import write_noise_smv    # noisify.c's chain
         noise_ints, bits, noise_lines = suite.noise(img3, noise_idum)
         noise_file = layout.file(noise_ints)

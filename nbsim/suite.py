@@ -33,11 +33,7 @@ _AMORPHOUS_KEYS = ("thickness", "density", "MW")
 ICE_CRYSTALLITE = 100e-9
 
 
-from .args import ArgError
-
-
-class SuiteError(ArgError):
-    """Bad suite flag value or file (the message names the flag); exit 2."""
+from .detector_model import SuiteError   # noqa: F401  (one error class for the suite flags)
 
 
 class Suite:
@@ -58,6 +54,10 @@ class Suite:
             _amorphous_sample_values(s)
         self.ice = ice_values(s)        # (thickness m, crystallite m) or None
         self.effects = effects_params(parsed, adc_offset) if parsed.outputs.calculate_noise else None
+        # the counting / JUNGFRAU detector (nbsim.detector_model), or None
+        from .detector_model import model_notes, resolve_detector_model
+        self.detector = resolve_detector_model(parsed)
+        self.notes += model_notes(parsed)
         self.background_image = None    # float64 photons/pixel, once :meth:`background` ran
         self._prepared = None
 
@@ -78,9 +78,21 @@ class Suite:
         self.background_image = bg
         return add_background(img32, bg), lines
 
+    def detector_noise(self, img32, noise_idum, roi=None):
+        """``(file pixels uint16, lines)`` of the counting / JUNGFRAU detector (only when
+        ``self.detector``): its counts for ``-seed`` = ``-noise_idum`` (C's idum of
+        ``-seed S`` is ``-S``), clipped to 0..65535, no ADC offset."""
+        counts = self.detector.counts(img32, -int(noise_idum), roi=roi)
+        return detector_file_pixels(counts), list(self.detector.lines)
+
     def noise(self, img32, noise_idum):
         """``(integers, bits, lines)`` by noisify.c's chain (only when ``self.effects``)."""
         return noisify_noise_image(self.parsed, self.effects, img32, noise_idum)
+
+
+def detector_file_pixels(counts: np.ndarray) -> np.ndarray:
+    """The -noisefile pixels of a detector model's counts: clipped to 0..65535 (uint16)."""
+    return np.clip(counts, 0, 65535).astype(np.uint16)
 
 
 def prepare(parsed, adc_offset: float) -> Suite:

@@ -28,7 +28,9 @@ DATASET_FLAGS = ("-nimages", "-stills", "-orientations", "-nexus", "-nexus_compr
                  # per-frame spectra and radiation damage (a single image: one frame)
                  "-sase_bandwidth", "-sase_jitter", "-sase_duration", "-spectrum",
                  "-spectrum_channels", "-dose", "-mu_en", "-crystal_density", "-b_per_mgy",
-                 "-damaged_mtz", "-half_dose")
+                 "-damaged_mtz", "-half_dose",
+                 # per-frame random flag values, several crystals in the beam
+                 "-vary", "-lattices")
 _FILE_TEMPLATES = ("-floatfile", "-intfile", "-noisefile", "-pgmfile")
 _PREVIEW_FRAMES = 9
 EXIT_OK, EXIT_INTERRUPTED = 0, 130
@@ -120,8 +122,43 @@ class _FrameProgress:
                 pass
 
 
+def _vary_and_lattices(parsed, d):
+    """(VarySpec or None, lattices) of -vary / -lattices (stills only)."""
+    vary, lattices = None, int(d.get("lattices", 1))
+    for flag in ("vary", "lattices"):
+        if flag in d and "stills" not in d:
+            raise _error(f"-{flag}: needs -stills N (a rotation scan has one crystal and "
+                         f"one beam)")
+    if "lattices" in d:
+        if lattices < 1:
+            raise _error(f"-lattices: needs at least 1 crystal, got {lattices}")
+        if lattices > 1:
+            if "orientations" in d:
+                raise _error(f"-lattices {lattices}: cannot be combined with -orientations "
+                             f"(each lattice draws its own random orientation)")
+            if not parsed.config.crystal.misset_random:
+                raise _error(f"-lattices {lattices}: needs -misset random (each lattice "
+                             f"draws its own random orientation)")
+    if "vary" in d:
+        from ..dataset.vary import read_vary
+        path = str(d["vary"])
+        try:
+            vary = read_vary(path)
+        except FileNotFoundError:
+            raise _error(f"-vary: cannot open {path}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise _error(f"-vary: cannot read {path}: {e}") from None
+        except ValueError as e:
+            raise _error(f"-vary {path}: {e}") from None
+        if "fluence" in vary.names and parsed.config.beam.flux > 0:
+            raise _error(f"-vary {path}: fluence: the run's -flux decides the fluence; "
+                         f"give -fluence instead of -flux")
+    return vary, lattices
+
+
 def _frames_from(parsed, d):
     from ..dataset import RotationScan, Stills, read_orientations
+    vary, lattices = _vary_and_lattices(parsed, d)
     if "nimages" in d and "stills" in d:
         raise _error("-stills: cannot be combined with -nimages (a rotation scan); "
                      "give one of them")
@@ -145,8 +182,9 @@ def _frames_from(parsed, d):
             if len(ori) != n:
                 raise _error(f"-orientations: {path} has {len(ori)} orientations for "
                              f"-stills {n}")
-            return Stills(n, ori)
-        return Stills(n, "random" if parsed.config.crystal.misset_random else None)
+            return Stills(n, ori, vary=vary)
+        return Stills(n, "random" if parsed.config.crystal.misset_random else None,
+                      vary=vary, lattices=lattices)
     if "orientations" in d:
         raise _error("-orientations: needs -stills N (orientations of serial stills)")
     n = int(d.get("nimages", 1))
@@ -380,7 +418,23 @@ def run_dataset(argv, out, err) -> int:
         ds = Dataset(cfg, frames, seed=seed, misset_seed=misset_seed,
                      noise=outs.calculate_noise, threads=parsed.threads,
                      truth=truth is not None, spectrum=spectrum, damage=damage)
+        if ds.vary is not None:
+            try:
+                ds.vary_base()
+            except ValueError as e:
+                raise _error(f"-vary {d['vary']}: {e}") from None
         plan0 = ds.plan(0)
+        if ds.vary is not None:
+            # every frame's draws now (cheap, nothing rendered): an invalid value stops
+            # the job before anything is written
+            try:
+                for i in range(n):
+                    ds.frame_parameters(i)
+            except ValueError as e:
+                raise _error(f"-vary {d['vary']}: {e}") from None
+            for i in sorted({0, n - 1}):
+                for spec in ds.frame(i).all_lattices:
+                    ds.renderer.plan_for(spec)
     except ConfigError as e:
         from ._common import config_message
         raise _error(config_message(e, parsed)) from None
@@ -396,6 +450,11 @@ def run_dataset(argv, out, err) -> int:
     if ds.effects is not None:
         for msg in ds.effects.notes:
             _note(err, msg)
+    if (ds.vary is not None and ds.vary.varies_frame and ds.effects is not None
+            and ds.effects.background is not None):
+        raise _error(f"-vary {d['vary']}: the -stol background is computed once for the "
+                     f"dataset's detector and beam; it cannot follow per-frame "
+                     f"{', '.join(ds.vary.level_names('frame'))}")
     if not resume:
         rec = JobRecord(record_path, flags, kind=frames.kind, nframes=n,
                         seed=ds.seeds.seed, misset_seed=ds.seeds.misset_seed)
@@ -435,7 +494,8 @@ def run_dataset(argv, out, err) -> int:
         # after -nexus: the driver closes the sinks in order, the label images go into
         # the closed NeXus file
         outputs.append(Output("-truth", truth, TruthSink(truth, ds.is_rotation, nexus,
-                                                          identifier_tag=str(ds.seeds.seed)),
+                                                          identifier_tag=str(ds.seeds.seed),
+                                                          lattices=ds.lattices),
                               lambda f: f, needs_image=False))
     writers = {"-floatfile": (prod.write_float, prod.float32),
                "-intfile": (prod.write_int, prod.int_smv),
@@ -476,6 +536,13 @@ def run_dataset(argv, out, err) -> int:
                      f"{c.phisteps} phi steps each")
     lines.append(f"  seeds: noise {ds.seeds.seed}, misset {ds.seeds.misset_seed} "
                  f"(frame i: nbsim.dataset.frame_seed(seed, i))")
+    if ds.vary is not None:
+        from ..dataset.vary import describe
+        lines.append(f"  -vary (per frame, from frame_seed(seed, i, 'vary')): "
+                     f"{describe(ds.vary)}")
+    if ds.lattices > 1:
+        lines.append(f"  -lattices {ds.lattices}: each still the sum of {ds.lattices} "
+                     f"randomly oriented crystals (experiment i*{ds.lattices}+k)")
     shown = [f"{o.flag} {o.target}" for o in outputs]
     if blocks:
         shown.append(f"-nexus {nexus} (worker blocks of {blocks})")

@@ -215,10 +215,11 @@ def run(argv: Sequence[str], out: "_Out", err: TextIO) -> int:
     try:
         if stream is not None:
             if suite_flags.wants_background(parsed, suite) or suite.effects is not None or \
-                    plan.panels is not None:
+                    suite.detector is not None or plan.panels is not None:
                 raise NbsimError(f"this detector needs {stream.estimate / 2**30:.2f} GiB in one piece, "
                                  f"more than the memory limit, and -stol / -ice / -bad_pixels / "
-                                 f"the noisify flags / panels need the whole image: use -roi or fewer pixels")
+                                 f"the noisify flags / the detector models / panels need the whole "
+                                 f"image: use -roi or fewer pixels")
             from ..streaming import render_streamed
             t0 = time.perf_counter()
             lines = render_streamed(sim, stream, outs, outputs,

@@ -26,6 +26,11 @@ of the frame and ``-seed <frame seed>``:
   The frame's ``counts`` (NeXus / CBF data) are then those ADU integers (adc offset,
   gain and readout noise included) as int32; ``-noisefile`` frames hold them as
   noisify.c writes them (16-bit, or 32-bit ``TYPE=long_integer`` with ``-bits 32``).
+* **detector model** (``-detector_model counting|jungfrau``, or the preset's, with noise
+  on, default mode; :mod:`nbsim.detector_model`): the frame's counts are the model's
+  output for the frame's ``-seed`` value (its streams are named streams of that seed,
+  :mod:`nbsim.dataset.seeds`) -- the single run's with ``-seed <frame seed>``;
+  ``-noisefile`` frames hold them clipped to 0..65535.
 """
 from __future__ import annotations
 
@@ -50,13 +55,15 @@ class FrameEffects:
 
     def __init__(self, background: Optional[np.ndarray] = None, noisify_params=None,
                  calib_idum: int = 123456789, lines: Sequence[str] = (),
-                 notes: Sequence[str] = ()):
+                 notes: Sequence[str] = (), detector=None):
         self.background = background
         self.noisify_params = noisify_params
         self.calib_idum = int(calib_idum)
         self.lines: List[str] = list(lines)
         self.notes: List[str] = list(notes)
-        self._background_inputs = None      # (parsed flags, stol table): background_of
+        #: the counting / JUNGFRAU model (:class:`nbsim.detector_model.DetectorModel`)
+        self.detector = detector
+        self._suite = None          # the run's Suite: background_of (a shot's own sources)
 
     @classmethod
     def from_parsed(cls, parsed, plan_of_run) -> Optional["FrameEffects"]:
@@ -64,9 +71,12 @@ class FrameEffects:
         single run checks them (:class:`nbsim.suite.SuiteError`: exit 2);
         ``plan_of_run()`` gives the frame-independent plan (called only for -stol).
         None when no suite flag is given."""
-        if not parsed.outputs.suite and parsed.config.detector.bad_pixel_fraction <= 0:
-            return None
         from .. import suite as suite_flags
+        from ..detector_model import PRESET_MODELS, preset_name
+        model_preset = preset_name(parsed.config) in PRESET_MODELS
+        if not parsed.outputs.suite and parsed.config.detector.bad_pixel_fraction <= 0 \
+                and not model_preset:
+            return None
         suite = suite_flags.prepare(parsed, parsed.outputs.adc_offset)
         background, lines = None, []
         if suite_flags.wants_background(parsed, suite):
@@ -75,10 +85,13 @@ class FrameEffects:
             background, lines = suite_flags.detector_background(suite, plan)
             if background is not None:
                 background = as_frame(plan, background)    # (panels, slow, fast)
-        if background is None and not parsed.outputs.suite:
-            return None
+        if background is None and not parsed.outputs.suite and suite.detector is None:
+            return None         # (a preset's model is off with -nonoise, -c_parity)
         calib = suite_flags.calib_idum(parsed) if suite.effects is not None else 123456789
-        fx = cls(background, suite.effects, calib, lines, suite.notes)
+        if suite.detector is not None:
+            lines = lines + list(suite.detector.lines)
+        fx = cls(background, suite.effects, calib, lines, suite.notes,
+                 detector=suite.detector)
         # a spectrum per shot (-sase_bandwidth) changes the sources: its frames'
         # backgrounds are computed again (background_of)
         fx._suite = suite
@@ -98,6 +111,12 @@ class FrameEffects:
             return image32
         from ..suite import add_background
         return add_background(image32, bg)
+
+    def detector_counts(self, image32: np.ndarray, noise_seed: int, roi=None):
+        """``(counts int32, noise-file pixels uint16)`` of the detector model."""
+        from ..suite import detector_file_pixels
+        counts = self.detector.counts(image32, int(noise_seed), roi=roi)
+        return counts, detector_file_pixels(counts)
 
     def noise(self, image32: np.ndarray, noise_seed: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(counts int32, noise-file pixels uint16|uint32)`` of one frame by noisify.c's

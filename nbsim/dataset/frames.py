@@ -14,6 +14,7 @@ A frame is a small change of the run's :class:`nbsim.config.Config`:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
@@ -40,6 +41,17 @@ class FrameSpec:
     wavelengths: Optional[np.ndarray] = None
     #: the frame's dose (MGy, nbsim.dataset.damage); None = no radiation damage
     dose: Optional[float] = None
+    #: -vary values of this render (flag units, nbsim.dataset.vary): the frame's
+    #: detector / beam keys and this lattice's crystal keys; None: nothing varied
+    parameters: Optional[dict] = None
+    lattice: int = 0                             # -lattices: which crystal of the still
+    #: lattice 0 of a still with -lattices K: the FrameSpecs of lattices 1 .. K-1
+    lattices: Tuple["FrameSpec", ...] = ()
+
+    @property
+    def all_lattices(self) -> Tuple["FrameSpec", ...]:
+        """Every crystal in the beam of this frame, lattice 0 first."""
+        return (self,) + tuple(self.lattices)
 
 
 @dataclass(frozen=True)
@@ -67,13 +79,23 @@ Orientation = Union[str, None, Sequence]
 @dataclass(frozen=True)
 class Stills:
     """``nframes`` stills; ``orientations``: "random", None (the run's orientation), or a
-    sequence of ``nframes`` misset triples (deg) or (3, 3) A matrices."""
+    sequence of ``nframes`` misset triples (deg) or (3, 3) A matrices; ``vary``: a
+    :class:`nbsim.dataset.vary.VarySpec` (per-frame random flag values); ``lattices``:
+    crystals in the beam per still (each its own random orientation and crystal
+    draws; needs "random" orientations when > 1)."""
     nframes: int
     orientations: Orientation = "random"
+    vary: Optional[object] = None
+    lattices: int = 1
 
     kind = "stills"
 
     def __post_init__(self):
+        if int(self.lattices) < 1:
+            raise ValueError(f"stills: lattices must be >= 1, got {self.lattices}")
+        if int(self.lattices) > 1 and self.orientations != "random":
+            raise ValueError("stills: several lattices need random orientations "
+                             "(-misset random)")
         o = self.orientations
         if o is None or isinstance(o, str):
             if o not in (None, "random"):
@@ -88,23 +110,54 @@ class Stills:
                 raise ValueError(f"stills orientation {k + 1}: expected 3 misset angles "
                                  f"or a 3x3 A matrix of finite numbers")
 
-    def frame(self, i: int, crystal_cfg, seeds) -> FrameSpec:
+    def frame(self, i: int, crystal_cfg, seeds, vary_base=None) -> FrameSpec:
+        """Frame ``i``; ``vary_base``: the run's values of the -vary keys
+        (:func:`nbsim.dataset.vary.base_values` without the misset), needed with
+        ``vary``."""
         o = self.orientations
         base = dict(index=i, phi0=crystal_cfg.phi0, noise_seed=seeds.noise(i))
-        if o is None:
-            return FrameSpec(**base)
-        if isinstance(o, str):          # "random": C's -misset random, per-frame seed
-            from .. import rng
-            from .._numba_setup import prepare_cpu
-            prepare_cpu()
-            mseed = seeds.misset(i)
-            _u, angles, _msg = rng.random_misset_umat(rng.idum_from_seed_flag(mseed))
-            return FrameSpec(misset=tuple(float(a) for a in angles), misset_seed=mseed,
-                             **base)
-        a = np.asarray(o[i], dtype=np.float64)
-        if a.shape == (3,):
-            return FrameSpec(misset=tuple(float(v) / RTD for v in a), **base)
-        return FrameSpec(a_matrix=a.copy(), **base)
+        specs = []
+        for k in range(int(self.lattices)):
+            if o is None:
+                spec = FrameSpec(**base)
+            elif isinstance(o, str):     # "random": C's -misset random, per-frame seed
+                from .. import rng
+                from .._numba_setup import prepare_cpu
+                from .seeds import frame_seed
+                prepare_cpu()
+                mseed = seeds.misset(i)
+                if k > 0:
+                    mseed = frame_seed(mseed, k, "lattice")
+                _u, angles, _msg = rng.random_misset_umat(rng.idum_from_seed_flag(mseed))
+                spec = FrameSpec(misset=tuple(float(a) for a in angles), misset_seed=mseed,
+                                 lattice=k, **base)
+            else:
+                a = np.asarray(o[i], dtype=np.float64)
+                if a.shape == (3,):
+                    spec = FrameSpec(misset=tuple(float(v) / RTD for v in a), **base)
+                else:
+                    spec = FrameSpec(a_matrix=a.copy(), **base)
+            if self.vary is not None:
+                spec = self._varied(spec, i, k, seeds, vary_base, crystal_cfg)
+            specs.append(spec)
+        if len(specs) == 1:
+            return specs[0]
+        return dataclasses.replace(specs[0], lattices=tuple(specs[1:]))
+
+    def _varied(self, spec: FrameSpec, i: int, k: int, seeds, vary_base, crystal_cfg):
+        if vary_base is None:
+            raise ValueError("stills with vary: frame() needs vary_base")
+        base = dict(vary_base)
+        if spec.misset is not None:
+            base["misset"] = [float(m) * RTD for m in spec.misset]
+        elif crystal_cfg.misset is not None:
+            base["misset"] = [float(m) * RTD for m in crystal_cfg.misset]
+        else:
+            base["misset"] = [0.0, 0.0, 0.0]
+        fseed = seeds.vary(i)
+        params = dict(self.vary.draw(fseed, 0, base, "frame"))
+        params.update(self.vary.draw(fseed, k, base, "crystal"))
+        return dataclasses.replace(spec, parameters=params)
 
 
 def read_orientations(path) -> list:

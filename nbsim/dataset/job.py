@@ -48,6 +48,8 @@ class _Seeds:
 
     def spectrum(self, i: int) -> int:
         return frame_seed(self.seed, i, "spectrum")
+    def vary(self, i: int) -> int:
+        return frame_seed(self.seed, i, "vary")
 
 
 class Dataset:
@@ -101,6 +103,7 @@ class Dataset:
         #: frame.labels, frame.bragg_fraction; ids: 0 for a sweep, the frame for stills
         self.truth = bool(truth)
         self._renderer = None
+        self._vary_base = None
 
     @classmethod
     def from_args(cls, args: Sequence[str], frames, **kw) -> "Dataset":
@@ -119,6 +122,36 @@ class Dataset:
         d["_renderer"] = None
         d.pop("_spectra", None)         # workers draw their frames' spectra again
         return d
+
+    @property
+    def lattices(self) -> int:
+        """Crystals in the beam per frame (-lattices; 1 for a rotation scan)."""
+        return int(getattr(self.frameset, "lattices", 1))
+
+    @property
+    def vary(self):
+        """The -vary distributions (:class:`nbsim.dataset.vary.VarySpec`) or None."""
+        return getattr(self.frameset, "vary", None)
+
+    def experiment_id(self, i: int, lattice: int = 0) -> int:
+        """The experiment of lattice ``lattice`` of frame ``i``: 0 for a sweep, else
+        ``i * lattices + lattice`` (one experiment per lattice per still)."""
+        return 0 if self.is_rotation else int(i) * self.lattices + int(lattice)
+
+    def vary_base(self) -> dict:
+        """The run's value of every -vary key (flag units; from the run's plan)."""
+        if self._vary_base is None:
+            from .vary import base_values
+            self._vary_base = base_values(self.config, self.renderer.base)
+            if self.vary is not None:
+                self.vary.check_base(self._vary_base)
+        return self._vary_base
+
+    def frame_parameters(self, i: int) -> dict:
+        """The -vary values frame ``i`` is rendered with (flag units): its detector and
+        beam keys, and each crystal key as a value (one lattice) or a list over the
+        lattices; {} without -vary.  Drawn, not rendered (cheap)."""
+        return parameters_of(self.frame(i), self.vary)
 
     @property
     def nframes(self) -> int:
@@ -142,13 +175,21 @@ class Dataset:
     def frame(self, i: int) -> FrameSpec:
         if not 0 <= i < self.nframes:
             raise IndexError(f"frame {i} of {self.nframes}")
-        spec = self.frameset.frame(int(i), self.config.crystal, self.seeds)
+        if self.vary is not None:
+            spec = self.frameset.frame(int(i), self.config.crystal, self.seeds,
+                                       vary_base=self.vary_base())
+        else:
+            spec = self.frameset.frame(int(i), self.config.crystal, self.seeds)
         changes = {}
         if self.spectrum is not None:
             changes["wavelengths"] = self._wavelengths(int(i))
         if self.damage is not None:
             changes["dose"] = self.damage.dose(int(i))
-        return dataclasses.replace(spec, **changes) if changes else spec
+        if changes:
+            # every crystal of the still (-lattices) in the same beam, at the same dose
+            lattices = tuple(dataclasses.replace(s, **changes) for s in spec.lattices)
+            spec = dataclasses.replace(spec, lattices=lattices, **changes)
+        return spec
 
     def _wavelengths(self, i: int) -> np.ndarray:
         """Frame i's channels (m); kept, as the sinks ask for every frame's first."""
@@ -201,12 +242,13 @@ class Dataset:
         if self.truth:
             rot = self.is_rotation
             image, ftruth = self.renderer.render_truth(
-                spec, experiment_id=0 if rot else int(i), frame_z0=float(i) if rot else 0.0,
+                spec, experiment_id=self.experiment_id(i), frame_z0=float(i) if rot else 0.0,
                 rotation=rot)
             image = as_frame(base, image)
         else:
             image = as_frame(base, self.renderer.render(spec))     # (panels, slow, fast)
-        frame = FrameImage(index=int(i), image=image)
+        frame = FrameImage(index=int(i), image=image,
+                           parameters=parameters_of(spec, self.vary))
         fx = self.effects
         if fx is not None and fx.background is not None:
             bg = fx.background
@@ -224,7 +266,10 @@ class Dataset:
             frame.labels = ftruth.labels
             # the expected photons: the render plus the -stol background
             frame.bragg_fraction = ftruth.bragg_fraction(frame.image)
-        if self.noise and fx is not None and fx.noisify_params is not None:
+        if self.noise and fx is not None and fx.detector is not None:
+            frame.counts, frame.noise_pixels = fx.detector_counts(
+                frame.image32, spec.noise_seed, roi=panel_roi(base))
+        elif self.noise and fx is not None and fx.noisify_params is not None:
             frame.counts, frame.noise_pixels = fx.noise(frame.image32, spec.noise_seed)
         elif self.noise:
             frame.counts = poisson_counts(frame.image32, spec.noise_seed, self.config.mode,
@@ -235,3 +280,19 @@ class Dataset:
         """The frames (all, or ``indices``) in order, rendered one at a time."""
         for i in (range(self.nframes) if indices is None else indices):
             yield self.render(i)
+
+
+def parameters_of(spec: FrameSpec, vary) -> dict:
+    """``frame.parameters``: the -vary values of a frame (see Dataset.frame_parameters)."""
+    if vary is None:
+        return {}
+    lat = spec.all_lattices
+    out = {}
+    for name in vary.names:
+        vals = [s.parameters[name] for s in lat]
+        from .vary import key_info
+        if key_info(name).level == "frame" or len(lat) == 1:
+            out[name] = vals[0]
+        else:
+            out[name] = vals
+    return out

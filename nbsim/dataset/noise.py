@@ -27,11 +27,11 @@ import numpy as np
 
 from .. import rng
 from .._numba_setup import prepare_cpu
-from .seeds import mix64
+from ..counter_rng import counter_key, poisson_inline
 
-__all__ = ["poisson_counts", "c_parity_counts", "counter_counts", "noise_smv_image"]
+__all__ = ["poisson_counts", "c_parity_counts", "counter_counts", "counter_key",
+           "noise_smv_image"]
 
-_G = np.uint64(0x9E3779B97F4A7C15)
 _INT32_MAX = 2147483647
 
 
@@ -44,56 +44,6 @@ def _c_counts(img, roi, state, out):
             for f in range(max(roi[0], 0), min(roi[1], nf - 1) + 1):
                 v = np.float64(rng.poidev(img[p, s, f], state))
                 out[p, s, f] = np.int32(v) if v < 2147483647.0 else np.int32(2147483647)
-
-
-@numba.njit(inline="always")
-def _uniform(key, counter):
-    # SplitMix64 at position `counter` of the stream `key`; 53 random bits in [0, 1)
-    z = key + counter * np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@numba.njit(cache=True)
-def _poisson_one(lam, key, pixel):
-    """One Poisson deviate of mean ``lam`` from the counter stream of ``pixel``."""
-    if not (lam > 0.0):
-        return 0.0
-    base = np.uint64(pixel) << np.uint64(16)
-    if lam < 10.0:
-        # inversion: smallest k with F(k) >= u
-        u = _uniform(key, base)
-        p = math.exp(-lam)
-        F = p
-        k = 0.0
-        while u > F and k < 1000.0:
-            k += 1.0
-            p *= lam / k
-            F += p
-        return k
-    # PTRS (Hoermann 1993), NumPy's random_poisson_ptrs
-    slam = math.sqrt(lam)
-    loglam = math.log(lam)
-    b = 0.931 + 2.53 * slam
-    a = -0.059 + 0.02483 * b
-    invalpha = 1.1239 + 1.1328 / (b - 3.4)
-    vr = 0.9277 - 3.6224 / (b - 2.0)
-    j = np.uint64(1)
-    while True:
-        U = _uniform(key, base + j) - 0.5
-        V = _uniform(key, base + j + np.uint64(1))
-        j += np.uint64(2)
-        us = 0.5 - abs(U)
-        k = math.floor((2.0 * a / us + b) * U + lam + 0.43)
-        if us >= 0.07 and V <= vr:
-            return k
-        if k < 0.0 or (us < 0.013 and V > us):
-            continue
-        if (math.log(V) + math.log(invalpha) - math.log(a / (us * us) + b)) <= \
-                (-lam + k * loglam - math.lgamma(k + 1.0)):
-            return k
 
 
 @numba.njit(parallel=True, cache=True)
@@ -109,7 +59,7 @@ def _counter_counts(img, roi, key, out):
         p = r // nrows
         s = s0 + r % nrows
         for f in range(f0, f1 + 1):
-            v = _poisson_one(np.float64(img[p, s, f]), key, (p * ns + s) * nf + f)
+            v = poisson_inline(np.float64(img[p, s, f]), key, (p * ns + s) * nf + f)
             out[p, s, f] = np.int32(v) if v < 2147483647.0 else np.int32(2147483647)
 
 
@@ -136,11 +86,6 @@ def c_parity_counts(image32: np.ndarray, seed: int, roi=None) -> np.ndarray:
     state = rng.new_state(rng.idum_from_seed_flag(int(seed)))
     _c_counts(img, _roi(roi, img.shape), state, out)
     return out.reshape(shape)
-
-
-def counter_key(seed: int) -> np.uint64:
-    """The counter generator's 64-bit key of a frame seed."""
-    return np.uint64(mix64(int(seed) ^ 0x6E6273696D6E6F69))     # "nbsimnoi"
 
 
 def counter_counts(image32: np.ndarray, seed: int, roi=None) -> np.ndarray:

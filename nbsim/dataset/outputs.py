@@ -103,6 +103,12 @@ class frame_products:
         self._stats_for = None
 
     def header(self, index: int):
+        vary = self.ds.vary
+        if vary is not None and vary.varies_frame:
+            # -vary: the frame's own detector and wavelength (its single run's header)
+            from ..image_model import FileLayout
+            plan = self.ds.plan(index)
+            return smv_header(plan, self._phi(index), self.osc, FileLayout(plan).detector)
         return smv_header(self.plan, self._phi(index), self.osc, self.layout.detector)
 
     def _scales(self, f: FrameImage):
@@ -189,12 +195,22 @@ def dataset_info(dataset, command=()) -> DatasetInfo:
     m = rendered_mask(plan)              # (panels, slow, fast); the data: stacked rows
     mask = None if m is None else ~m.reshape(det.spixels, det.fpixels)
     noise = dataset.noise
+    model = getattr(dataset.effects, "detector", None) if noise else None
+    saturation = float(2 ** 31 - 1) if noise else None
+    if model is not None and model.saturation is not None:
+        saturation = float(model.saturation)
     # the crystal per still costs a plan each (~0.5 ms), nothing beside a render
+    params, units = frame_parameter_record(dataset)
+    vary = dataset.vary
     return DatasetInfo(plan=plan, nframes=dataset.nframes, scans=scans,
-                       crystals=rendered_crystals(dataset),
+                       crystals=rendered_crystals(dataset), lattices=dataset.lattices,
+                       frame_parameters=params, frame_parameter_units=units,
+                       frame_plan=dataset.plan if vary is not None and vary.varies_frame
+                       else None,
                        dtype="int32" if noise else "float32", mask=mask,
-                       saturation=float(2 ** 31 - 1) if noise else None,
+                       saturation=saturation,
                        exposure_s=float(dataset.config.beam.exposure),
+                       detector_fields={} if model is None else model.nexus_fields(),
                        command=tuple(str(a) for a in command),
                        spectra=dataset.frame_spectra(),
                        damage=dataset.frame_damage(),
@@ -227,10 +243,27 @@ def job_experiments(dataset, info: DatasetInfo, images, adc_offset: float = 40.0
     doc = experiment_list(plan, dataset.nframes, info.scans, crystals,
                           images=None if kind is None else (kind, target),
                           exposure_s=info.exposure_s, trusted=trusted,
-                          hall=hall_symbol(space_group), identifier_seed=str(dataset.seeds.seed))
-    for p in doc["detector"][0]["panels"]:
-        p["pedestal"] = pedestal
+                          hall=hall_symbol(space_group), identifier_seed=str(dataset.seeds.seed),
+                          frame_plans=info.frame_plan if info.scans is None else None,
+                          lattices=info.lattices)
+    for det in doc["detector"]:
+        for p in det["panels"]:
+            p["pedestal"] = pedestal
     return doc
+
+
+def frame_parameter_record(dataset):
+    """The per-frame parameter record of a dataset: (name -> array with the frame as
+    first axis, name -> units).  Today the -vary values (``frame.parameters``; a crystal
+    key of a still with several lattices has a lattice axis second); other per-frame
+    values join here under their own names."""
+    if dataset.vary is None:
+        return {}, {}
+    from .vary import frame_parameter_units
+    rows = [dataset.frame_parameters(i) for i in range(dataset.nframes)]
+    params = {name: np.asarray([r[name] for r in rows], dtype=np.float64)
+              for name in dataset.vary.names}
+    return params, frame_parameter_units(dataset.vary)
 
 
 def rendered_crystals(dataset) -> list:
@@ -244,7 +277,9 @@ def rendered_crystals(dataset) -> list:
         return [np.array([c.a0, c.b0, c.c0], dtype=np.float64)]
     out = []
     for i in range(dataset.nframes):
-        plan = dataset.plan(i)
-        c = plan.crystal
-        out.append(rotate_rows((c.a0, c.b0, c.c0), plan.detector.spindle, float(c.phi0)))
+        for spec in dataset.frame(i).all_lattices:      # -lattices: one per crystal
+            plan = dataset.renderer.plan_for(spec)
+            c = plan.crystal
+            out.append(rotate_rows((c.a0, c.b0, c.c0), plan.detector.spindle,
+                                   float(c.phi0)))
     return out

@@ -41,6 +41,10 @@ class FrameImage:
     truth: Optional[dict] = None
     labels: Optional[np.ndarray] = None
     bragg_fraction: Optional[np.ndarray] = None
+    #: the per-frame values the frame was made with (name -> number or list; flag
+    #: units): the -vary draws (Dataset.frame_parameters); recorded per frame in NeXus
+    #: (/entry/nbsim/frame_parameters)
+    parameters: dict = dataclasses.field(default_factory=dict)
 
     @property
     def image32(self) -> np.ndarray:
@@ -69,6 +73,9 @@ def frame_config(config: Config, frame: FrameSpec) -> Config:
         # the frame's spectrum as -sourcefile lines "nan nan nan 1 lambda"
         from ..geometry.spectrum import source_rows
         cfg.beam = dataclasses.replace(config.beam, sources=source_rows(frame.wavelengths))
+    if frame.parameters:
+        from .vary import apply_parameters
+        cfg = apply_parameters(cfg, frame.parameters)
     return cfg
 
 
@@ -128,6 +135,10 @@ class FrameRenderer:
     def _plan_geometry(self, frame: FrameSpec) -> Plan:
         base = self.base
         cfg = frame_config(self.config, frame)
+        if frame.parameters:
+            # -vary: the detector, beam or crystal size may change; planning the frame's
+            # own Config is cheap (~1 ms) and is by construction the single render's plan
+            return make_plan(cfg)
         reorient = frame.misset is not None or frame.a_matrix is not None
         if reorient:
             # the cell without mosaic (the domains are the run's: same -mosaic_seed)
@@ -165,7 +176,11 @@ class FrameRenderer:
         """The frame's float64 image in photons per pixel, as ``Simulator.run`` returns it
         ((slow, fast), or (panels, slow, fast) for a panel set)."""
         from ..simulator import Simulator
-        return Simulator.from_plan(self.plan_for(frame), threads=self.threads).run()
+        image = None
+        for spec in frame.all_lattices:       # -lattices: the crystals' images summed
+            one = Simulator.from_plan(self.plan_for(spec), threads=self.threads).run()
+            image = one if image is None else image + one
+        return image
 
     def render_truth(self, frame: FrameSpec, experiment_id: int, frame_z0: float,
                      rotation: bool):
@@ -173,18 +188,41 @@ class FrameRenderer:
         (:mod:`nbsim.truth`), rows labelled with ``experiment_id`` and z counted from
         image ``frame_z0``."""
         from ..simulator import Simulator
-        sim = Simulator.from_plan(self.plan_for(frame), threads=self.threads)
-        sim._truth_frame = dict(experiment_id=experiment_id, frame_z0=frame_z0,
-                                rotation=rotation)
-        if self._truth_buffers:
-            try:
-                # the slot arrays of an earlier frame (the lanes kernels empty the rows
-                # they fill: no 96 bytes a pixel of fresh arrays per frame)
-                sim._truth_buffer = self._truth_buffers.pop()
-            except IndexError:      # taken by a concurrent render meanwhile
-                pass
-        image = sim.run(truth=True)
-        buf = getattr(sim, "_truth_buffer", None)
-        if buf is not None:
-            self._truth_buffers.append(buf)
-        return image, sim.frame_truth
+        image, truths = None, []
+        for k, spec in enumerate(frame.all_lattices):
+            sim = Simulator.from_plan(self.plan_for(spec), threads=self.threads)
+            sim._truth_frame = dict(experiment_id=experiment_id + k, frame_z0=frame_z0,
+                                    rotation=rotation)
+            if self._truth_buffers:
+                try:
+                    # the slot arrays of an earlier render (the lanes kernels empty the
+                    # rows they fill: no 96 bytes a pixel of fresh arrays per frame)
+                    sim._truth_buffer = self._truth_buffers.pop()
+                except IndexError:      # taken by a concurrent render meanwhile
+                    pass
+            one = sim.run(truth=True)
+            buf = getattr(sim, "_truth_buffer", None)
+            if buf is not None:
+                self._truth_buffers.append(buf)
+            image = one if image is None else image + one
+            truths.append(sim.frame_truth)
+        return image, merge_lattice_truth(truths)
+
+
+def merge_lattice_truth(truths):
+    """One frame's truth from its lattices' (-lattices): the tables concatenated in
+    lattice order (``id`` already the lattice's experiment), the Bragg photons summed,
+    and a pixel labelled with the row of the lattice giving most Bragg photons there
+    (the first lattice on a tie), that lattice's own label."""
+    if len(truths) == 1:
+        return truths[0]
+    from ..truth import FrameTruth, concat_tables
+    table = concat_tables([t.table for t in truths])
+    bragg = np.stack([t.bragg for t in truths])
+    best = np.argmax(bragg, axis=0)                      # first maximum: lower lattice
+    offsets = np.cumsum([0] + [t.nrows for t in truths[:-1]])
+    labels = np.full(truths[0].labels.shape, -1, dtype=np.int32)
+    for k, t in enumerate(truths):
+        pick = (best == k) & (t.labels >= 0)
+        labels[pick] = t.labels[pick] + offsets[k]
+    return FrameTruth(table=table, labels=labels, bragg=bragg.sum(axis=0))

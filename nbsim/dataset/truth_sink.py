@@ -40,10 +40,11 @@ class TruthSink:
     """A frame sink (``nbsim.io.sinks`` protocol) for the frames' truth."""
 
     def __init__(self, path: str, rotation: bool, nexus: Optional[str] = None,
-                 identifier_tag: Optional[str] = None):
+                 identifier_tag: Optional[str] = None, lattices: int = 1):
         self.path = str(path)
         self.rotation = bool(rotation)
         self.nexus = nexus
+        self.lattices = int(lattices)             # -lattices: experiments per still
         self.identifier_tag = identifier_tag     # the job's tag (its seed), as -write_expt's
         self.parts = Path(self.path + ".parts")
         self.nframes = 0
@@ -94,8 +95,8 @@ class TruthSink:
             table["partiality"] = sweep_partiality(table)
             ids = {0: experiment_identifier(self.identifier_tag, 0)}
         else:
-            ids = {i: experiment_identifier(self.identifier_tag, i)
-                   for i in range(self.nframes)}
+            ids = {e: experiment_identifier(self.identifier_tag, e)
+                   for e in range(self.nframes * self.lattices)}
         write_refl(self.path, table, ids)
         self._write_images()
         shutil.rmtree(self.parts, ignore_errors=True)

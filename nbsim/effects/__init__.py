@@ -3,7 +3,9 @@
 * :mod:`.psf` -- Gaussian / fiber point-spread function (noisify.c's, exact or FFT);
 * :mod:`.detector` -- photon scale, flicker, calibration error, Poisson counts, gain,
   ADC offset, readout noise, 16/32-bit integers, with noisify.c's random streams;
-* :mod:`.chain` -- the whole noisify.c chain in its order (:func:`noisify`).
+* :mod:`.chain` -- the whole noisify.c chain in its order (:func:`noisify`);
+* :mod:`.counting` -- a photon-counting detector (charge sharing, dead time, counter);
+* :mod:`.jungfrau` -- JUNGFRAU's gain switching (three stages, per-pixel calibration).
 
 The order, the seeds and what matches C exactly: docs/effects.md.
 """

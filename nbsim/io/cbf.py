@@ -256,9 +256,10 @@ def _simple_geometry(det) -> bool:
 def cbf_header_for(info: DatasetInfo, index: int, det=None) -> CbfHeader:
     """The miniCBF header of frame ``index`` (0-based) of a dataset (of detector ``det``
     if given: a panel's, or a multi-panel frame's)."""
-    det = info.plan.detector if det is None else det
+    plan = info.plan_of(index)             # -vary: the frame's detector and beam
+    det = plan.detector if det is None else det
     bf, bs, dist = beam_centre_px(det)
-    lam = np.asarray(info.plan.sources.wavelengths, dtype=np.float64)
+    lam = np.asarray(plan.sources.wavelengths, dtype=np.float64)
     if getattr(info, "spectra", None) is not None:
         lam = np.asarray(info.spectra[index], dtype=np.float64)   # the frame's spectrum
     if info.scans is not None:
@@ -364,16 +365,17 @@ class CbfSink:
         ps = plan.panels
         path = self._path(index)
         img = _mark_defects(plan, np.asarray(data).reshape(ps.shape))
+        fplan = self._info.plan_of(index)      # -vary: the frame's own geometry
         if ps.frame is not None and all(p.tile is not None for p in ps.panels):
             # the module gaps hold Pilatus' gap value, which dxtbx masks
             from ..image_model import FileLayout
             frame = ps.tiled(_int32_frames(img), fill=CBF_GAP)
             write_cbf(path, frame, cbf_header_for(self._info, index,
-                                                  FileLayout(plan).detector))
+                                                  FileLayout(fplan).detector))
             return
         for k in range(ps.count):
             write_cbf(pnl.panel_file_path(path, k, ps.count), img[k],
-                      cbf_header_for(self._info, index, pnl.panel_detector(plan, k)))
+                      cbf_header_for(self._info, index, pnl.panel_detector(fplan, k)))
 
     def close(self) -> None:
         self._info = None

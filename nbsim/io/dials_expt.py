@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -176,7 +176,9 @@ def imageset_for(kind: str, target: str, nframes: int, still: Optional[int] = No
 def experiment_list(plan, nframes: int, scans, crystals: Sequence, *,
                     images: Optional[tuple] = None, exposure_s: float = 1.0,
                     trusted=(-1.0, 65535.0), hall: str = " P 1",
-                    identifier_seed: Optional[str] = None) -> dict:
+                    identifier_seed: Optional[str] = None,
+                    frame_plans: Optional[Callable[[int], object]] = None,
+                    lattices: int = 1) -> dict:
     """The experiment list of a job, as a JSON-ready dict.
 
     ``plan``: frame 0's :class:`nbsim.plan.Plan` (beam, detector, spindle);
@@ -184,7 +186,11 @@ def experiment_list(plan, nframes: int, scans, crystals: Sequence, *,
     series, or None for stills; ``crystals``: rows (a, b, c) in metres, nanoBragg lab --
     one at phi = 0 for a rotation series, one per frame (as rendered) for stills;
     ``images``: (kind, target) for :func:`imageset_for`, or None (no imageset);
-    ``trusted``: (underload, overload) counts; ``hall``: the space group's Hall symbol.
+    ``trusted``: (underload, overload) counts; ``hall``: the space group's Hall symbol;
+    stills only: ``frame_plans`` (frame index -> plan) gives every still its own beam and
+    detector (-vary), ``lattices`` K crystals per still: ``crystals`` holds
+    ``nframes * K`` (frame-major) and experiment ``i * K + k`` is lattice k of still i,
+    the K experiments of a still sharing its imageset, beam and detector.
     """
     det = plan.detector
     if getattr(det, "curved", False):
@@ -221,16 +227,29 @@ def experiment_list(plan, nframes: int, scans, crystals: Sequence, *,
             exp["imageset"] = 0
         doc["experiment"].append(exp)
         return doc
-    if len(crystals) != nframes:
-        raise ValueError(f"{len(crystals)} crystals for {nframes} stills")
+    k_lat = int(lattices)
+    if len(crystals) != nframes * k_lat:
+        raise ValueError(f"{len(crystals)} crystals for {nframes} stills of {k_lat} "
+                         f"lattice{'s' if k_lat > 1 else ''}")
+    if frame_plans is not None:
+        doc["beam"], doc["detector"] = [], []
     for i in range(nframes):
-        doc["crystal"].append(_crystal(crystals[i], D, hall))
-        exp = {"__id__": "Experiment", "identifier": ident(i), "beam": 0, "detector": 0,
-               "crystal": i}
+        model = 0
+        if frame_plans is not None:          # -vary: the still's own beam and detector
+            p_i = frame_plans(i)
+            doc["beam"].append(_beam(p_i, D))
+            doc["detector"].append(_detector(p_i, D, trusted))
+            model = i
         if images is not None:
             doc["imageset"].append(imageset_for(images[0], images[1], nframes, still=i))
-            exp["imageset"] = i
-        doc["experiment"].append(exp)
+        for k in range(k_lat):
+            e = i * k_lat + k
+            doc["crystal"].append(_crystal(crystals[e], D, hall))
+            exp = {"__id__": "Experiment", "identifier": ident(e), "beam": model,
+                   "detector": model, "crystal": e}
+            if images is not None:
+                exp["imageset"] = i
+            doc["experiment"].append(exp)
     return doc
 
 
@@ -253,8 +272,8 @@ def rotate_rows(rows, axis, angle_rad: float) -> np.ndarray:
 
 
 def experiment_identifier(tag: Optional[str], k: int) -> str:
-    """The identifier of experiment ``k`` (a still's frame index, 0 for a sweep or a single
-    image) of the job tagged ``tag`` (the dataset's seed; None for a single image):
+    """The identifier of experiment ``k`` (a still's frame index -- ``i * K + lattice``
+    with -lattices K --, 0 for a sweep or a single image) of the job tagged ``tag`` (the dataset's seed; None for a single image):
     deterministic, so that ``-write_expt`` and ``-truth``'s reflection file, written
     separately, name the same experiments (DIALS matches them by this string)."""
     return str(uuid.uuid5(uuid.UUID(int=0), f"nbsim:{tag or ''}:{int(k)}"))

@@ -19,7 +19,9 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
                                           a panel's mask, the beamstop's shadow --
                                           and ``info.mask``; bit 1 dead and bit 3 hot
                                           -bad_pixels), count_time,
-                                          frame_time, distance, beam_center_x/y
+                                          frame_time (a detector model's, else the
+                                          exposure), threshold_energy (eV, counting
+                                          detector), distance, beam_center_x/y
           transformations       NXtransformations  det_z (translation along the normal)
           module                NXdetector_module  data_origin, data_size ([slow, fast]),
                                           (multi-panel: module00, module01, ... one per
@@ -34,6 +36,12 @@ Layout (what dxtbx's ``FormatNXmx`` / the ``nxmx`` package read; docs/formats.md
       source                    NXsource
       nbsim                     NXcollection  frame_complete [frames] uint8 (resume record),
                                           @dataset_extra (JSON of ``info.extra``: seeds...)
+        frame_parameters        NXcollection  per-frame values (``frame.parameters``, -vary):
+                                          one dataset per name, [frames(, lattices)(,
+                                          components)], @units; with -vary of a detector
+                                          or beam flag also instrument/beam
+                                          incident_wavelength [frames] (-vary lambda) and
+                                          detector distance, beam_center_x/y [frames]
 
 Every vector is in the McStas frame, converted from nanoBragg's lab frame by the one
 rotation of :mod:`nbsim.io.labframe`.  dxtbx takes the panel origin as the translation
@@ -236,7 +244,10 @@ def _crystal_frames(info: DatasetInfo):
     ``info.crystals`` when the driver gave them, else frame 0's plan."""
     crystals = getattr(info, "crystals", None)
     if crystals:
-        return [np.asarray(c, dtype=np.float64) for c in crystals]
+        # -lattices: NXsample has one crystal per frame -- lattice 0's (every lattice
+        # is in -write_expt)
+        k = max(1, int(getattr(info, "lattices", 1)))
+        return [np.asarray(c, dtype=np.float64) for c in crystals[::k]]
     c = info.plan.crystal
     rows = np.array([c.a0, c.b0, c.c0], dtype=np.float64)
     if info.scans is None and float(c.phi0) != 0.0:
@@ -307,6 +318,13 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     lam, weights = _wavelengths_angstrom(info.plan)
     if getattr(info, "spectra", None) is not None:
         _write_frame_spectra(beam, info.spectra)
+    elif "lambda" in info.frame_parameters:
+        # -vary lambda: one wavelength per frame ([nP], NXmx), which dxtbx's
+        # FormatNXmx reads per image; a frame of several source wavelengths (its
+        # -dispersion) is recorded by its mean (the spectrum: frame_parameters)
+        per = [float(np.mean(np.asarray(info.plan_of(i).sources.wavelengths))) * 1e10
+               for i in range(info.nframes)]
+        _field(beam, "incident_wavelength", np.array(per), units="angstrom")
     elif weights is None:
         _field(beam, "incident_wavelength", float(lam[0]), units="angstrom")
     else:
@@ -339,12 +357,30 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     else:
         _field(detector, "sensor_thickness", NO_SENSOR_THICKNESS_MM, units="mm",
                nbsim_note="no sensor model in the render (-detector_thick 0)")
-    _field(detector, "count_time", float(info.exposure_s), units="s")
-    _field(detector, "frame_time", float(info.exposure_s), units="s")
-    _field(detector, "distance", abs(along) * 1e3, units="mm")
-    bf, bs, _ = beam_centre_px(det)
-    _field(detector, "beam_center_x", bf, units="pixel")
-    _field(detector, "beam_center_y", bs, units="pixel")
+    fields = getattr(info, "detector_fields", None) or {}
+    _field(detector, "count_time", float(fields.get("count_time", info.exposure_s)), units="s")
+    _field(detector, "frame_time", float(fields.get("frame_time", info.exposure_s)), units="s")
+    if "threshold_energy" in fields:        # a photon-counting detector's threshold
+        _field(detector, "threshold_energy", float(fields["threshold_energy"]), units="eV")
+    if info.frame_plan is None:
+        _field(detector, "distance", abs(along) * 1e3, units="mm")
+        bf, bs, _ = beam_centre_px(det)
+        _field(detector, "beam_center_x", bf, units="pixel")
+        _field(detector, "beam_center_y", bs, units="pixel")
+    else:
+        # -vary: NXmx's per-frame [nP] distance and beam centre (the transformations,
+        # which dxtbx builds the detector from, are frame 0's: docs/datasets.md)
+        dist, bfs = [], []
+        for i in range(info.nframes):
+            d_i = info.plan_of(i).detector
+            n_i = np.cross(to_mcstas(R, d_i.fdet), to_mcstas(R, d_i.sdet))
+            dist.append(abs(float(np.dot(to_mcstas(R, d_i.pix0), n_i / np.linalg.norm(n_i))))
+                        * 1e3)
+            bfs.append(beam_centre_px(d_i)[:2])
+        bfs = np.array(bfs, dtype=np.float64)
+        _field(detector, "distance", np.array(dist), units="mm")
+        _field(detector, "beam_center_x", bfs[:, 0], units="pixel")
+        _field(detector, "beam_center_y", bfs[:, 1], units="pixel")
     _field(detector, "x_pixel_size", float(det.pixel_size) * 1e3, units="mm")
     _field(detector, "y_pixel_size", float(det.pixel_size) * 1e3, units="mm")
     if info.saturation is not None:
@@ -410,6 +446,7 @@ def _write_metadata(f, info: DatasetInfo, data_factory):
     nb.attrs["dataset_extra"] = json.dumps(info.extra, default=str, sort_keys=True)
     if getattr(info, "damage", None) is not None:
         _write_damage(nb, info.damage, info.nframes)
+    _write_frame_parameters(nb, info)
     return nb
 
 
@@ -442,6 +479,22 @@ def _write_damage(nb, damage: dict, nframes: int) -> None:
             ds.attrs["units"] = units
     for k, v in damage.get("attrs", {}).items():
         g.attrs[k] = v
+
+
+def _write_frame_parameters(nb, info: DatasetInfo) -> None:
+    """``/entry/nbsim/frame_parameters`` (NXcollection): one dataset per recorded
+    per-frame value (``info.frame_parameters``: first axis the frame; for a crystal value
+    of stills with several lattices the lattice second), with its ``units``."""
+    if not info.frame_parameters:
+        return
+    fp = _nxgroup(nb, "frame_parameters", "NXcollection")
+    fp.attrs["lattices"] = int(getattr(info, "lattices", 1))
+    for name, values in info.frame_parameters.items():
+        a = np.asarray(values)
+        if a.shape[:1] != (info.nframes,):
+            raise ValueError(f"frame parameter {name}: {a.shape[0] if a.ndim else 0} "
+                             f"values for {info.nframes} frames")
+        _field(fp, name, a, units=info.frame_parameter_units.get(name, ""))
 
 
 def _create_frames(nxdata, info, compression, nframes=None):

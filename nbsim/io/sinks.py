@@ -28,7 +28,7 @@ Frame numbers in file names start at 1 (``img_#####.cbf`` -> ``img_00001.cbf`` f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence, Set, Tuple
+from typing import Callable, Dict, Optional, Protocol, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -62,6 +62,9 @@ class DatasetInfo:
     saturation: Optional[float] = None
     exposure_s: float = 1.0
     command: Tuple[str, ...] = ()
+    #: NXdetector fields of a detector model (docs/effects.md): count_time, frame_time
+    #: (s), threshold_energy (eV); absent: the exposure, no threshold
+    detector_fields: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     # the rendered crystal, rows (a, b, c) in m (nanoBragg lab): one at phi = 0 for a
     # rotation series, one per frame for stills (NeXus NXsample, -write_expt); None:
@@ -73,6 +76,20 @@ class DatasetInfo:
     # radiation damage per frame (nbsim.dataset.damage): {"dose": MGy, "b_factor_increase":
     # A^2, "damaged_fraction": (nframes,) arrays, "attrs": the model's constants}
     damage: Optional[dict] = None
+    #: crystals in the beam per still (-lattices): ``crystals`` then holds one per
+    #: experiment, frame-major (frame i, lattice k at i * lattices + k)
+    lattices: int = 1
+    #: the per-frame parameter record (``frame.parameters``): name -> array whose first
+    #: axis is the frame (NeXus /entry/nbsim/frame_parameters), and its units
+    frame_parameters: Dict[str, np.ndarray] = field(default_factory=dict)
+    frame_parameter_units: Dict[str, str] = field(default_factory=dict)
+    #: frame i's plan (lattice 0) where the detector or beam changes per frame (-vary),
+    #: else None (``plan`` is every frame's); use :meth:`plan_of`
+    frame_plan: Optional[Callable[[int], object]] = None
+
+    def plan_of(self, index: int):
+        """The plan whose detector and beam frame ``index`` was rendered with."""
+        return self.plan if self.frame_plan is None else self.frame_plan(int(index))
 
 
 class FrameSink(Protocol):
