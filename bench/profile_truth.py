@@ -2,7 +2,8 @@
 one Simulator, the plain render and the truth render alternately, best process (CPU)
 time of ROUNDS for the whole run and its parts (the lanes kernel, the exact overflow
 re-render ``truth.complete_slots``, the aggregation ``truth.collect``).  One thread by
-default: CPU time is the figure that survives a loaded machine.
+default: CPU time is the figure that survives a loaded machine; with THREADS > 1 the
+best wall times of the run and the aggregation are printed too (``*_wall``).
 
     python bench/profile_truth.py CASE DTYPE SIZE ROUNDS [THREADS]
 """
@@ -29,10 +30,12 @@ best, parts = {}, {}
 
 def timed(key, fn):
     def wrapper(*a, **k):
-        t0 = time.process_time()
+        t0, w0 = time.process_time(), time.perf_counter()
         out = fn(*a, **k)
         k2 = key(*a, **k) if callable(key) else key
         parts[k2] = parts.get(k2, 0.0) + time.process_time() - t0
+        if k2 == "collect":
+            parts["collect_wall"] = parts.get("collect_wall", 0.0) + time.perf_counter() - w0
         return out
     return wrapper
 
@@ -45,11 +48,13 @@ simulator.Simulator._launch_lanes = timed(
 for _ in range(rounds):
     for key, fn in (("run_off", sim.run), ("run_on", lambda: sim.run(truth=True))):
         parts.clear()
-        t0 = time.process_time()
+        t0, w0 = time.process_time(), time.perf_counter()
         fn()
         parts[key] = time.process_time() - t0
+        parts[key + "_wall"] = time.perf_counter() - w0
         for k, v in parts.items():
             best[k] = min(best.get(k, 1e9), v)
 print(name, dtype, size, f"threads={threads}",
-      " ".join(f"{k}={v * 1e3:.2f}ms" for k, v in best.items()),
+      " ".join(f"{k}={v * 1e3:.2f}ms" for k, v in best.items()
+               if threads > 1 or not k.endswith("_wall")),
       f"ratio={best['run_on'] / best['run_off']:.2f}", flush=True)

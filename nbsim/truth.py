@@ -6,7 +6,9 @@ pixel, up to K slots of (packed nearest lattice point, photons, photons x rotati
 fraction) with every factor of the pixel's value applied.  Pixels where more than K
 lattice points contributed are rendered again with more slots until none overflows, so
 every sum here is exact.  The host side (this module) turns the slots into the frame's
-reflection table and its label and Bragg images with NumPy only (unique keys, bincount).
+reflection table and its label and Bragg images with compiled passes
+(:mod:`nbsim.truth_kernels`, parallel over fixed chunks of slot rows: the same bits
+whatever the thread count).
 
 Columns of a frame's table (one row per (miller_index, panel)), as DIALS names them:
 
@@ -175,7 +177,7 @@ def collect(plan, blocks, *, experiment_id: int = 0, frame_z0: float = 0.0,
     lo = np.full(3, np.iinfo(np.int64).max, dtype=np.int64)
     hi = np.full(3, np.iinfo(np.int64).min, dtype=np.int64)
     for _pix, key, photons, _phase in blocks:
-        tk.hkl_bounds(key, photons, lo, hi)
+        tk.hkl_bounds(key, photons, lo, hi, tk.CHUNK_ROWS)
     if lo[0] > hi[0]:
         return FrameTruth(table=empty_table(), labels=labels.reshape(shape),
                           bragg=bragg.reshape(shape))
@@ -185,7 +187,8 @@ def collect(plan, blocks, *, experiment_id: int = 0, frame_z0: float = 0.0,
         # rows: the occupied cells of the (panel, h, k, l) box, in that order
         present = np.zeros(volume, dtype=np.uint8)
         for pix, key, photons, _phase in blocks:
-            tk.mark_cells(key, photons, pix, fp, rows_per_panel, lo, ext, present)
+            tk.mark_cells(key, photons, pix, fp, rows_per_panel, lo, ext, present,
+                          tk.CHUNK_ROWS)
         cells = np.flatnonzero(present)
         table = np.zeros(volume, dtype=np.int32)
         table[cells] = np.arange(cells.size, dtype=np.int32)
@@ -198,7 +201,7 @@ def collect(plan, blocks, *, experiment_id: int = 0, frame_z0: float = 0.0,
     npx = np.zeros(nrows, dtype=np.int32)
     for pix, key, photons, phase in blocks:
         tk.accumulate(key, photons, phase, pix, fp, rows_per_panel, lo, ext, table, cells,
-                      sums, npx, labels, bragg)
+                      sums, npx, labels, bragg, tk.CHUNK_ROWS)
     intensity = sums[0]
     x = sums[1] / intensity
     y = sums[2] / intensity

@@ -98,6 +98,9 @@ class FrameRenderer:
         self.damage = damage
         self.base: Plan = make_plan(config)
         self._inv_d2 = None
+        #: the truth slot arrays of finished renders, handed to the next truth render (one
+        #: per render in flight: a render takes one from the list and puts it back)
+        self._truth_buffers = []
 
     def plan_for(self, frame: FrameSpec) -> Plan:
         plan = self._plan_geometry(frame)
@@ -165,6 +168,8 @@ class FrameRenderer:
         # share the pixel index (a field, or a cached property built on first use)
         if "pixel_index" in base.__dict__:
             plan.__dict__["pixel_index"] = base.__dict__["pixel_index"]
+            # and, with it, the lanes kernels' runs of that index (Simulator._launch_lanes)
+            plan.__dict__["_lane_runs"] = base.__dict__.setdefault("_lane_runs", {})
         return plan
 
     def render(self, frame: FrameSpec) -> np.ndarray:
@@ -188,7 +193,17 @@ class FrameRenderer:
             sim = Simulator.from_plan(self.plan_for(spec), threads=self.threads)
             sim._truth_frame = dict(experiment_id=experiment_id + k, frame_z0=frame_z0,
                                     rotation=rotation)
+            if self._truth_buffers:
+                try:
+                    # the slot arrays of an earlier render (the lanes kernels empty the
+                    # rows they fill: no 96 bytes a pixel of fresh arrays per frame)
+                    sim._truth_buffer = self._truth_buffers.pop()
+                except IndexError:      # taken by a concurrent render meanwhile
+                    pass
             one = sim.run(truth=True)
+            buf = getattr(sim, "_truth_buffer", None)
+            if buf is not None:
+                self._truth_buffers.append(buf)
             image = one if image is None else image + one
             truths.append(sim.frame_truth)
         return image, merge_lattice_truth(truths)
