@@ -331,17 +331,21 @@ for i, fn in enumerate(sys.argv[2:]):
     except Exception:
         out.append([None, None])
         continue
-    row = []
+    # d[k][j]: misorientation of true lattice k and found crystal j, the least over the
+    # four P222 operations; each found crystal is given to one true lattice (the
+    # assignment of least total), a true lattice without a crystal gets 180
+    d = []
     for k in range(2):
         ut = u_of(np.array(truth[2 * i + k].crystal.get_real_space_vectors()))
-        best = 180.0
+        dk = []
         for e in found:
             a = np.array(e.crystal.get_real_space_vectors())
-            for op in ops:
-                c = (np.trace(ut @ u_of(op @ a).T) - 1.0) / 2.0
-                best = min(best, float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))))
-        row.append(best)
-    out.append(row)
+            cs = [(np.trace(ut @ u_of(op @ a).T) - 1.0) / 2.0 for op in ops]
+            dk.append(float(np.degrees(np.arccos(np.clip(max(cs), -1.0, 1.0)))))
+        d.append(dk + [180.0, 180.0])
+    m = len(found) + 2
+    out.append(min(([d[0][j0], d[1][j1]] for j0 in range(m) for j1 in range(m)
+                    if j0 != j1), key=sum))
 print(json.dumps(out))
 """
 
@@ -350,23 +354,23 @@ print(json.dumps(out))
 @pytest.mark.dials
 @pytest.mark.skipif(shutil.which("dials.index") is None, reason="DIALS is not installed")
 def test_dials_indexes_both_lattices_of_two_lattice_stills(tmp_path):
-    """20 strong stills of 2 lattices (orthorhombic 40x50x60 A, 400^2 pixels, sharp
-    lattice points -- N 12, 0.05 deg mosaic -- and a 4 % pink beam for enough spots;
-    miniCBF frames, as dxtbx reads one wavelength per NeXus image): per still dials.index
-    (sequences indexer -- Debian's stills indexer and stills_process need cctbx.xfel --,
-    max_lattices=2, the known cell, geometry fixed) finds both lattices of every still
-    (within 1 deg), >= 80 % of the lattices within 0.2 deg, the median within 0.1 deg.
-    Measured (docs/datasets.md): every lattice found (max 0.56 deg), 85 % of lattices
-    and 70 % of stills (both lattices) within 0.2 deg, median 0.071 deg: the issue's
-    "both within 0.2 deg on >= 80 % of stills" is not reached -- DIALS' stills
-    orientation about axes normal to the beam is the weak direction."""
+    """Issue 19: 20 strong stills of 2 lattices -- orthorhombic 70x80x90 A, N 10
+    (gauss_xtal), a monochromatic 1 A beam, 1024^2 pixels of 0.1 mm at 80 mm (1.8 A at the
+    edge), Poisson noise, miniCBF frames: a few thousand spots of 1-3 pixels per still --;
+    per still dials.index (sequences indexer -- Debian's stills indexer and stills_process
+    need cctbx.xfel --, max_lattices=2, the known cell and P222, detector and beam fixed,
+    Tukey outlier rejection: the stills default sauter_poon failed in its LBFGS on a still)
+    finds both lattices within 0.2 deg on >= 80 % of the stills (the orientation against
+    the rendered one from -write_expt, over the four 222 operations, each found crystal
+    given to one lattice).  Measured (docs/datasets.md): both lattices found and
+    within 0.2 deg on 100 % of the stills (40/40 lattices), median 0.007 deg, worst
+    0.025 deg; about 10 min on 2 shared cores."""
     from concurrent.futures import ThreadPoolExecutor
     n = 20
-    rc, _o, err = run_cli(["-cell", 40, 50, 60, 90, 90, 90, "-default_F", 100, "-N", 12,
+    rc, _o, err = run_cli(["-cell", 70, 80, 90, 90, 90, 90, "-default_F", 100, "-N", 10,
                            "-gauss_xtal", "-water", 0.1, "-fluence", 1e29, "-lambda", 1,
-                           "-distance", 50, "-detpixels", 400, "-pixel", 0.1,
-                           "-oversample", 2, "-mosaic", 0.05, "-mosaic_domains", 20,
-                           "-dispersion", 4, "-dispsteps", 9,
+                           "-distance", 80, "-detpixels", 1024, "-pixel", 0.1,
+                           "-oversample", 2,
                            "-misset", "random", "-stills", n, "-lattices", 2, "-seed", 7,
                            "-cbf", tmp_path / "x_##.cbf", "-write_expt", tmp_path / "x.expt",
                            "-noprogress"])
@@ -389,9 +393,10 @@ def test_dials_indexes_both_lattices_of_two_lattice_stills(tmp_path):
 
     def index(stem):
         dials("dials.index", f"{stem}.expt", f"{stem}.refl",
-              "unit_cell=40,50,60,90,90,90", "space_group=P222", "max_lattices=2",
+              "unit_cell=70,80,90,90,90,90", "space_group=P222", "max_lattices=2",
               "stills.indexer=sequences", "detector.fix=all", "beam.fix=all",
               "basis_vector_combinations.max_refine=5",
+              "refinement.reflections.outlier.algorithm=tukey",
               f"output.experiments=idx_{stem}.expt", f"output.reflections=idx_{stem}.refl",
               f"output.log=idx_{stem}.log")
         return f"idx_{stem}.expt"
@@ -406,6 +411,6 @@ def test_dials_indexes_both_lattices_of_two_lattice_stills(tmp_path):
     print("misorientation (deg) per still and lattice:", np.round(angles, 3).tolist())
     both = np.all(angles <= 0.2, axis=1)
     print(f"both lattices within 0.2 deg: {both.mean():.0%} of stills; lattices within "
-          f"0.2 deg: {(angles <= 0.2).mean():.0%}; median {np.median(angles):.3f} deg")
-    assert angles.max() <= 1.0
-    assert (angles <= 0.2).mean() >= 0.8 and np.median(angles) <= 0.1
+          f"0.2 deg: {(angles <= 0.2).mean():.0%}; median {np.median(angles):.3f} deg, "
+          f"worst {angles.max():.3f} deg")
+    assert both.mean() >= 0.8
