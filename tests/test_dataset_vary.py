@@ -173,11 +173,15 @@ def test_bad_vary_files_are_refused_with_one_line(doc, words, tmp_path):
     (["-stills", 2, "-vary", "missing.json"], "-vary: cannot open missing.json"),
     (["-stills", 2, "-vary", "bad.json"], "not JSON"),
     (["-stills", 2, "-vary", "v.json", "-flux", "1e12"], "-flux decides the fluence"),
-], ids=["rotation", "rotation-lattices", "not-random", "zero", "missing", "json", "flux"])
+    (["-stills", 2, "-vary", "lam.json", "-sase_bandwidth", "0.003"] + RANDOM,
+     "lambda cannot vary with -sase_bandwidth"),
+], ids=["rotation", "rotation-lattices", "not-random", "zero", "missing", "json", "flux",
+        "lambda-sase"])
 def test_vary_and_lattices_misuse_is_refused(argv, words, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "v.json").write_text(json.dumps({"fluence": {"normal": 1e27}}))
     (tmp_path / "bad.json").write_text("{distance: 1")
+    (tmp_path / "lam.json").write_text(json.dumps({"lambda": {"normal": 0.01}}))
     rc, _o, err = run_cli(BASE + argv + ["-nexus", "x.h5"])
     assert rc == 2 and words in err, err
     assert len(err.strip().splitlines()) == 1

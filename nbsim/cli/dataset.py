@@ -305,6 +305,11 @@ def run_dataset(argv, out, err) -> int:
     d = outs.dataset
     frames = _frames_from(parsed, d)
     spectrum = _spectrum_from(parsed, d)
+    vary = getattr(frames, "vary", None)
+    if spectrum is not None and vary is not None and "lambda" in vary.names:
+        which = "-sase_bandwidth" if "sase_bandwidth" in d else "-spectrum"
+        raise _error(f"-vary {d['vary']}: lambda cannot vary with {which} (the spectrum "
+                     f"gives each frame's wavelengths)")
     damage = _damage_from(parsed, d)
     n = frames.nframes
     given = {FLAG_INDEX[f].names[0] for f, _ in tokenize(argv) if f != "-h"}
