@@ -27,6 +27,22 @@ just that, and the full set-up (with the BLAS check deferred as above) runs at t
 cache miss, before the compile it serves.  Same machine code, same images; a warm ``nbsim``
 process starts ~0.16 s sooner.
 
+**Compiled and loaded kernels run the same code** (:func:`prepare_cpu`, patch
+``cpu_local_linkage``).  Numba links a copy of every separately compiled callee (a parfor's
+gufunc, ``@njit`` / ``register_jitable`` helpers, NumPy implementations) into the caller's
+module as a ``linkonce_odr`` (ELF: weak) function, optimises that module once more (with
+the fast-math flags' reassociation and contraction the copy's operation order can change)
+and caches the resulting object code.  The JIT linker binds a weak symbol to the first
+definition in the process: in the process that compiled the kernel that is the callee's
+own library (compiled earlier, optimised once), in a process that loaded the kernel from
+the cache it is the kernel's own copy (or the copy of whichever cached kernel of another
+process defined that name first).  Same inputs, last bits different (float32 c-parity
+pix0_custom_roi: 12005 of 20800 pixels, up to ~4 ulp).  The patch gives those copies
+internal linkage once the module is optimised, just before the object code is made: a
+library always calls its own copies, so every process runs exactly the cached object
+code (the bits a loading process had before; the module kept for linking into later
+callers is Numba's, unchanged).
+
 These reach into Numba's private module layout, so they are **guarded**
 (:func:`patch_status`): it runs only for the Numba / numba-cuda versions it was verified
 with (:data:`VERIFIED`, the ranges pinned in ``pyproject.toml``) and only when the modules
@@ -187,11 +203,13 @@ def _has_module(name: str) -> bool:
 def patch_status(name: str):
     """``(applies, reason)`` for one private-API patch on the installed versions.
 
-    ``name``: ``"cpu_blas"`` and ``"cpu_lazy_load"`` (this module, CPU target; the
-    second also off with ``NBSIM_LAZY_CACHE_LOAD=0``), ``"cuda_blas"`` (this module,
+    ``name``: ``"cpu_blas"``, ``"cpu_lazy_load"`` and ``"cpu_local_linkage"`` (this
+    module, CPU target; the second also off with ``NBSIM_LAZY_CACHE_LOAD=0``),
+    ``"cuda_blas"`` (this module,
     numba-cuda target), ``"cuda_ufuncs"`` and ``"cuda_inline"`` (:mod:`nbsim.kernels.cuda`).
     A patch that does not apply leaves Numba's behaviour as it is."""
-    if name not in ("cpu_blas", "cpu_lazy_load", "cuda_blas", "cuda_ufuncs", "cuda_inline"):
+    if name not in ("cpu_blas", "cpu_lazy_load", "cpu_local_linkage", "cuda_blas",
+                    "cuda_ufuncs", "cuda_inline"):
         raise ValueError(f"unknown patch {name!r}")
     if not patches_enabled():
         return False, "NBSIM_NUMBA_PATCHES=0"
@@ -219,6 +237,22 @@ def patch_status(name: str):
                 and callable(getattr(nrtdynmod, "create_nrt_module", None))
                 and callable(getattr(nrtdynmod, "compile_nrt_functions", None))):
             return False, "numba.core.caching / runtime lack what this patch uses"
+        return True, f"numba {nv}"
+    if name == "cpu_local_linkage":
+        if not _in_verified("numba", nv):
+            return False, f"numba {nv} outside the verified range {VERIFIED['numba']}"
+        try:
+            import llvmlite.binding as ll
+            from numba.core.codegen import CPUCodeLibrary
+        except Exception:  # noqa: BLE001 - a layout this was not verified with
+            return False, "numba.core.codegen / llvmlite.binding not found"
+        if not (callable(getattr(CPUCodeLibrary, "_finalize_final_module", None))
+                and callable(getattr(CPUCodeLibrary, "finalize", None))
+                and hasattr(CPUCodeLibrary, "_get_module_for_linking")
+                and hasattr(ll, "Linkage")
+                and all(hasattr(ll.Linkage, a) for a in _WEAK_LINKAGES
+                        + ("internal", "external"))):
+            return False, "numba.core.codegen.CPUCodeLibrary lacks what this patch uses"
         return True, f"numba {nv}"
     if name in ("cuda_blas", "cuda_ufuncs", "cuda_inline"):
         cv = numba_cuda_version()
@@ -354,11 +388,91 @@ def _install_nrt_cache() -> None:
     nrtdynmod.compile_nrt_functions = compile_nrt_functions
 
 
+def _shared_module_of(library):
+    """What Numba's ``CPUCodeLibrary._get_module_for_linking`` makes of the library's final
+    module (a clone, exported functions ``linkonce_odr``), taken before
+    :func:`_install_local_linkage` changes that module."""
+    import llvmlite.binding as ll
+    mod = library._final_module
+    to_fix = [fn.name for fn in mod.functions
+              if not fn.is_declaration and fn.linkage == ll.Linkage.external]
+    if not to_fix:
+        return mod.clone()
+    mod = mod.clone()
+    for name in to_fix:
+        mod.get_function(name).linkage = "linkonce_odr"
+    return mod
+
+
+_WEAK_LINKAGES = ("linkonce_odr", "weak_odr", "linkonce_any", "weak_any")
+
+
+def _install_local_linkage() -> None:
+    """Give the callee copies linked into a CPU library internal linkage before its object
+    code is made (module docstring: compiled and loaded kernels run the same code).
+
+    ``CPUCodeLibrary.finalize`` links each callee library's module into the library's
+    final module (exported functions ``linkonce_odr``; a parfor's gufunc wrapper is
+    ``weak_odr`` already), optimises it, then ``_finalize_final_module`` hands it to the
+    JIT (which emits the object code that the cache stores).  Wrapped here: ``finalize``
+    notes the functions the library defines itself (before linking); then, once the
+    module is optimised, the module for linking is taken as Numba would take it later (so
+    a caller compiled afterwards links the same thing) and every weak or link-once
+    definition that came from another library becomes ``internal``.  The library's own
+    functions keep their linkage (a gufunc wrapper library's wrapper is looked up by name),
+    and the optimised code is not changed, only how its calls bind.  A library loaded from
+    object code (its final module is empty) and a second installation go through
+    unchanged."""
+    import llvmlite.binding as ll
+    from numba.core.codegen import CPUCodeLibrary
+
+    real_finalize = CPUCodeLibrary.finalize
+    real = CPUCodeLibrary._finalize_final_module
+    if getattr(real, "_nbsim_local_linkage", False):
+        return
+    weak_kinds = tuple(getattr(ll.Linkage, k) for k in _WEAK_LINKAGES)
+
+    def finalize(self):
+        try:
+            self._nbsim_own = frozenset(fn.name for fn in self._final_module.functions
+                                        if not fn.is_declaration)
+        except Exception:  # noqa: BLE001 - left as Numba makes it
+            self._nbsim_own = None
+        return real_finalize(self)
+
+    def _finalize_final_module(self):
+        own = getattr(self, "_nbsim_own", None)
+        if own is not None:
+            try:
+                mod = self._final_module
+                copies = [fn for fn in mod.functions
+                          if not fn.is_declaration and fn.name not in own
+                          and fn.linkage in weak_kinds]
+                if copies:
+                    if self._shared_module is None:
+                        self._shared_module = _shared_module_of(self)
+                    for fn in copies:
+                        fn.linkage = ll.Linkage.internal
+            except Exception:  # noqa: BLE001 - left as Numba made it
+                pass
+        return real(self)
+
+    finalize.__wrapped__ = real_finalize
+    _finalize_final_module._nbsim_local_linkage = True
+    _finalize_final_module.__wrapped__ = real
+    CPUCodeLibrary.finalize = finalize
+    CPUCodeLibrary._finalize_final_module = _finalize_final_module
+
+
 def prepare_cpu() -> None:
-    """Set up Numba's CPU target for nbsim's kernels (before the first CPU kernel call):
-    the lazy cache load (patch ``cpu_lazy_load``) where it applies, else the full set-up
-    now (with the BLAS check deferred where patch ``cpu_blas`` applies)."""
+    """Set up Numba's CPU target for nbsim's kernels (before the first CPU kernel call or
+    compile): callee copies linked with internal linkage (patch ``cpu_local_linkage``:
+    compiled and loaded kernels give the same bits), the lazy cache load (patch
+    ``cpu_lazy_load``) where it applies, else the full set-up now (with the BLAS check
+    deferred where patch ``cpu_blas`` applies)."""
     def go():
+        if patch_status("cpu_local_linkage")[0]:
+            _install_local_linkage()
         if patch_status("cpu_lazy_load")[0]:
             _install_lazy_cache_load()
         elif patch_status("cpu_blas")[0]:

@@ -1018,10 +1018,9 @@ def _stable_bytes(path):
 
 
 def _assert_same_refl(raw_a, raw_b):
-    """Two -truth files of the same job: the same rows and integer columns, the float64
-    columns equal to 1e-12.  (A kernel compiled in the process and the same kernel loaded
-    from Numba's cache may differ in the last bit of a float64 sum -- a known difference,
-    docs/performance.md; the float32 image files hide it, the .refl's doubles show it.)"""
+    """Two -truth files of the same job: the same rows and columns, bit for bit (a kernel
+    compiled in the process and the same kernel loaded from Numba's cache give the same
+    bits: nbsim._numba_setup, patch ``cpu_local_linkage``; tests/test_cache_bits.py)."""
     import tempfile
     from nbsim.io.refl import read_refl
     tables = []
@@ -1035,10 +1034,7 @@ def _assert_same_refl(raw_a, raw_b):
     for k in ta:
         a, b = np.asarray(ta[k]), np.asarray(tb[k])
         assert a.shape == b.shape, k
-        if a.dtype.kind == "f":
-            assert np.allclose(a, b, rtol=1e-12, atol=0, equal_nan=True), k
-        else:
-            assert np.array_equal(a, b), k
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), k
 
 
 def _cut_short_and_resume(c, d, files, argv):

@@ -51,8 +51,9 @@ def test_installed_versions_are_inside_the_pins():
 
 
 def test_patches_apply_on_the_pinned_versions():
-    ok, why = ns.patch_status("cpu_blas")
-    assert ok, why
+    for name in ("cpu_blas", "cpu_local_linkage"):
+        ok, why = ns.patch_status(name)
+        assert ok, why
     for name in ("cuda_blas", "cuda_ufuncs", "cuda_inline"):
         ok, why = ns.patch_status(name)
         if ns.numba_cuda_version() is None:
@@ -65,8 +66,9 @@ def test_patches_apply_on_the_pinned_versions():
 
 def test_patches_skipped_outside_the_verified_versions(monkeypatch):
     monkeypatch.setitem(ns.VERIFIED, "numba", ((0, 1), (0, 1)))
-    ok, why = ns.patch_status("cpu_blas")
-    assert not ok and "outside the verified range" in why
+    for name in ("cpu_blas", "cpu_local_linkage"):
+        ok, why = ns.patch_status(name)
+        assert not ok and "outside the verified range" in why
     monkeypatch.setitem(ns.VERIFIED, "numba-cuda", ((0, 1), (0, 1)))
     if ns.numba_cuda_version() is not None:
         for name in ("cuda_blas", "cuda_ufuncs", "cuda_inline"):
@@ -74,6 +76,7 @@ def test_patches_skipped_outside_the_verified_versions(monkeypatch):
             assert not ok and "outside the verified range" in why
     monkeypatch.setenv("NBSIM_NUMBA_PATCHES", "0")
     assert ns.patch_status("cpu_blas") == (False, "NBSIM_NUMBA_PATCHES=0")
+    assert ns.patch_status("cpu_local_linkage") == (False, "NBSIM_NUMBA_PATCHES=0")
     with pytest.raises(ValueError):
         ns.patch_status("nonsense")
 

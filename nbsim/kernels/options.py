@@ -8,14 +8,19 @@ from typing import NamedTuple
 _PKG = Path(__file__).resolve().parent.parent
 _SHARED_SOURCES = ("physics.py", "kernels/options.py", "kernels/pixel.py", "kernels/cpu.py",
                    "kernels/cpu_lanes.py", "kernels/cpu_lanes32.py",
-                   "gradients/dphysics.py", "gradients/core.py")
+                   "gradients/dphysics.py", "gradients/core.py", "_numba_setup.py")
 
 
 def _source_stamp() -> int:
     """A hash of the sources the compiled kernels inline.  Numba's disk cache notices edits
     to a kernel's own file only; kernel factories keep this number as a closure constant,
-    and Numba keys its cache on closure values, so editing shared physics recompiles."""
+    and Numba keys its cache on closure values, so editing shared physics recompiles.
+    ``_numba_setup.py`` is in the list and whether its patches are on in the hash: its
+    ``cpu_local_linkage`` patch changes how a compiled kernel's calls bind (a kernel
+    cached without it is not reused with it, nor the other way round)."""
+    from .._numba_setup import patches_enabled
     h = hashlib.sha1()
+    h.update(b"patches on" if patches_enabled() else b"patches off")
     for rel in _SHARED_SOURCES:
         p = _PKG / rel
         if p.exists():
