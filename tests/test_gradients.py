@@ -101,6 +101,7 @@ def test_vjp_matches_finite_differences(name):
     assert compare(sim, G, params) == []
 
 
+@pytest.mark.slow          # its own adjoint variant (~18 s cold on CI's 2 cores)
 def test_mosaic_spread():
     # the float32 narrowing of C's mosaic angle makes small FD steps noisy: the step is
     # 20 % of the spread (Richardson-extrapolated), agreement 1e-5

@@ -549,6 +549,7 @@ def test_frame_mask_for_a_layout_and_bad_mask_shape():
 TWO = pnl.TiledLayout("two", 2, 1, 10, 8, 2, 0, 1e-4)
 
 
+@pytest.mark.slow          # a unique kernel variant (~30 s cold on CI's 2 cores)
 def test_cparity_tricubic_switch_crosses_panels(tmp_path):
     """C turns interpolation off for the rest of the run at the first out-of-range
     evaluation; with panels 'the rest' is (panel, slow, fast) order.  Module 0 (far from
