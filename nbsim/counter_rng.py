@@ -18,7 +18,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["mix64", "counter_key", "stream_key", "STREAMS", "uniform", "poisson_one",
+__all__ = ["roi_window", "mix64", "counter_key", "stream_key", "STREAMS", "uniform", "poisson_one",
            "poisson_inline", "gauss_one"]
 
 _M64 = (1 << 64) - 1
@@ -27,6 +27,18 @@ _GOLDEN = 0x9E3779B97F4A7C15
 #: named random streams of a frame's detector model, keyed by the frame's -seed value
 #: (numbers after nbsim.dataset.seeds' frame streams: one table of stream numbers)
 STREAMS = {"counting": 6, "jungfrau": 7, "jungfrau_calibration": 8}
+
+
+@numba.extending.register_jitable
+def roi_window(roi, ns, nf):
+    """The -roi (xmin, xmax, ymin, ymax; pixels, inclusive) clipped to a (slow ``ns``,
+    fast ``nf``) panel: ``(s0, f0, f1, nrows)``, rows s0 .. s0 + nrows - 1 (nrows 0 when
+    the ROI misses the panel), columns f0 .. f1."""
+    s0 = max(roi[2], 0)
+    s1 = min(roi[3], ns - 1)
+    f0 = max(roi[0], 0)
+    f1 = min(roi[1], nf - 1)
+    return s0, f0, f1, max(s1 - s0 + 1, 0)
 
 
 def mix64(z: int) -> int:

@@ -20,14 +20,13 @@ default: pixel p is the flat index).  Pixels outside the ROI get 0.
 """
 from __future__ import annotations
 
-import math
 
 import numba
 import numpy as np
 
 from .. import rng
 from .._numba_setup import prepare_cpu
-from ..counter_rng import counter_key, poisson_inline
+from ..counter_rng import counter_key, poisson_inline, roi_window
 
 __all__ = ["poisson_counts", "c_parity_counts", "counter_counts", "counter_key",
            "noise_smv_image"]
@@ -50,11 +49,7 @@ def _c_counts(img, roi, state, out):
 def _counter_counts(img, roi, key, out):
     # (panels, slow, fast); pixel number = flat index (panel * ns + s) * nf + f
     npan, ns, nf = img.shape
-    s0 = max(roi[2], 0)
-    s1 = min(roi[3], ns - 1)
-    f0 = max(roi[0], 0)
-    f1 = min(roi[1], nf - 1)
-    nrows = max(s1 - s0 + 1, 0)
+    s0, f0, f1, nrows = roi_window(roi, ns, nf)
     for r in numba.prange(npan * nrows):
         p = r // nrows
         s = s0 + r % nrows

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ..counter_rng import poisson_inline, uniform
+from ..counter_rng import poisson_inline, uniform, roi_window
 
 __all__ = ["CountingParams", "charge_sharing_kernel", "photon_counting", "SIMULATE_MAX",
            "CLT_MIN", "POISSON_X", "HC_KEV_ANGSTROM"]
@@ -230,11 +230,7 @@ def _count_frame_local(img, scale, roi, T, tau, paralyzable, cmax, rollover, key
     # fast), pixel number = the flat index (panel * ns + s) * nf + f, as the default
     # mode's Poisson generator
     npan, ns, nf = img.shape
-    s0 = max(roi[2], 0)
-    s1 = min(roi[3], ns - 1)
-    f0 = max(roi[0], 0)
-    f1 = min(roi[1], nf - 1)
-    nrows = max(s1 - s0 + 1, 0)
+    s0, f0, f1, nrows = roi_window(roi, ns, nf)
     for r in numba.prange(npan * nrows):
         p = r // nrows
         s = s0 + r % nrows
@@ -255,11 +251,7 @@ def _count_frame_shared(img, P, roi, T, tau, paralyzable, cmax, rollover, key_p,
     # through the sharing kernel P; charge is shared inside a panel only
     npan, ns, nf = img.shape
     R = P.shape[0] // 2
-    s0 = max(roi[2], 0)
-    s1 = min(roi[3], ns - 1)
-    f0 = max(roi[0], 0)
-    f1 = min(roi[1], nf - 1)
-    nrows = max(s1 - s0 + 1, 0)
+    s0, f0, f1, nrows = roi_window(roi, ns, nf)
     for r in numba.prange(npan * nrows):
         p = r // nrows
         s = s0 + r % nrows

@@ -28,7 +28,7 @@ from typing import Tuple
 import numba
 import numpy as np
 
-from ..counter_rng import poisson_inline, uniform
+from ..counter_rng import poisson_inline, uniform, roi_window
 
 __all__ = ["JungfrauParams", "jungfrau", "jungfrau_calibration", "GAIN_BITS", "ADC_MAX"]
 
@@ -91,11 +91,7 @@ def _pixel_calibration(key_c, pixel, g, gain, ped, gspread, pspread):
 def _jungfrau_frame(img, roi, ekev, gains, peds, noise, switch, gspread, pspread, photons,
                     key_p, key_n, key_c, out):
     npan, ns, nf = img.shape
-    s0 = max(roi[2], 0)
-    s1 = min(roi[3], ns - 1)
-    f0 = max(roi[0], 0)
-    f1 = min(roi[1], nf - 1)
-    nrows = max(s1 - s0 + 1, 0)
+    s0, f0, f1, nrows = roi_window(roi, ns, nf)
     for r in numba.prange(npan * nrows):
         p = r // nrows
         s = s0 + r % nrows
